@@ -1,0 +1,42 @@
+"""Multi-layer perceptron: tabular features, flattened images or flattened windows."""
+
+from __future__ import annotations
+
+from dlrun.models.heads import output_head
+from dlrun.registry import MODELS
+
+
+def regularizer(model_cfg):
+    import keras
+
+    l1, l2 = float(model_cfg.get("l1", 0.0)), float(model_cfg.get("l2", 0.0))
+    return keras.regularizers.L1L2(l1=l1, l2=l2) if (l1 or l2) else None
+
+
+@MODELS.register("mlp", "Dense layers (units list, activation, dropout, batch norm, L1/L2)",
+                 tags=("tabular", "image", "sequence"))
+def build_mlp(model_cfg, info):
+    """Input -> [Dense -> (BatchNorm) -> activation -> (Dropout)] x N -> output head.
+
+    With batch_norm the order is Dense -> BatchNorm -> Dropout -> activation, the course's
+    MNIST MLP order; without it Dense(activation) -> Dropout.
+    """
+    import keras
+
+    inputs = keras.Input(shape=tuple(info.input_shape), name="features")
+    x = keras.layers.Flatten()(inputs) if len(info.input_shape) > 1 else inputs
+    reg = regularizer(model_cfg)
+    dropout = float(model_cfg.get("dropout", 0.0))
+    for i, units in enumerate(model_cfg.hidden_units):
+        if model_cfg.get("batch_norm", False):
+            x = keras.layers.Dense(units, kernel_regularizer=reg, name=f"dense_{i}")(x)
+            x = keras.layers.BatchNormalization(name=f"bn_{i}")(x)
+            if dropout:
+                x = keras.layers.Dropout(dropout, name=f"dropout_{i}")(x)
+            x = keras.layers.Activation(model_cfg.activation, name=f"act_{i}")(x)
+        else:
+            x = keras.layers.Dense(units, activation=model_cfg.activation, kernel_regularizer=reg,
+                                   name=f"dense_{i}")(x)
+            if dropout:
+                x = keras.layers.Dropout(dropout, name=f"dropout_{i}")(x)
+    return keras.Model(inputs, output_head(x, info, model_cfg), name="mlp")

@@ -1,0 +1,56 @@
+"""matplotlib figures returned to the tracker (never shown). The Agg backend is forced so
+runs work on machines without a display. Task-family figures live in sibling modules."""
+
+from __future__ import annotations
+
+
+def new_figure(*args, **kwargs):
+    """plt.subplots on the Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(*args, **kwargs)
+
+
+def learning_curves(history: dict):
+    """Training vs validation curves per metric (loss, accuracy, ...) over epochs."""
+    names = [k for k in history if not k.startswith("val_") and k not in ("lr", "learning_rate")]
+    fig, axes = new_figure(1, max(1, len(names)), figsize=(4.5 * max(1, len(names)), 3.5), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=False):
+        epochs = range(1, len(history[name]) + 1)
+        ax.plot(epochs, history[name], label="train")
+        if f"val_{name}" in history:
+            ax.plot(epochs, history[f"val_{name}"], label="validation")
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrix(cm, class_names=None, title: str = "Confusion matrix"):
+    """Heat map of a confusion matrix with counts in the cells."""
+    import numpy as np
+
+    cm = np.asarray(cm)
+    n = cm.shape[0]
+    names = list(class_names) if class_names else [str(i) for i in range(n)]
+    size = max(4.0, 0.45 * n + 2)
+    fig, ax = new_figure(figsize=(size, size))
+    im = ax.imshow(cm, cmap="Blues")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.set_xticks(range(n), names, rotation=45, ha="right")
+    ax.set_yticks(range(n), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    if n <= 20:
+        thresh = cm.max() / 2 if cm.size else 0
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, int(cm[i, j]), ha="center", va="center",
+                        color="white" if cm[i, j] > thresh else "black", fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,95 @@
+"""Name -> object registries filled by decorators (tasks, models, data sources, strategies).
+
+Modules that register things import TensorFlow lazily (inside functions), so importing them
+to list the names stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from dlrun.errors import DlrunError, did_you_mean
+
+
+@dataclass
+class Entry:
+    name: str
+    obj: Any
+    description: str
+    aliases: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()  # e.g. the tasks a model or data source serves
+
+
+class Registry:
+    """A dict of named entries with aliases and a helpful error for unknown names."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Entry] = {}
+        self._aliases: dict[str, str] = {}
+
+    def register(self, name: str, description: str = "", aliases=(), tags=()) -> Callable:
+        def deco(obj):
+            if name in self._entries or name in self._aliases:
+                raise ValueError(f"{self.kind} '{name}' registered twice")
+            doc = description or ((obj.__doc__ or "").strip().splitlines() or [""])[0]
+            self._entries[name] = Entry(name, obj, doc, tuple(aliases), tuple(tags))
+            for alias in aliases:
+                self._aliases[alias] = name
+            return obj
+
+        return deco
+
+    def canonical(self, name: str) -> str:
+        _load_all()
+        name = str(name)
+        if name in self._entries:
+            return name
+        if name in self._aliases:
+            return self._aliases[name]
+        raise DlrunError(f"unknown {self.kind} '{name}'", did_you_mean(name, self.names(with_aliases=True)))
+
+    def get(self, name: str) -> Any:
+        return self._entries[self.canonical(name)].obj
+
+    def entry(self, name: str) -> Entry:
+        return self._entries[self.canonical(name)]
+
+    def names(self, with_aliases: bool = False) -> list[str]:
+        _load_all()
+        names = list(self._entries)
+        if with_aliases:
+            names += list(self._aliases)
+        return sorted(names)
+
+    def entries(self) -> list[Entry]:
+        _load_all()
+        return [self._entries[n] for n in sorted(self._entries)]
+
+
+TASKS = Registry("task")
+MODELS = Registry("model")
+DATA = Registry("data source")
+STRATEGIES = Registry("strategy")
+
+# Modules whose import fills the registries. A new task/model/data module is added here.
+REGISTRY_MODULES = (
+    "dlrun.strategy",
+    "dlrun.tasks",
+    "dlrun.models",
+    "dlrun.data",
+)
+
+_loaded = False
+
+
+def _load_all() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for mod in REGISTRY_MODULES:
+        importlib.import_module(mod)

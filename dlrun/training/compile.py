@@ -1,0 +1,46 @@
+"""Optimizer, learning-rate schedule, loss and metrics from the config -> model.compile."""
+
+from __future__ import annotations
+
+from dlrun.models.heads import head_spec, metrics_for
+
+
+def make_optimizer(trainer, steps_per_epoch: int | None = None):
+    """The optimizer named by trainer.optimizer with trainer.learning_rate (and schedule)."""
+    import keras
+
+    lr = float(trainer.learning_rate)
+    schedule = trainer.lr_schedule
+    if schedule.name == "cosine":
+        steps = max(1, int(trainer.epochs) * int(steps_per_epoch or 1))
+        alpha = float(schedule.min_lr) / lr if lr else 0.0
+        lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=steps, alpha=alpha)
+    extra = {"clipnorm": float(trainer.clipnorm)} if trainer.clipnorm else {}
+    name = trainer.optimizer
+    if name == "adam":
+        return keras.optimizers.Adam(lr, **extra)
+    if name == "adamw":
+        return keras.optimizers.AdamW(lr, weight_decay=float(trainer.weight_decay), **extra)
+    if name == "sgd":
+        return keras.optimizers.SGD(lr, momentum=float(trainer.momentum), **extra)
+    if name == "rmsprop":
+        return keras.optimizers.RMSprop(lr, momentum=float(trainer.momentum), **extra)
+    if name == "adadelta":
+        return keras.optimizers.Adadelta(lr, **extra)
+    if name == "adagrad":
+        return keras.optimizers.Adagrad(lr, **extra)
+    return keras.optimizers.Nadam(lr, **extra)
+
+
+def compile_model(model, cfg, info, loss=None, metrics=None):
+    """Compile with the optimizer from cfg.trainer and the loss/metrics matching the target."""
+    if loss is None:
+        _, loss, _ = head_spec(info, cfg.model)
+    model.compile(
+        optimizer=make_optimizer(cfg.trainer, info.extra.get("steps_per_epoch")),
+        loss=loss,
+        metrics=metrics if metrics is not None else metrics_for(info),
+        jit_compile=bool(cfg.trainer.jit_compile),
+        steps_per_execution=int(cfg.trainer.steps_per_execution),
+    )
+    return model
