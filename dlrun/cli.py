@@ -1,0 +1,180 @@
+"""The `dlrun` entry point: train, eval, list, --help, --version.
+
+train/eval hand their arguments to Hydra (overrides, -m/--multirun, --cfg job, --info ...).
+Nothing here imports TensorFlow or MLflow: --help and list answer at once.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib import resources
+from pathlib import Path
+
+from dlrun import __version__
+from dlrun.errors import DlrunError, did_you_mean
+
+GROUPS = ("task", "model", "data", "strategy", "trainer", "tracking", "experiment", "hparams_search")
+
+USAGE = f"""dlrun {__version__} — deep-learning experiment runner (TensorFlow/Keras 3, Hydra, MLflow)
+
+usage:
+  dlrun train [overrides...]       train, evaluate and log one run (default: the insurance MLP)
+  dlrun eval  run_id=<id> [...]    re-evaluate a logged run on its test split (or other data)
+  dlrun eval  checkpoint=<f.keras> task=<task> [...]   evaluate a saved model without MLflow
+  dlrun list  [group]              tasks, models, data sources, strategies, presets
+  dlrun --version | --help
+
+overrides (Hydra):
+  task=cnn model=resnet data=csv data.path=f.csv data.target=y
+  trainer.epochs=50 trainer.optimizer=sgd trainer.learning_rate=0.01 trainer=smoke
+  strategy=mirrored strategy.cpu_replicas=2   experiment=insurance   tracking=off
+  -m task=tabular model.hidden_units=[32],[64,64]   (sweep)   --cfg job   --info
+  dlrun train --help shows Hydra's help with the config groups.
+
+examples:
+  dlrun train                               insurance risk MLP + baselines, logged to ./mlflow.db
+  dlrun train task=cnn                      CNN on scikit-learn's digits
+  dlrun train experiment=next_number        the course's RNN next-number exercise
+  mlflow ui                                 browse the runs (same folder)
+"""
+
+
+def config_dir() -> Path:
+    """The packaged Hydra config tree (top-level configs/ in a checkout)."""
+    return Path(str(resources.files("dlrun.configs")))
+
+
+def group_options(group: str) -> list[str]:
+    folder = config_dir() / group
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def check_group_overrides(args: list[str]) -> None:
+    """Unknown group options are a one-line error listing the valid ones (before Hydra/TF)."""
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key, value = arg.split("=", 1)
+        key = key.lstrip("+~")
+        if key.startswith("override "):
+            key = key[len("override "):]
+        if key not in GROUPS or value in ("", "null"):
+            continue
+        if value.startswith(("choice(", "range(", "glob(", "interval(")):
+            continue
+        valid = group_options(key)
+        for option in value.split(","):
+            if option not in valid:
+                raise DlrunError(f"unknown {key} '{option}'", did_you_mean(option, valid))
+
+
+def cmd_list(args: list[str]) -> int:
+    """Print the registries and presets, one line each, without importing TensorFlow."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from dlrun.registry import DATA, MODELS, STRATEGIES, TASKS
+
+    out = Console(highlight=False)
+    wanted = set(args) or {"tasks", "models", "data", "strategies", "experiments", "trainers"}
+
+    def table(title, rows, extra=None):
+        t = Table(title=title, show_edge=False, header_style="bold", title_justify="left")
+        t.add_column("name", style="cyan")
+        if extra:
+            t.add_column(extra)
+        t.add_column("description")
+        for row in rows:
+            t.add_row(*row)
+        out.print(t)
+
+    if wanted & {"tasks", "task"}:
+        table("tasks (task=NAME)", [(e.name + (f" ({', '.join(e.aliases)})" if e.aliases else ""), e.description)
+                                    for e in TASKS.entries()])
+    if wanted & {"models", "model"}:
+        table("models (model=NAME)", [(e.name, ", ".join(e.tags), e.description) for e in MODELS.entries()], "tasks")
+    if wanted & {"data"}:
+        table("data sources (data=NAME)", [(e.name, ", ".join(e.tags), e.description) for e in DATA.entries()],
+              "tasks")
+    if wanted & {"strategies", "strategy"}:
+        table("strategies (strategy=NAME)", [(e.name, e.description) for e in STRATEGIES.entries()])
+    if wanted & {"experiments", "experiment", "presets"}:
+        table("experiment presets (experiment=NAME)",
+              [(n, _yaml_description(config_dir() / "experiment" / f"{n}.yaml")) for n in group_options("experiment")])
+    if wanted & {"trainers", "trainer"}:
+        table("trainer presets (trainer=NAME)",
+              [(n, _yaml_description(config_dir() / "trainer" / f"{n}.yaml")) for n in group_options("trainer")])
+    return 0
+
+
+def _yaml_description(path: Path) -> str:
+    """The first comment line of a YAML file that is not a Hydra directive."""
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line.startswith("#") and "@package" not in line:
+            return line.lstrip("# ").strip()
+        if line and not line.startswith("#"):
+            break
+    return ""
+
+
+def _run_hydra(command: str, args: list[str]) -> int:
+    """Compose with Hydra and run `command` for each job (one, or many with -m)."""
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from dlrun.config import register_schemas
+
+    register_schemas()
+    failures: list[str] = []
+
+    def job(cfg):
+        from dlrun import console, runner
+
+        hc = HydraConfig.get()
+        overrides = list(hc.overrides.task)
+        multirun = hc.mode == RunMode.MULTIRUN
+        try:
+            if command == "train":
+                return runner.train(cfg, overrides, Path(hc.runtime.output_dir))
+            runner.evaluate(cfg, overrides)
+            return None
+        except DlrunError as e:
+            console.error(e.message, e.hint)
+            if not multirun:
+                sys.exit(2)
+            failures.append(e.message)
+            return None
+        except KeyboardInterrupt:
+            console.error("interrupted")
+            sys.exit(130)
+
+    main = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(job)
+    sys.argv = [f"dlrun {command}", *args]
+    main()
+    return 2 if failures else 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        sys.exit(0)
+    if args[0] in ("-V", "--version", "version"):
+        print(f"dlrun {__version__}")
+        sys.exit(0)
+    command, rest = args[0], args[1:]
+    try:
+        if command == "list":
+            sys.exit(cmd_list(rest))
+        if command not in ("train", "eval"):
+            raise DlrunError(f"unknown command '{command}'", did_you_mean(command, ["train", "eval", "list"]))
+        check_group_overrides(rest)
+        code = _run_hydra(command, rest)
+    except DlrunError as e:
+        from dlrun import console
+
+        console.error(e.message, e.hint)
+        sys.exit(2)
+    sys.exit(code)

@@ -1,0 +1,428 @@
+"""Image data sources and the image input pipeline (course Day 2, images).
+
+Sources, each a DATA entry tagged "image" that takes the `data` config and returns `Images`:
+  digits            scikit-learn's bundled 8x8 digits (1,797 images, 10 classes; offline default)
+  synthetic_shapes  generated colour circles, squares and triangles on noisy backgrounds
+  mnist, fashion_mnist, cifar10, cifar100   keras.datasets (downloaded once, then cached)
+  folder            a directory of class sub-folders (keras.utils.image_dataset_from_directory)
+  tfds              any TensorFlow Datasets image classification set (needs tensorflow-datasets)
+
+`build_data` turns `Images` into the batched tf.data splits of a `Data`: held-out splits where the
+source has none, the trainer.fast subset, rescaling to [0, 1], optional resizing, cache, shuffle,
+batch, augmentation (training split only) and prefetch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from dlrun.errors import DlrunError
+from dlrun.registry import DATA
+from dlrun.tasks.base import Data, DataInfo
+
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                         "Sneaker", "Bag", "Ankle boot"]
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+CIFAR100_FINE = (
+    "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly camel "
+    "can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup dinosaur "
+    "dolphin elephant flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower leopard lion "
+    "lizard lobster man maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid otter palm_tree "
+    "pear pickup_truck pine_tree plain plate poppy porcupine possum rabbit raccoon ray road rocket rose sea "
+    "seal shark shrew skunk skyscraper snail snake spider squirrel streetcar sunflower sweet_pepper table "
+    "tank telephone television tiger tractor train trout tulip turtle wardrobe whale willow_tree wolf woman "
+    "worm"
+).split()
+CIFAR100_COARSE = (
+    "aquatic_mammals fish flowers food_containers fruit_and_vegetables household_electrical_devices "
+    "household_furniture insects large_carnivores large_man-made_outdoor_things large_natural_outdoor_scenes "
+    "large_omnivores_and_herbivores medium_mammals non-insect_invertebrates people reptiles small_mammals "
+    "trees vehicles_1 vehicles_2"
+).split()
+SHAPES = ["circle", "square", "triangle"]
+
+
+@dataclass
+class Images:
+    """What a source returns: in-memory arrays or unbatched tf.data splits, plus class names.
+
+    arrays: numpy images (N, H, W, C) and integer labels under x/y (all data, split later) or
+    x_train/y_train/x_test/y_test (a source's own test split); pixel values times `scale` lie in
+    [0, 1]. datasets: unbatched tf.data splits of (float32 image in [0, 1], int label) under
+    train/val/test, with their sizes.
+    """
+
+    class_names: list[str]
+    source: str
+    arrays: dict[str, Any] | None = None
+    scale: float = 1.0 / 255
+    datasets: dict[str, Any] | None = None
+    sizes: dict[str, int] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# Network access: keras.datasets, keras.applications weights and TFDS download through urllib.
+
+
+def _is_network_error(e: BaseException) -> bool:
+    import urllib.error
+
+    return isinstance(e, (OSError, urllib.error.URLError)) or str(e).startswith("URL fetch failure")
+
+
+@contextlib.contextmanager
+def downloading(what: str, timeout: float, hint: str):
+    """Bound every socket operation by `timeout` seconds and turn a failed download into one line.
+
+    Offline, a download fails at name resolution at once; on a network that drops packets the
+    socket timeout makes it fail after `timeout` seconds instead of hanging.
+    """
+    import socket
+
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(float(timeout))
+    try:
+        yield
+    except Exception as e:
+        if not _is_network_error(e):
+            raise
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[-1][:160]
+        raise DlrunError(f"cannot download {what}: no network? ({reason})", hint) from None
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def _keras_dataset(name: str, data_cfg) -> tuple:
+    import keras
+
+    loader = getattr(keras.datasets, name)
+    kwargs = {"label_mode": data_cfg.get("label_mode", "fine")} if name == "cifar100" else {}
+    hint = "it is cached under $KERAS_HOME/datasets (~/.keras) after one online run; data=digits works offline"
+    with downloading(f"data set '{name}' (keras.datasets.{name})", data_cfg.get("download_timeout", 15), hint):
+        (x_train, y_train), (x_test, y_test) = loader.load_data(**kwargs)
+    return x_train, y_train.ravel().astype("int64"), x_test, y_test.ravel().astype("int64")
+
+
+def _keras_images(name: str, data_cfg, class_names: list[str]) -> Images:
+    import numpy as np
+
+    x_train, y_train, x_test, y_test = _keras_dataset(name, data_cfg)
+    if x_train.ndim == 3:  # grayscale: add the channel axis
+        x_train, x_test = x_train[..., None], x_test[..., None]
+    arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+    for split in ("train", "test"):  # optional deterministic subsets (the course used 3,000 MNIST images)
+        n = data_cfg.get(f"n_{split}")
+        if n and n < len(arrays[f"y_{split}"]):
+            idx = np.sort(np.random.default_rng(int(data_cfg.get("seed", 0))).choice(
+                len(arrays[f"y_{split}"]), int(n), replace=False))
+            arrays[f"x_{split}"], arrays[f"y_{split}"] = arrays[f"x_{split}"][idx], arrays[f"y_{split}"][idx]
+    return Images(class_names, f"keras.datasets.{name}", arrays=arrays, scale=1.0 / 255)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sources
+
+
+@DATA.register("digits", "scikit-learn's bundled 8x8 digits: 1,797 images, 10 classes (offline)",
+               tags=("image",))
+def load_digits(data_cfg) -> Images:
+    from sklearn.datasets import load_digits as sk_digits
+
+    bunch = sk_digits()
+    x = bunch.images[..., None].astype("float32")  # (1797, 8, 8, 1), values 0..16
+    factor = int(data_cfg.get("upsample", 1) or 1)
+    if factor < 1:
+        raise DlrunError(f"data.upsample must be an integer >= 1, got {data_cfg.upsample}")
+    if factor > 1:  # digits-only knob: presets can enlarge digits without resizing other data sets
+        x = resize(x, (8 * factor, 8 * factor))
+    return Images([str(c) for c in bunch.target_names], "sklearn.datasets.load_digits",
+                  arrays={"x": x, "y": bunch.target.astype("int64")}, scale=1.0 / 16)
+
+
+@DATA.register("synthetic_shapes", "Generated colour circles, squares and triangles on noisy backgrounds",
+               tags=("image",))
+def load_synthetic_shapes(data_cfg) -> Images:
+    x, y = synthetic_shapes(
+        n=int(data_cfg.n_samples), size=int(data_cfg.image_size), noise=float(data_cfg.noise),
+        min_size=float(data_cfg.min_size), max_size=float(data_cfg.max_size), seed=int(data_cfg.seed),
+    )
+    spec = f"synthetic_shapes(n={len(y)}, size={data_cfg.image_size}, seed={data_cfg.seed})"
+    return Images(list(SHAPES), spec, arrays={"x": x, "y": y}, scale=1.0)
+
+
+def synthetic_shapes(n: int, size: int = 32, noise: float = 0.1, min_size: float = 0.2,
+                     max_size: float = 0.4, seed: int = 0):
+    """n float32 RGB images (n, size, size, 3) in [0, 1] and balanced labels (0 circle, 1 square,
+    2 triangle). Each image: a random background colour plus Gaussian noise, one shape of a random
+    colour, centre and half-width (min_size..max_size of the side). Same seed, same images."""
+    import numpy as np
+
+    if n < 1 or size < 8:
+        raise DlrunError(f"synthetic_shapes needs n_samples >= 1 and image_size >= 8, got {n} and {size}")
+    if not 0 < min_size <= max_size <= 0.5:
+        raise DlrunError(f"synthetic_shapes needs 0 < min_size <= max_size <= 0.5, got {min_size}, {max_size}")
+    rng = np.random.default_rng(seed)
+    y = rng.permutation(np.arange(n) % len(SHAPES)).astype("int64")
+    r = rng.uniform(min_size, max_size, n) * size  # half-width in pixels
+    cx = rng.uniform(r, size - r)
+    cy = rng.uniform(r, size - r)
+    bg = rng.uniform(0.0, 1.0, (n, 3))
+    fg = (bg + rng.uniform(0.35, 0.65, (n, 3)) * rng.choice([-1, 1], (n, 3))) % 1.0  # contrast to bg
+    yy, xx = np.mgrid[0:size, 0:size].astype("float32") + 0.5
+    dx, dy = xx[None] - cx[:, None, None], yy[None] - cy[:, None, None]
+    rr = r[:, None, None]
+    circle = dx**2 + dy**2 <= rr**2
+    square = (np.abs(dx) <= rr * 0.85) & (np.abs(dy) <= rr * 0.85)
+    # upright triangle: apex at (0, -r), base at y = +r spanning x in [-r, r]
+    triangle = (dy <= rr) & (np.abs(dx) <= (dy + rr) / 2)
+    mask = np.where((y == 0)[:, None, None], circle, np.where((y == 1)[:, None, None], square, triangle))
+    img = np.where(mask[..., None], fg[:, None, None, :], bg[:, None, None, :])
+    img = img + rng.normal(0.0, noise, img.shape)
+    return np.clip(img, 0.0, 1.0).astype("float32"), y
+
+
+@DATA.register("mnist", "MNIST handwritten digits, 28x28x1, 10 classes (keras.datasets)", tags=("image",))
+def load_mnist(data_cfg) -> Images:
+    return _keras_images("mnist", data_cfg, [str(i) for i in range(10)])
+
+
+@DATA.register("fashion_mnist", "Fashion-MNIST clothing, 28x28x1, 10 classes (keras.datasets)",
+               tags=("image",))
+def load_fashion_mnist(data_cfg) -> Images:
+    return _keras_images("fashion_mnist", data_cfg, FASHION_MNIST_CLASSES)
+
+
+@DATA.register("cifar10", "CIFAR-10, 32x32x3, 10 classes (keras.datasets)", tags=("image",))
+def load_cifar10(data_cfg) -> Images:
+    return _keras_images("cifar10", data_cfg, CIFAR10_CLASSES)
+
+
+@DATA.register("cifar100", "CIFAR-100, 32x32x3, 100 fine or 20 coarse classes (keras.datasets)",
+               tags=("image",))
+def load_cifar100(data_cfg) -> Images:
+    mode = data_cfg.get("label_mode", "fine")
+    if mode not in ("fine", "coarse"):
+        raise DlrunError(f"data.label_mode: unknown value '{mode}'", "valid: fine, coarse")
+    return _keras_images("cifar100", data_cfg, CIFAR100_FINE if mode == "fine" else CIFAR100_COARSE)
+
+
+@DATA.register("folder", "A directory of class sub-folders of images (image_dataset_from_directory)",
+               tags=("image",))
+def load_folder(data_cfg) -> Images:
+    """Train/validation/test from `path`; test from `test_path` when given, else held out of `path`."""
+    import os
+
+    path = str(data_cfg.path)
+    if not os.path.isdir(path):
+        raise DlrunError(f"data.path: no such directory '{path}'", "a folder with one sub-folder per class")
+    val, test = float(data_cfg.validation_split), float(data_cfg.test_split)
+    test_path = data_cfg.get("test_path")
+    if test_path and not os.path.isdir(str(test_path)):
+        raise DlrunError(f"data.test_path: no such directory '{test_path}'")
+    held_out = val + (0.0 if test_path else test)
+    if not 0 < held_out < 1 or (not test_path and test <= 0):
+        raise DlrunError(f"data.validation_split + data.test_split must lie in (0, 1) with both > 0, "
+                         f"got {val} and {test}")
+    kwargs = dict(image_size=tuple(data_cfg.image_size), color_mode=str(data_cfg.color_mode),
+                  batch_size=None, label_mode="int", seed=int(data_cfg.seed))
+    try:
+        train, rest = _from_directory(path, validation_split=held_out, subset="both", shuffle=True, **kwargs)
+    except ValueError as e:
+        raise DlrunError(f"data.path '{path}': {str(e).splitlines()[0]}") from None
+    names, n_rest = list(train.class_names), len(rest.file_paths)
+    if test_path:
+        test_ds = _from_directory(str(test_path), shuffle=False, class_names=names, **kwargs)
+        val_ds, n_val, n_test = rest, n_rest, len(test_ds.file_paths)
+    else:  # the held-out files come unshuffled and in a fixed order: split them once more
+        n_val = max(1, round(n_rest * val / held_out))
+        n_test = n_rest - n_val
+        if n_test < 1:
+            raise DlrunError(f"data.path '{path}': too few images to hold out a test split", "raise data.test_split")
+        val_ds, test_ds = rest.take(n_val), rest.skip(n_val)
+    datasets = {"train": train.map(_rescale), "val": val_ds.map(_rescale), "test": test_ds.map(_rescale)}
+    sizes = {"train": len(train.file_paths), "val": n_val, "test": n_test}
+    return Images(names, os.path.abspath(path), datasets=datasets, sizes=sizes)
+
+
+def _rescale(x, y):
+    return x / 255.0, y
+
+
+def _from_directory(path, **kwargs):
+    import keras
+
+    return keras.utils.image_dataset_from_directory(path, verbose=False, **kwargs)
+
+
+@DATA.register("tfds", "A TensorFlow Datasets image classification set by name (needs tensorflow-datasets)",
+               tags=("image",))
+def load_tfds(data_cfg) -> Images:
+    import importlib.util
+
+    import tensorflow as tf
+
+    if importlib.util.find_spec("tensorflow_datasets") is None:
+        raise DlrunError("data=tfds needs the tensorflow-datasets package",
+                         "pip install 'dlrun[tfds]' (or use data=folder / mnist / cifar10)")
+    import tensorflow_datasets as tfds
+
+    name = str(data_cfg.dataset)
+    splits = [str(data_cfg.train_split), str(data_cfg.val_split), str(data_cfg.test_split)]
+    hint = "tensorflow-datasets caches it under data.data_dir (~/tensorflow_datasets) after one online run"
+    with downloading(f"data set '{name}' (tfds)", data_cfg.get("download_timeout", 15), hint):
+        try:
+            parts, info = tfds.load(name, split=splits, as_supervised=True, with_info=True,
+                                    data_dir=data_cfg.get("data_dir"), download=bool(data_cfg.download))
+        except (ValueError, KeyError, AssertionError) as e:
+            raise DlrunError(f"tfds data set '{name}': {str(e).strip().splitlines()[0][:200]}") from None
+    label = info.features[str(data_cfg.get("label_key", "label"))]
+    names = list(getattr(label, "names", None) or [str(i) for i in range(int(label.num_classes))])
+    size = data_cfg.get("image_size")
+
+    def prepare(x, y):
+        x = tf.cast(x, tf.float32) / 255.0
+        if size:
+            x = tf.image.resize(x, tuple(size))
+        return x, tf.cast(y, tf.int64)
+
+    datasets = dict(zip(("train", "val", "test"), (p.map(prepare) for p in parts), strict=True))
+    sizes = {k: int(info.splits[s].num_examples) for k, s in zip(("train", "val", "test"), splits, strict=True)}
+    return Images(names, f"tfds:{name}", datasets=datasets, sizes=sizes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pipeline
+
+
+def augmentation(aug_cfg, seed: int = 0):
+    """A keras.Sequential of random preprocessing layers from task.augment, or None when all are off."""
+    import keras
+
+    if not aug_cfg:
+        return None
+    layers = []
+    flip = aug_cfg.get("flip") or "none"
+    if flip not in ("none", "horizontal", "vertical", "horizontal_and_vertical"):
+        raise DlrunError(f"task.augment.flip: unknown value '{flip}'",
+                         "valid: none, horizontal, vertical, horizontal_and_vertical")
+    if flip != "none":
+        layers.append(keras.layers.RandomFlip(flip, seed=seed))
+    if aug_cfg.get("rotation"):
+        layers.append(keras.layers.RandomRotation(float(aug_cfg.rotation), fill_mode="nearest", seed=seed + 1))
+    if aug_cfg.get("zoom"):
+        layers.append(keras.layers.RandomZoom(float(aug_cfg.zoom), fill_mode="nearest", seed=seed + 2))
+    if aug_cfg.get("translation"):
+        t = float(aug_cfg.translation)
+        layers.append(keras.layers.RandomTranslation(t, t, fill_mode="nearest", seed=seed + 3))
+    if aug_cfg.get("contrast"):
+        layers.append(keras.layers.RandomContrast(float(aug_cfg.contrast), value_range=(0, 1), seed=seed + 4))
+    return keras.Sequential(layers, name="augmentation") if layers else None
+
+
+def resize(x, size, chunk: int = 4096):
+    """Numpy images (N, H, W, C) -> float32 (N, *size, C), bilinear, in chunks to bound memory."""
+    import numpy as np
+    import tensorflow as tf
+
+    size = tuple(int(d) for d in size)
+    if len(x) == 0:
+        return np.zeros((0, *size, x.shape[-1]), "float32")
+    return np.concatenate([tf.image.resize(x[i:i + chunk], size).numpy() for i in range(0, len(x), chunk)])
+
+
+def to_model_input(x, scale: float, size=None):
+    """Numpy images -> float32 in [0, 1], resized to `size` (h, w) when given."""
+    import numpy as np
+
+    x = x.astype("float32") * np.float32(scale)
+    if size and tuple(size) != tuple(x.shape[1:3]):
+        x = resize(x, size)
+    return np.clip(x, 0.0, 1.0)
+
+
+def pipeline(ds, batch_size: int, training: bool = False, seed: int = 0, augment=None, cache=True,
+             shuffle_buffer: int = 10_000):
+    """Unbatched (image, label) dataset -> cache -> shuffle (training) -> batch -> augment (training)
+    -> prefetch. Augmentation only ever touches the training split."""
+    import tensorflow as tf
+
+    if cache:
+        ds = ds.cache() if cache is True else ds.cache(str(cache))
+    if training:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if training and augment is not None:
+        ds = ds.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _split_arrays(images: Images, split_cfg) -> dict:
+    """x/y (or x_train/y_train + x_test/y_test) -> x_/y_ train/val/test, stratified by label."""
+    from sklearn.model_selection import train_test_split
+
+    a = images.arrays
+    seed = int(split_cfg.seed)
+    strat = bool(split_cfg.get("stratify", True))
+    if "x" in a:
+        x_tr, x_te, y_tr, y_te = train_test_split(a["x"], a["y"], test_size=float(split_cfg.test_size),
+                                                  random_state=seed, stratify=a["y"] if strat else None)
+    else:
+        x_tr, y_tr, x_te, y_te = a["x_train"], a["y_train"], a["x_test"], a["y_test"]
+    x_tr, x_va, y_tr, y_va = train_test_split(x_tr, y_tr, test_size=float(split_cfg.val_size),
+                                              random_state=seed, stratify=y_tr if strat else None)
+    return {"x_train": x_tr, "y_train": y_tr, "x_val": x_va, "y_val": y_va, "x_test": x_te, "y_test": y_te}
+
+
+def load_images(data_cfg) -> Images:
+    """Look up the data source by data.name and check it serves images."""
+    entry = DATA.entry(data_cfg.name)
+    if entry.tags and "image" not in entry.tags:
+        names = [e.name for e in DATA.entries() if "image" in e.tags]
+        raise DlrunError(f"data '{entry.name}' does not fit task 'image'", f"image data: {', '.join(names)}")
+    return entry.obj(data_cfg)
+
+
+def build_data(cfg, batch_size: int) -> Data:
+    """The image task's Data: load the source, split, subset (trainer.fast), scale, batch."""
+    import tensorflow as tf
+
+    from dlrun.data.pipeline import subset
+
+    task, seed = cfg.task, int(cfg.trainer.seed)
+    fast = task.fast if cfg.trainer.fast else None
+    images = load_images(cfg.data)
+    augment = augmentation(task.get("augment"), seed)
+    cache = cfg.data.get("cache", True)
+    size = cfg.data.get("image_size")
+    arrays: dict = {}
+    if images.arrays is not None:
+        arrays = _split_arrays(images, task.split)
+        if fast:
+            for s in ("train", "val", "test"):
+                kept = subset({"x": arrays[f"x_{s}"], "y": arrays[f"y_{s}"]}, int(fast[s]), seed=seed)
+                arrays[f"x_{s}"], arrays[f"y_{s}"] = kept["x"], kept["y"]
+        for s in ("train", "val", "test"):
+            arrays[f"x_{s}"] = to_model_input(arrays[f"x_{s}"], images.scale, size)
+        splits = {s: tf.data.Dataset.from_tensor_slices((arrays[f"x_{s}"], arrays[f"y_{s}"]))
+                  for s in ("train", "val", "test")}
+        sizes = {s: len(arrays[f"y_{s}"]) for s in ("train", "val", "test")}
+        input_shape = tuple(arrays["x_train"].shape[1:])
+    else:
+        splits, sizes = dict(images.datasets), dict(images.sizes)
+        if fast:
+            splits = {s: ds.take(int(fast[s])) for s, ds in splits.items()}
+            sizes = {s: min(n, int(fast[s])) for s, n in sizes.items()}
+        input_shape = tuple(int(d) for d in splits["train"].element_spec[0].shape)
+    n = len(images.class_names)
+    train = pipeline(splits["train"], batch_size, training=True, seed=seed, augment=augment, cache=cache,
+                     shuffle_buffer=int(task.get("shuffle_buffer", 10_000)))
+    val = pipeline(splits["val"], batch_size, cache=cache) if sizes.get("val") else None
+    test = pipeline(splits["test"], batch_size, cache=cache)
+    info = DataInfo(
+        name=str(cfg.data.name), input_shape=input_shape, target="multiclass", num_classes=n,
+        class_names=list(images.class_names), source=images.source, sizes=sizes,
+        extra={"augment": augment is not None},
+    )
+    return Data(train=train, val=val, test=test, info=info, arrays=arrays)

@@ -1,0 +1,185 @@
+"""tf.distribute strategy, precision policy and device set-up from the `strategy` config.
+
+Logical CPU devices must be configured before TensorFlow initialises its runtime, so
+`make_strategy` is called once, early, before any tensor is created.
+"""
+
+from __future__ import annotations
+
+import os
+
+from dlrun.errors import DlrunError
+from dlrun.registry import STRATEGIES
+
+
+def _gpus():
+    import tensorflow as tf
+
+    return tf.config.list_physical_devices("GPU")
+
+
+def _split_cpu(n: int) -> list[str]:
+    """Split the physical CPU into n logical devices; returns their names."""
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    if n > 1:
+        try:
+            tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)
+        except RuntimeError:
+            # Runtime already initialised (a second run in one process): use what exists.
+            pass
+    logical = tf.config.list_logical_devices("CPU")
+    if len(logical) < n:
+        raise DlrunError(
+            f"strategy.cpu_replicas={n} but TensorFlow already started with {len(logical)} CPU device(s)",
+            "set it in a fresh process",
+        )
+    return [d.name for d in logical[:n]]
+
+
+def _memory_growth(cfg) -> None:
+    import tensorflow as tf
+
+    if cfg.memory_growth:
+        for gpu in _gpus():
+            try:
+                tf.config.experimental.set_memory_growth(gpu, True)
+            except RuntimeError:
+                pass
+
+
+def _single_device():
+    """TensorFlow's default strategy: one device (the GPU if visible, else the CPU).
+
+    Used instead of OneDeviceStrategy because Keras then skips the distributed input
+    pipeline, which costs several times the step time of a small model.
+    """
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy()
+
+
+@STRATEGIES.register("auto", "Mirrored over all GPUs if >1, one GPU if 1, else CPU")
+def _auto(cfg):
+    import tensorflow as tf
+
+    gpus = _gpus()
+    _memory_growth(cfg)
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    if cfg.cpu_replicas > 1 and not gpus:
+        return tf.distribute.MirroredStrategy(devices=_split_cpu(cfg.cpu_replicas))
+    return _single_device()
+
+
+@STRATEGIES.register("cpu", "CPU only (GPUs hidden)")
+def _cpu(cfg):
+    import tensorflow as tf
+
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:
+        pass
+    if cfg.cpu_replicas > 1:
+        return tf.distribute.MirroredStrategy(devices=_split_cpu(cfg.cpu_replicas))
+    return _single_device()
+
+
+@STRATEGIES.register("gpu", "One GPU (strategy.gpu_index)")
+def _gpu(cfg):
+    import tensorflow as tf
+
+    gpus = _gpus()
+    if not gpus:
+        raise DlrunError("strategy=gpu but TensorFlow sees no GPU on this machine",
+                         "use strategy=auto or strategy=cpu")
+    if cfg.gpu_index >= len(gpus):
+        raise DlrunError(f"strategy.gpu_index={cfg.gpu_index} but only {len(gpus)} GPU(s) are visible")
+    try:  # only the chosen GPU stays visible; it becomes /gpu:0
+        tf.config.set_visible_devices([gpus[cfg.gpu_index]], "GPU")
+    except RuntimeError:
+        pass
+    _memory_growth(cfg)
+    return _single_device()
+
+
+@STRATEGIES.register("mirrored", "Synchronous data parallel on one machine (GPUs, devices list or CPU replicas)")
+def _mirrored(cfg):
+    import tensorflow as tf
+
+    if cfg.devices:
+        return tf.distribute.MirroredStrategy(devices=list(cfg.devices))
+    if cfg.cpu_replicas > 1:
+        return tf.distribute.MirroredStrategy(devices=_split_cpu(cfg.cpu_replicas))
+    _memory_growth(cfg)
+    if not _gpus():
+        return tf.distribute.MirroredStrategy(devices=["/cpu:0"])
+    return tf.distribute.MirroredStrategy()
+
+
+@STRATEGIES.register("multi_worker", "MultiWorkerMirroredStrategy from TF_CONFIG or SLURM")
+def _multi_worker(cfg):
+    import tensorflow as tf
+
+    impl = {
+        "auto": tf.distribute.experimental.CommunicationImplementation.AUTO,
+        "ring": tf.distribute.experimental.CommunicationImplementation.RING,
+        "nccl": tf.distribute.experimental.CommunicationImplementation.NCCL,
+    }
+    if cfg.communication not in impl:
+        raise DlrunError(f"strategy.communication: unknown value '{cfg.communication}'", "valid: auto, nccl, ring")
+    options = tf.distribute.experimental.CommunicationOptions(implementation=impl[cfg.communication])
+    if cfg.cluster_resolver == "slurm":
+        if "SLURM_JOB_ID" not in os.environ:
+            raise DlrunError("strategy.cluster_resolver=slurm but this is not a SLURM job (no SLURM_JOB_ID)")
+        resolver = tf.distribute.cluster_resolver.SlurmClusterResolver()
+    elif cfg.cluster_resolver == "tf_config":
+        resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    else:
+        raise DlrunError(f"strategy.cluster_resolver: unknown value '{cfg.cluster_resolver}'",
+                         "valid: slurm, tf_config")
+    _memory_growth(cfg)
+    return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver, communication_options=options)
+
+
+@STRATEGIES.register("tpu", "TPUStrategy (strategy.tpu address or local)")
+def _tpu(cfg):
+    import tensorflow as tf
+
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=cfg.tpu or "")
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, RuntimeError, tf.errors.OpError) as e:
+        raise DlrunError(f"strategy=tpu but no TPU could be reached: {str(e).splitlines()[0]}") from None
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def make_strategy(strategy_cfg):
+    """Build the strategy named by strategy_cfg.name."""
+    return STRATEGIES.get(strategy_cfg.name)(strategy_cfg)
+
+
+def set_precision(precision: str) -> None:
+    import keras
+
+    keras.mixed_precision.set_global_policy(precision)
+
+
+def describe(strategy) -> dict:
+    """Facts about the strategy for logging: name, replicas, devices."""
+    import tensorflow as tf
+
+    default = not tf.distribute.has_strategy() and strategy is tf.distribute.get_strategy()
+    if default:
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [(gpus or tf.config.list_logical_devices("CPU"))[0].name]
+    else:
+        devices = list(strategy.extended.worker_devices)
+    return {
+        "strategy": "SingleDevice" if default else type(strategy).__name__,
+        "replicas": int(strategy.num_replicas_in_sync),
+        "devices": ",".join(devices),
+        "gpus": len(tf.config.list_physical_devices("GPU")),
+    }
