@@ -1,0 +1,76 @@
+"""The CLI surface: help, version, list, and one-line errors for bad input (exit code 2)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from conftest import stderr_line
+
+HEAVY = ("tensorflow", "mlflow", "matplotlib", "keras")
+
+
+def _imports_after(code: str) -> set[str]:
+    probe = (
+        "import sys\n"
+        f"{code}\n"
+        f"print('LOADED:' + ','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("LOADED:")][-1]
+    return set(filter(None, line[len("LOADED:"):].split(",")))
+
+
+def test_help_and_list_import_no_heavy_modules():
+    helper = (
+        "from dlrun.cli import main\n"
+        "for argv in (['--help'], ['list'], ['--version']):\n"
+        "    try:\n        main(argv)\n    except SystemExit as e:\n        assert e.code == 0, e.code\n"
+    )
+    assert _imports_after(helper) == set()
+    assert _imports_after("import dlrun, dlrun.registry; dlrun.registry._load_all()") == set()
+
+
+def test_help_version_list(run_dlrun):
+    out = run_dlrun("--help").stdout
+    assert "dlrun train" in out and "dlrun eval" in out and "dlrun list" in out
+    assert run_dlrun("--version").stdout.startswith("dlrun ")
+    listing = run_dlrun("list").stdout
+    for name in ("tabular", "mlp", "insurance", "iris", "csv", "mirrored", "multi_worker", "insurance",
+                 "binary_dummy", "smoke"):
+        assert name in listing
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["train", "task=tabulr"], "unknown task 'tabulr'"),
+    (["train", "model=mpl"], "unknown model 'mpl'"),
+    (["train", "data=iriss"], "unknown data 'iriss'"),
+    (["train", "strategy=mirored"], "unknown strategy 'mirored'"),
+    (["train", "experiment=nope"], "unknown experiment 'nope'"),
+    (["frobnicate"], "unknown command 'frobnicate'"),
+])
+def test_unknown_names_list_the_valid_ones(run_dlrun, workdir, args, needle):
+    proc = run_dlrun(*args, expect=2)
+    line = stderr_line(proc)
+    assert needle in line
+    if "task" in needle:
+        assert "tabular" in line  # the valid names are listed
+    if "strategy" in needle:
+        assert "mirrored" in line and "did you mean" in line
+    assert not (workdir / "mlflow.db").exists()  # rejected before any run was started
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["trainer.learning_rate=0"], "trainer.learning_rate must be > 0"),
+    (["trainer.learning_rate=-1e-3"], "trainer.learning_rate must be > 0"),
+    (["trainer.epochs=0"], "trainer.epochs must be >= 1"),
+    (["trainer.epochs=abc"], "trainer.epochs"),
+    (["+trainer.epoch=3"], "trainer.epoch: unknown key"),
+    (["trainer.optimizer=adamm"], "trainer.optimizer: unknown value 'adamm'"),
+    (["eval"], None),
+])
+def test_bad_config_values_are_one_line(run_dlrun, args, needle):
+    command = ["eval"] if args == ["eval"] else ["train", *args]
+    line = stderr_line(run_dlrun(*command, expect=2))
+    assert (needle or "eval needs a model") in line

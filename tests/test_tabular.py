@@ -1,0 +1,149 @@
+"""Tabular task units: the insurance generator, CSV loading, splits, models, losses, baselines."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dlrun.data.tabular import infer_problem, insurance_frame, insurance_oracle
+from dlrun.errors import DlrunError
+from dlrun.registry import DATA, MODELS, TASKS
+
+
+def test_insurance_is_deterministic_and_like_the_course_file():
+    a, _ = insurance_frame(1500, 42)
+    b, _ = insurance_frame(1500, 42)
+    c, _ = insurance_frame(1500, 7)
+    assert a.equals(b) and not a.equals(c)
+    assert list(a.columns) == ["speed", "age", "miles", "group"]
+    assert set(a.group) == {0, 1, 2}
+    assert a.age.between(18, 90).all() and a.speed.between(75, 210).all() and a.miles.between(3, 60).all()
+    shares = np.bincount(a.group) / len(a)
+    assert shares.min() > 0.2  # no class is rare
+
+
+def test_insurance_classes_overlap_so_the_best_accuracy_is_about_080():
+    frame, score = insurance_frame(100_000, 1)
+    best = (insurance_oracle(score) == frame.group.to_numpy()).mean()
+    assert 0.77 < best < 0.83
+
+
+def test_risk_rises_with_speed_and_youth():
+    frame, _ = insurance_frame(20_000, 3)
+    many = frame[frame.group == 0]
+    few = frame[frame.group == 1]
+    assert many.speed.mean() > few.speed.mean() + 10
+    assert (many.age < 25).mean() > (few.age < 25).mean()
+
+
+def _data(compose, *overrides):
+    cfg = compose(*overrides)
+    from dlrun.config import validate
+
+    cfg = validate(cfg)
+    return cfg, TASKS.get(cfg.task.name)().data(cfg, 32)
+
+
+def test_split_is_stratified_seeded_and_scaled_on_train(compose):
+    cfg, d = _data(compose)
+    a = d.arrays
+    assert d.info.sizes == {"train": 960, "val": 240, "test": 300}
+    for split in ("train", "test"):
+        shares = np.bincount(a[f"y_{split}"]) / len(a[f"y_{split}"])
+        overall = np.bincount(d.frame.group) / len(d.frame)
+        assert np.abs(shares - overall).max() < 0.02
+    assert np.allclose(a["x_train"].mean(axis=0), 0, atol=1e-5)
+    assert not np.allclose(a["x_test"].mean(axis=0), 0, atol=1e-5)
+    _, again = _data(compose)
+    assert np.array_equal(again.arrays["x_test"], a["x_test"])
+    _, other = _data(compose, "task.split.seed=1")
+    assert not np.array_equal(other.arrays["x_test"], a["x_test"])
+    assert d.info.target == "multiclass" and d.info.num_classes == 3
+
+
+@pytest.mark.parametrize(("name", "target", "classes"), [
+    ("iris", "multiclass", 3), ("wine", "multiclass", 3), ("breast_cancer", "binary", 2), ("diabetes", "regression", None),
+])
+def test_bundled_sklearn_sets(compose, name, target, classes):
+    _, d = _data(compose, f"data={name}")
+    assert d.info.target == target and d.info.num_classes == classes
+
+
+def test_csv_with_categorical_column(compose, tmp_path):
+    f = tmp_path / "cars.csv"
+    rows = ["speed;colour;age;group"] + [f"{100 + i};{'red' if i % 2 else 'blue'};{20 + i % 50};{i % 3}"
+                                         for i in range(90)]
+    f.write_text("\n".join(rows) + "\n")
+    cfg, d = _data(compose, "data=csv", f"data.path={f}", "data.sep=';'", "data.target=group")
+    assert d.info.target == "multiclass" and d.info.num_classes == 3
+    assert d.info.input_shape == (4,)  # speed, age, two one-hot colour columns
+    assert any("colour" in n for n in d.info.feature_names)
+
+
+def test_csv_regression_is_inferred(compose, tmp_path):
+    f = tmp_path / "r.csv"
+    rng = np.random.default_rng(0)
+    x = rng.random(100)
+    f.write_text("x,y\n" + "\n".join(f"{a:.4f},{2 * a + 0.1:.4f}" for a in x) + "\n")
+    _, d = _data(compose, "data=csv", f"data.path={f}", "data.target=y")
+    assert d.info.target == "regression"
+    assert infer_problem(d.frame.y) == "regression"
+
+
+@pytest.mark.parametrize(("content", "needle"), [
+    (None, "does not exist"),
+    ("", "is empty"),
+    ("a,b\n1,2\n3,4\n", "no column 'group'"),
+    ("a,group\n1,0\n2,1\n3,0\nx7,1\n5,0\n6,1\n7,0\n8,1\n9,0\n10,1\n", "column 'a' row 5 has non-numeric value 'x7'"),
+])
+def test_bad_csv_files_name_the_file_and_problem(compose, tmp_path, content, needle):
+    f = tmp_path / "bad.csv"
+    if content is not None:
+        f.write_text(content)
+    with pytest.raises(DlrunError) as e:
+        _data(compose, "data=csv", f"data.path={f}", "data.target=group")
+    assert needle in str(e.value) and "bad.csv" in str(e.value)
+    if "no column" in needle:
+        assert "columns: a, b" in str(e.value)
+
+
+def test_course_models_have_the_course_parameter_counts(compose):
+    from dlrun.models import build_model
+
+    cfg, d = _data(compose, "experiment=insurance")
+    assert build_model(cfg.model, d.info, "tabular").count_params() == 353
+    cfg, d = _data(compose, "experiment=binary_dummy")
+    model = build_model(cfg.model, d.info, "tabular")
+    assert model.count_params() == 5569
+    assert model.layers[-1].activation.__name__ == "sigmoid"
+    assert d.info.sizes["test"] == 100
+
+
+def test_mismatched_loss_and_model_are_errors(compose):
+    from dlrun.models import build_model
+
+    cfg, d = _data(compose, "model.loss=mse")
+    with pytest.raises(DlrunError, match="model.loss 'mse' does not match a multiclass target"):
+        build_model(cfg.model, d.info, "tabular")
+    from omegaconf import OmegaConf
+
+    other_task = next(e for e in MODELS.entries() if e.tags and "tabular" not in e.tags)
+    with pytest.raises(DlrunError, match=f"model '{other_task.name}' does not fit task 'tabular'"):
+        build_model(OmegaConf.create({"name": other_task.name}), d.info, "tabular")
+
+
+def test_registry_unknown_name_lists_valid():
+    with pytest.raises(DlrunError) as e:
+        DATA.get("irs")
+    assert "iris" in str(e.value)
+
+
+def test_baselines_beat_chance_and_report_side_by_side(compose):
+    from dlrun.tasks.tabular import baselines
+
+    cfg, d = _data(compose)
+    a = d.arrays
+    out = baselines(cfg, d.info, a["x_train"], a["y_train"], a["x_test"], a["y_test"])
+    assert set(out) == {"linear", "random_forest"}
+    for m in out.values():
+        assert 0.6 < m["accuracy"] < 0.9
