@@ -9,6 +9,7 @@ Tasks return data, models, histories and Reports; this module and tracking/conso
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -23,7 +24,27 @@ _EVAL_ONLY = ("run_id", "checkpoint", "tracking")
 
 
 def _quiet_tensorflow() -> None:
+    """Import TensorFlow without its C++ start-up chatter on stderr (oneDNN, CUDA probing).
+
+    TF 2.21 prints those lines before its log level applies, so stderr is pointed at
+    /dev/null for the import and the first device query only; TF_CPP_MIN_LOG_LEVEL=0 set by
+    the user keeps everything.
+    """
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
+        return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
     import absl.logging
 
     absl.logging.set_verbosity(absl.logging.ERROR)
@@ -90,7 +111,7 @@ def train(cfg, overrides: list[str], workdir: Path) -> float | None:
         tracker.set_tags({"dlrun.strategy": facts["strategy"], "dlrun.devices": facts["devices"],
                           "dlrun.gpus": facts["gpus"], **_versions()})
         console.header("train", task_name, cfg.model.name, data.info.name,
-                       {"strategy": f"{facts['strategy']}x{replicas}", "batch": global_batch}, tracker.run_id)
+                       {"strategy": facts["strategy"], "replicas": replicas, "batch": global_batch}, tracker.run_id)
         tracker.log_dataset(data)
         with strategy.scope():
             model = task.build_model(cfg, data.info)
@@ -152,6 +173,7 @@ def evaluate(cfg, overrides: list[str]) -> dict:
     """`dlrun eval`: rebuild the test split, load a model (MLflow run or .keras file), report."""
     from omegaconf import OmegaConf
 
+    _quiet_tensorflow()
     run_id, checkpoint = cfg.get("run_id"), cfg.get("checkpoint")
     if not run_id and not checkpoint:
         raise DlrunError("eval needs a model", "run_id=<mlflow run id> or checkpoint=<path.keras>")
@@ -192,9 +214,14 @@ def _from_run(cfg, run_id: str):
     """The logged config and the downloaded native model of an MLflow run."""
     import tempfile
 
+    import logging
+
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
     from omegaconf import OmegaConf
+
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
     client = MlflowClient(tracking_uri=cfg.tracking.uri or None)
     try:

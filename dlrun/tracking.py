@@ -56,7 +56,12 @@ class Tracker:
     @property
     def mlflow(self):
         if self._mlflow is None:
+            import logging
+
             import mlflow
+
+            for name in ("mlflow", "alembic"):  # keep their INFO chatter out of the terminal
+                logging.getLogger(name).setLevel(logging.WARNING)
 
             self._mlflow = mlflow
         return self._mlflow
@@ -138,8 +143,11 @@ class Tracker:
         """The training data as an MLflow dataset input (source and digest)."""
         if not (self.enabled and self.run_id and self.cfg.log_dataset):
             return
+        import warnings
+
         mlflow = self.mlflow
         info = data.info
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
         try:
             if data.frame is not None:
                 ds = _try_source(lambda src: mlflow.data.from_pandas(

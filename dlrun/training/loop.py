@@ -26,8 +26,10 @@ def custom_fit(model, train, val, epochs: int, callbacks: list) -> dict:
     import keras
     import tensorflow as tf
 
-    strategy = tf.distribute.get_strategy()
+    strategy = model.distribute_strategy  # the strategy whose scope built the model
     optimizer = model.optimizer
+    with strategy.scope():
+        optimizer.build(model.trainable_variables)
 
     from keras.src.losses.loss import unscale_loss_for_distribution
 
