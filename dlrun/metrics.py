@@ -14,7 +14,12 @@ def classification(y_true, y_pred, class_names=None, proba=None) -> tuple[dict, 
 
     y_true/y_pred are integer labels; proba (n, classes) adds ROC AUC for two classes.
     """
-    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support, roc_auc_score
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        precision_recall_fscore_support,
+        roc_auc_score,
+    )
 
     y_true = np.asarray(y_true).astype(int).ravel()
     y_pred = np.asarray(y_pred).astype(int).ravel()

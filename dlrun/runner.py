@@ -212,9 +212,8 @@ def evaluate(cfg, overrides: list[str]) -> dict:
 
 def _from_run(cfg, run_id: str):
     """The logged config and the downloaded native model of an MLflow run."""
-    import tempfile
-
     import logging
+    import tempfile
 
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient

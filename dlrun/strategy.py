@@ -6,6 +6,7 @@ Logical CPU devices must be configured before TensorFlow initialises its runtime
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from dlrun.errors import DlrunError
@@ -24,11 +25,8 @@ def _split_cpu(n: int) -> list[str]:
 
     cpu = tf.config.list_physical_devices("CPU")[0]
     if n > 1:
-        try:
+        with contextlib.suppress(RuntimeError):
             tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)
-        except RuntimeError:
-            # Runtime already initialised (a second run in one process): use what exists.
-            pass
     logical = tf.config.list_logical_devices("CPU")
     if len(logical) < n:
         raise DlrunError(
@@ -43,10 +41,8 @@ def _memory_growth(cfg) -> None:
 
     if cfg.memory_growth:
         for gpu in _gpus():
-            try:
+            with contextlib.suppress(RuntimeError):
                 tf.config.experimental.set_memory_growth(gpu, True)
-            except RuntimeError:
-                pass
 
 
 def _single_device():
@@ -77,10 +73,8 @@ def _auto(cfg):
 def _cpu(cfg):
     import tensorflow as tf
 
-    try:
+    with contextlib.suppress(RuntimeError):
         tf.config.set_visible_devices([], "GPU")
-    except RuntimeError:
-        pass
     if cfg.cpu_replicas > 1:
         return tf.distribute.MirroredStrategy(devices=_split_cpu(cfg.cpu_replicas))
     return _single_device()
@@ -96,10 +90,8 @@ def _gpu(cfg):
                          "use strategy=auto or strategy=cpu")
     if cfg.gpu_index >= len(gpus):
         raise DlrunError(f"strategy.gpu_index={cfg.gpu_index} but only {len(gpus)} GPU(s) are visible")
-    try:  # only the chosen GPU stays visible; it becomes /gpu:0
+    with contextlib.suppress(RuntimeError):  # only the chosen GPU stays visible; it becomes /gpu:0
         tf.config.set_visible_devices([gpus[cfg.gpu_index]], "GPU")
-    except RuntimeError:
-        pass
     _memory_growth(cfg)
     return _single_device()
 

@@ -25,22 +25,26 @@ from dlrun.tasks.base import Data, DataInfo
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                          "Sneaker", "Bag", "Ankle boot"]
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-CIFAR100_FINE = (
-    "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly camel "
-    "can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup dinosaur "
-    "dolphin elephant flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower leopard lion "
-    "lizard lobster man maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid otter palm_tree "
-    "pear pickup_truck pine_tree plain plate poppy porcupine possum rabbit raccoon ray road rocket rose sea "
-    "seal shark shrew skunk skyscraper snail snake spider squirrel streetcar sunflower sweet_pepper table "
-    "tank telephone television tiger tractor train trout tulip turtle wardrobe whale willow_tree wolf woman "
-    "worm"
-).split()
-CIFAR100_COARSE = (
-    "aquatic_mammals fish flowers food_containers fruit_and_vegetables household_electrical_devices "
-    "household_furniture insects large_carnivores large_man-made_outdoor_things large_natural_outdoor_scenes "
-    "large_omnivores_and_herbivores medium_mammals non-insect_invertebrates people reptiles small_mammals "
-    "trees vehicles_1 vehicles_2"
-).split()
+CIFAR100_FINE = [
+    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle", "bowl",
+    "boy", "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle", "chair",
+    "chimpanzee", "clock", "cloud", "cockroach", "couch", "crab", "crocodile", "cup", "dinosaur", "dolphin",
+    "elephant", "flatfish", "forest", "fox", "girl", "hamster", "house", "kangaroo", "keyboard", "lamp",
+    "lawn_mower", "leopard", "lion", "lizard", "lobster", "man", "maple_tree", "motorcycle", "mountain",
+    "mouse", "mushroom", "oak_tree", "orange", "orchid", "otter", "palm_tree", "pear", "pickup_truck",
+    "pine_tree", "plain", "plate", "poppy", "porcupine", "possum", "rabbit", "raccoon", "ray", "road",
+    "rocket", "rose", "sea", "seal", "shark", "shrew", "skunk", "skyscraper", "snail", "snake", "spider",
+    "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank", "telephone", "television",
+    "tiger", "tractor", "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf",
+    "woman", "worm"
+]
+CIFAR100_COARSE = [
+    "aquatic_mammals", "fish", "flowers", "food_containers", "fruit_and_vegetables",
+    "household_electrical_devices", "household_furniture", "insects", "large_carnivores",
+    "large_man-made_outdoor_things", "large_natural_outdoor_scenes", "large_omnivores_and_herbivores",
+    "medium_mammals", "non-insect_invertebrates", "people", "reptiles", "small_mammals", "trees",
+    "vehicles_1", "vehicles_2"
+]
 SHAPES = ["circle", "square", "triangle"]
 
 
@@ -144,11 +148,12 @@ def load_digits(data_cfg) -> Images:
 @DATA.register("synthetic_shapes", "Generated colour circles, squares and triangles on noisy backgrounds",
                tags=("image",))
 def load_synthetic_shapes(data_cfg) -> Images:
+    side = max(image_size(data_cfg.image_size) or (32, 32))  # a non-square size is resized later
     x, y = synthetic_shapes(
-        n=int(data_cfg.n_samples), size=int(data_cfg.image_size), noise=float(data_cfg.noise),
+        n=int(data_cfg.n_samples), size=side, noise=float(data_cfg.noise),
         min_size=float(data_cfg.min_size), max_size=float(data_cfg.max_size), seed=int(data_cfg.seed),
     )
-    spec = f"synthetic_shapes(n={len(y)}, size={data_cfg.image_size}, seed={data_cfg.seed})"
+    spec = f"synthetic_shapes(n={len(y)}, size={side}, seed={data_cfg.seed})"
     return Images(list(SHAPES), spec, arrays={"x": x, "y": y}, scale=1.0)
 
 
@@ -225,7 +230,10 @@ def load_folder(data_cfg) -> Images:
     if not 0 < held_out < 1 or (not test_path and test <= 0):
         raise DlrunError(f"data.validation_split + data.test_split must lie in (0, 1) with both > 0, "
                          f"got {val} and {test}")
-    kwargs = dict(image_size=tuple(data_cfg.image_size), color_mode=str(data_cfg.color_mode),
+    size = image_size(data_cfg.get("image_size"))
+    if size is None:
+        raise DlrunError("data=folder needs data.image_size: [height, width] (every image is resized to it)")
+    kwargs = dict(image_size=size, color_mode=str(data_cfg.color_mode),
                   batch_size=None, label_mode="int", seed=int(data_cfg.seed))
     try:
         train, rest = _from_directory(path, validation_split=held_out, subset="both", shuffle=True, **kwargs)
@@ -279,12 +287,12 @@ def load_tfds(data_cfg) -> Images:
             raise DlrunError(f"tfds data set '{name}': {str(e).strip().splitlines()[0][:200]}") from None
     label = info.features[str(data_cfg.get("label_key", "label"))]
     names = list(getattr(label, "names", None) or [str(i) for i in range(int(label.num_classes))])
-    size = data_cfg.get("image_size")
+    size = image_size(data_cfg.get("image_size"))
 
     def prepare(x, y):
         x = tf.cast(x, tf.float32) / 255.0
         if size:
-            x = tf.image.resize(x, tuple(size))
+            x = tf.image.resize(x, size)
         return x, tf.cast(y, tf.int64)
 
     datasets = dict(zip(("train", "val", "test"), (p.map(prepare) for p in parts), strict=True))
@@ -319,6 +327,18 @@ def augmentation(aug_cfg, seed: int = 0):
     if aug_cfg.get("contrast"):
         layers.append(keras.layers.RandomContrast(float(aug_cfg.contrast), value_range=(0, 1), seed=seed + 4))
     return keras.Sequential(layers, name="augmentation") if layers else None
+
+
+def image_size(value) -> tuple[int, int] | None:
+    """A data.image_size value (null, n or [height, width]) as (height, width) or None."""
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return (value, value)
+    size = tuple(int(d) for d in value)
+    if len(size) != 2 or min(size) < 1:
+        raise DlrunError(f"data.image_size must be null, n or [height, width], got {value}")
+    return size
 
 
 def resize(x, size, chunk: int = 4096):
@@ -362,16 +382,28 @@ def _split_arrays(images: Images, split_cfg) -> dict:
     """x/y (or x_train/y_train + x_test/y_test) -> x_/y_ train/val/test, stratified by label."""
     from sklearn.model_selection import train_test_split
 
+    import math
+
+    import numpy as np
+
     a = images.arrays
     seed = int(split_cfg.seed)
-    strat = bool(split_cfg.get("stratify", True))
+
+    def stratify(y, size):  # stratify when every class can appear on both sides
+        n_held, n_classes = math.ceil(size * len(y)), len(np.unique(y))
+        ok = np.bincount(y).max(initial=0) > 0 and np.bincount(y)[np.bincount(y) > 0].min() >= 2
+        fits = ok and n_classes <= n_held <= len(y) - n_classes
+        return y if bool(split_cfg.get("stratify", True)) and fits else None
+
     if "x" in a:
-        x_tr, x_te, y_tr, y_te = train_test_split(a["x"], a["y"], test_size=float(split_cfg.test_size),
-                                                  random_state=seed, stratify=a["y"] if strat else None)
+        test_size = float(split_cfg.test_size)
+        x_tr, x_te, y_tr, y_te = train_test_split(a["x"], a["y"], test_size=test_size, random_state=seed,
+                                                  stratify=stratify(a["y"], test_size))
     else:
         x_tr, y_tr, x_te, y_te = a["x_train"], a["y_train"], a["x_test"], a["y_test"]
-    x_tr, x_va, y_tr, y_va = train_test_split(x_tr, y_tr, test_size=float(split_cfg.val_size),
-                                              random_state=seed, stratify=y_tr if strat else None)
+    val_size = float(split_cfg.val_size)
+    x_tr, x_va, y_tr, y_va = train_test_split(x_tr, y_tr, test_size=val_size, random_state=seed,
+                                              stratify=stratify(y_tr, val_size))
     return {"x_train": x_tr, "y_train": y_tr, "x_val": x_va, "y_val": y_va, "x_test": x_te, "y_test": y_te}
 
 
@@ -395,7 +427,7 @@ def build_data(cfg, batch_size: int) -> Data:
     images = load_images(cfg.data)
     augment = augmentation(task.get("augment"), seed)
     cache = cfg.data.get("cache", True)
-    size = cfg.data.get("image_size")
+    size = image_size(cfg.data.get("image_size"))
     arrays: dict = {}
     if images.arrays is not None:
         arrays = _split_arrays(images, task.split)

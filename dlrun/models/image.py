@@ -124,9 +124,8 @@ def preprocess_affine(fn):
     """The app's preprocess_input as a per-channel affine map of RGB pixel values in [0, 255]:
     (M, b) with out = in @ M + b. Every keras.applications preprocessing (tf, torch, caffe/BGR,
     identity) has this form, so it becomes one frozen 1x1 convolution in the model."""
-    import numpy as np
-
     import keras
+    import numpy as np
 
     module = keras.applications.__dict__.get(fn.__module__.rsplit(".", 1)[-1])
     pre = getattr(module, "preprocess_input", None) or (lambda z: z)
@@ -209,6 +208,8 @@ def build_keras_app(model_cfg, info):
         raise DlrunError(f"model.pooling: unknown value '{pooling}'", "valid: avg, max, flatten")
     x = {"avg": keras.layers.GlobalAveragePooling2D, "max": keras.layers.GlobalMaxPooling2D,
          "flatten": keras.layers.Flatten}[pooling](name="pool")(x)
+    if model_cfg.get("head_batch_norm", False):  # rescales a frozen base's features for the new head
+        x = keras.layers.BatchNormalization(name="head_bn")(x)
     if model_cfg.get("dropout", 0.0):
         x = keras.layers.Dropout(float(model_cfg.dropout), name="dropout")(x)
     return keras.Model(inputs, _dense_head(x, model_cfg, info), name=f"keras_app_{name}")

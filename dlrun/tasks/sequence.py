@@ -106,14 +106,15 @@ class SequenceTask(Task):
             scores = M.regression(truth, values)
             report.metrics.update(M.prefixed("test" if name == label else f"baseline/{name}", scores))
             shown = f"moving_average({k})" if name == "moving_average" else name
-            rows.append({"forecaster": shown if name != label else f"{label} (model)", **scores})
+            rows.append({"forecaster": f"{label} (model)" if name == label else shown, **scores})
         report.tables["comparison"] = rows
         if horizon > 1:
             report.tables["per_step_mae"] = [
                 {"step": s + 1, **{n: float(abs(truth[:, s] - v[:, s]).mean()) for n, v in forecasts.items()}}
                 for s in range(horizon)
             ]
-        report.figures["forecast.png"] = plots.forecast(arrays["time_test"], truth, forecasts)
+        shown = {(f"moving_average({k})" if n == "moving_average" else n): v for n, v in forecasts.items()}
+        report.figures["forecast.png"] = plots.forecast(arrays["time_test"], truth, shown)
         if data.frame is not None:
             frame, target = data.frame, info.extra["target_column"]
             report.figures["series.png"] = plots.splits(frame.iloc[:, 0].to_numpy(), frame[target].to_numpy(),

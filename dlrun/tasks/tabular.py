@@ -18,7 +18,6 @@ from dlrun.tasks.base import Data, DataInfo, Report, Task
 
 def split_indices(n: int, labels, split_cfg, stratify: bool, test_rows: int | None = None):
     """Seeded train/val/test row indices; stratified on labels when asked and possible."""
-    from sklearn.model_selection import train_test_split
 
     idx = np.arange(n)
     seed = int(split_cfg.seed)
@@ -48,13 +47,13 @@ def _split(idx, size, seed, strat):
 def encoder(frame, features: list[str], standardize: bool):
     """ColumnTransformer: numeric -> (standardised) numbers, text -> one-hot."""
     from sklearn.compose import ColumnTransformer
-    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     numeric = [c for c in features if frame[c].dtype.kind in "biuf"]
     text = [c for c in features if c not in numeric]
     parts = []
     if numeric:
-        parts.append(("num", StandardScaler() if standardize else FunctionTransformer(), numeric))
+        parts.append(("num", StandardScaler() if standardize else "passthrough", numeric))
     if text:
         parts.append(("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False), text))
     return ColumnTransformer(parts, sparse_threshold=0.0)
