@@ -71,6 +71,7 @@ def check_group_overrides(args: list[str]) -> None:
 def cmd_list(args: list[str]) -> int:
     """Print the registries and presets, one line each, without importing TensorFlow."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from dlrun.registry import DATA, MODELS, STRATEGIES, TASKS
@@ -85,7 +86,7 @@ def cmd_list(args: list[str]) -> int:
             t.add_column(extra)
         t.add_column("description")
         for row in rows:
-            t.add_row(*row)
+            t.add_row(*(escape(str(c)) for c in row))
         out.print(t)
 
     if wanted & {"tasks", "task"}:
@@ -108,14 +109,17 @@ def cmd_list(args: list[str]) -> int:
 
 
 def _yaml_description(path: Path) -> str:
-    """The first comment line of a YAML file that is not a Hydra directive."""
+    """The first sentence of a YAML file's leading comment block (Hydra directives skipped)."""
+    words = []
     for line in path.read_text().splitlines():
         line = line.strip()
-        if line.startswith("#") and "@package" not in line:
-            return line.lstrip("# ").strip()
-        if line and not line.startswith("#"):
+        if not line.startswith("#"):
             break
-    return ""
+        if "@package" not in line:
+            words.append(line.lstrip("#").strip())
+    text = " ".join(w for w in words if w)
+    end = text.find(". ")
+    return text[: end + 1] if end > 0 else text
 
 
 def _run_hydra(command: str, args: list[str]) -> int:

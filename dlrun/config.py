@@ -41,6 +41,7 @@ class CheckpointConfig:
     enabled: bool = True  # keep the best model of the run (by monitor) on disk
     monitor: str = "val_loss"
     save_best_only: bool = True
+    min_interval_s: float = 30.0  # write at most this often; the best state is always written at the end
 
 
 @dataclass

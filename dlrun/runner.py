@@ -132,6 +132,7 @@ def train(cfg, overrides: list[str], workdir: Path) -> float | None:
             history = task.fit(cfg, model, data, callbacks)
         finally:
             progress.close()
+            tracker.flush_epochs()
         fit_seconds = time.perf_counter() - start
         epochs_run = len(next(iter(history.values()), []))
         timing = {"timing/fit_seconds": fit_seconds, "timing/epochs": epochs_run}

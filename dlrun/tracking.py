@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 ERROR_TAG = "dlrun.error"
+EPOCH_FLUSH_S = 5.0
 MAX_PARAM_LEN = 6000
 
 
@@ -52,6 +52,8 @@ class Tracker:
         self.enabled = bool(tracking_cfg.enabled)
         self.run_id: str | None = None
         self._mlflow = None
+        self._epoch_buffer: list = []
+        self._last_flush = time.monotonic()
 
     @property
     def mlflow(self):
@@ -105,6 +107,8 @@ class Tracker:
         if not self.enabled or self.run_id is None:
             return
         mlflow = self.mlflow
+        with contextlib.suppress(Exception):
+            self.flush_epochs()
         if reason:
             with contextlib.suppress(Exception):
                 mlflow.set_tag(ERROR_TAG, reason[:5000])
@@ -128,16 +132,36 @@ class Tracker:
             self.mlflow.log_metrics(clean, step=step, synchronous=not self.cfg.async_logging)
 
     def log_epoch(self, epoch: int, logs: dict) -> None:
-        """Keras logs -> train/<m> and val/<m> metrics at step = epoch (1-based)."""
-        metrics = {}
+        """Keras logs -> train/<m> and val/<m> metrics at step = epoch (1-based).
+
+        Epochs are buffered and sent in one batch at most every EPOCH_FLUSH_S seconds (and at
+        the end), so fast epochs are not slowed by a store round trip each.
+        """
+        if not (self.enabled and self.run_id):
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
         for k, v in logs.items():
             if k in ("learning_rate", "lr"):
-                metrics["train/learning_rate"] = v
+                key = "train/learning_rate"
             elif k.startswith("val_"):
-                metrics[f"val/{k[4:]}"] = v
+                key = f"val/{k[4:]}"
             else:
-                metrics[f"train/{k}"] = v
-        self.log_metrics(metrics, step=epoch + 1)
+                key = f"train/{k}"
+            self._epoch_buffer.append(Metric(key, float(v), now, epoch + 1))
+        if time.monotonic() - self._last_flush >= EPOCH_FLUSH_S:
+            self.flush_epochs()
+
+    def flush_epochs(self) -> None:
+        if self._epoch_buffer and self.run_id:
+            from mlflow.tracking import MlflowClient
+
+            client = MlflowClient()
+            for i in range(0, len(self._epoch_buffer), 1000):
+                client.log_batch(self.run_id, metrics=self._epoch_buffer[i:i + 1000])
+        self._epoch_buffer = []
+        self._last_flush = time.monotonic()
 
     def log_dataset(self, data, context: str = "training") -> None:
         """The training data as an MLflow dataset input (source and digest)."""
@@ -257,6 +281,3 @@ def log_to_existing_run(tracking_cfg, run_id: str, metrics: dict, tables: dict |
     for name, rows in (tables or {}).items():
         client.log_text(run_id, json.dumps(rows, indent=1, default=str), f"tables/eval_{name}.json")
 
-
-def tracking_uri_env() -> str | None:
-    return os.environ.get("MLFLOW_TRACKING_URI")

@@ -71,9 +71,12 @@ class Images:
 
 
 def _is_network_error(e: BaseException) -> bool:
+    import http.client
+    import socket
     import urllib.error
 
-    return isinstance(e, (OSError, urllib.error.URLError)) or str(e).startswith("URL fetch failure")
+    network = (urllib.error.URLError, TimeoutError, ConnectionError, socket.gaierror, http.client.HTTPException)
+    return isinstance(e, network) or str(e).startswith("URL fetch failure")
 
 
 @contextlib.contextmanager
@@ -92,7 +95,7 @@ def downloading(what: str, timeout: float, hint: str):
     except Exception as e:
         if not _is_network_error(e):
             raise
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[-1][:160]
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[-1].split(" -- ")[-1][:120]
         raise DlrunError(f"cannot download {what}: no network? ({reason})", hint) from None
     finally:
         socket.setdefaulttimeout(old)
@@ -219,7 +222,7 @@ def load_folder(data_cfg) -> Images:
     """Train/validation/test from `path`; test from `test_path` when given, else held out of `path`."""
     import os
 
-    path = str(data_cfg.path)
+    path = _required(data_cfg, "path", "data.path=/path/to/images")
     if not os.path.isdir(path):
         raise DlrunError(f"data.path: no such directory '{path}'", "a folder with one sub-folder per class")
     val, test = float(data_cfg.validation_split), float(data_cfg.test_split)
@@ -254,6 +257,14 @@ def load_folder(data_cfg) -> Images:
     return Images(names, os.path.abspath(path), datasets=datasets, sizes=sizes)
 
 
+def _required(data_cfg, key: str, example: str) -> str:
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_missing(data_cfg, key) or data_cfg.get(key) in (None, ""):
+        raise DlrunError(f"data={data_cfg.name} needs data.{key}", f"e.g. {example}")
+    return str(data_cfg.get(key))
+
+
 def _rescale(x, y):
     return x / 255.0, y
 
@@ -273,10 +284,10 @@ def load_tfds(data_cfg) -> Images:
 
     if importlib.util.find_spec("tensorflow_datasets") is None:
         raise DlrunError("data=tfds needs the tensorflow-datasets package",
-                         "pip install 'dlrun[tfds]' (or use data=folder / mnist / cifar10)")
+                         "pip install 'dlrun[tfds]', or use data=folder, mnist or cifar10")
     import tensorflow_datasets as tfds
 
-    name = str(data_cfg.dataset)
+    name = _required(data_cfg, "dataset", "data.dataset=tf_flowers")
     splits = [str(data_cfg.train_split), str(data_cfg.val_split), str(data_cfg.test_split)]
     hint = "tensorflow-datasets caches it under data.data_dir (~/tensorflow_datasets) after one online run"
     with downloading(f"data set '{name}' (tfds)", data_cfg.get("download_timeout", 15), hint):
@@ -380,11 +391,10 @@ def pipeline(ds, batch_size: int, training: bool = False, seed: int = 0, augment
 
 def _split_arrays(images: Images, split_cfg) -> dict:
     """x/y (or x_train/y_train + x_test/y_test) -> x_/y_ train/val/test, stratified by label."""
-    from sklearn.model_selection import train_test_split
-
     import math
 
     import numpy as np
+    from sklearn.model_selection import train_test_split
 
     a = images.arrays
     seed = int(split_cfg.seed)

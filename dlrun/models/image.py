@@ -128,7 +128,9 @@ def preprocess_affine(fn):
     import numpy as np
 
     module = keras.applications.__dict__.get(fn.__module__.rsplit(".", 1)[-1])
-    pre = getattr(module, "preprocess_input", None) or (lambda z: z)
+    pre = getattr(module, "preprocess_input", None)
+    if pre is None:
+        raise DlrunError(f"model.application: no preprocess_input found for {fn.__name__}")
     probe = np.zeros((4, 1, 1, 3), "float32")
     for k in range(3):
         probe[k + 1, 0, 0, k] = 255.0

@@ -39,4 +39,9 @@ def build_mlp(model_cfg, info):
                                    name=f"dense_{i}")(x)
             if dropout:
                 x = keras.layers.Dropout(dropout, name=f"dropout_{i}")(x)
-    return keras.Model(inputs, output_head(x, info, model_cfg), name="mlp")
+    outputs = output_head(x, info, model_cfg)
+    if model_cfg.get("residual", False):  # sequence: predict the change from the last value
+        from dlrun.models.sequence import forecast_output
+
+        outputs = forecast_output(inputs, outputs, info, model_cfg)
+    return keras.Model(inputs, outputs, name="mlp")

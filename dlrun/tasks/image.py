@@ -13,22 +13,28 @@ from dlrun.tasks.base import Data, Report, Task
 
 
 def predict(model, dataset, keep: int = 0):
-    """Labels, class probabilities and up to `keep` misclassified images over a batched dataset."""
+    """Labels, class probabilities and up to `keep` misclassified images over a batched dataset.
+
+    model.predict runs the whole split (it also distributes it under a tf.distribute strategy);
+    the test split is unshuffled, so a second pass lines the labels and images up with it.
+    """
     import numpy as np
 
-    labels, probas, wrong = [], [], []
-    for x, y in dataset:
-        p = np.asarray(model.predict_on_batch(x), dtype="float64")
-        y = np.asarray(y).astype("int64").ravel()
-        labels.append(y)
-        probas.append(p)
-        if len(wrong) < keep:
-            bad = np.flatnonzero(p.argmax(axis=1) != y)[: keep - len(wrong)]
-            x = np.asarray(x)
-            wrong += [(x[i], y[i], int(p[i].argmax())) for i in bad]
+    labels = [np.asarray(y).astype("int64").ravel() for _, y in dataset]
     if not labels:
         return np.zeros(0, "int64"), np.zeros((0, 0)), []
-    return np.concatenate(labels), np.concatenate(probas), wrong
+    y_true = np.concatenate(labels)
+    proba = np.asarray(model.predict(dataset.map(lambda x, y: x), verbose=0), dtype="float64")
+    wrong_idx = np.flatnonzero(proba.argmax(axis=1) != y_true)[:keep]
+    wrong, start = [], 0
+    for x, _ in dataset:
+        if len(wrong) == len(wrong_idx):
+            break
+        x = np.asarray(x)
+        wrong += [(x[i - start], int(y_true[i]), int(proba[i].argmax()))
+                  for i in wrong_idx if start <= i < start + len(x)]
+        start += len(x)
+    return y_true, proba, wrong
 
 
 def top_k_accuracy(y_true, proba, k: int) -> float:
