@@ -168,6 +168,8 @@ def test_folder_loader_on_a_tiny_png_tree(tmp_path, image_cfg):
     assert gray.info.input_shape == (8, 8, 1)
     with pytest.raises(DlrunError, match="no such directory"):
         I.build_data(image_cfg("data=folder", f"data.path={tmp_path / 'missing'}"), 4)
+    with pytest.raises(DlrunError, match="needs data.path"):
+        I.build_data(image_cfg("data=folder"), 4)
 
 
 def test_keras_dataset_offline_is_a_fast_one_line_error(offline, image_cfg):

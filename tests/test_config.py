@@ -1,0 +1,115 @@
+"""Config tree, typed schema, registries and the pieces of the training glue."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from dlrun.cli import GROUPS, config_dir, group_options
+from dlrun.config import validate
+from dlrun.errors import DlrunError
+from dlrun.registry import DATA, MODELS, STRATEGIES, TASKS
+
+
+def test_every_registered_name_has_a_yaml_and_back():
+    assert set(TASKS.names(with_aliases=True)) == set(group_options("task"))
+    assert set(MODELS.names()) == set(group_options("model"))
+    assert set(DATA.names()) == set(group_options("data"))
+    assert set(STRATEGIES.names()) == set(group_options("strategy"))
+    for group in GROUPS:
+        assert (config_dir() / group).is_dir(), group
+
+
+def test_every_task_composes_with_its_own_model_and_data(compose):
+    for name in group_options("task"):
+        cfg = compose(f"task={name}")
+        task = TASKS.entry(cfg.task.name)
+        assert MODELS.entry(cfg.model.name).tags == () or task.name in MODELS.entry(cfg.model.name).tags
+        assert task.name in DATA.entry(cfg.data.name).tags
+
+
+def test_every_preset_composes_and_validates(compose):
+    for name in group_options("experiment"):
+        cfg = validate(compose(f"experiment={name}"))
+        assert cfg.trainer.epochs >= 1, name
+
+
+def test_schema_fills_defaults_and_rejects_typos(compose):
+    cfg = compose()
+    OmegaConf.set_struct(cfg, False)
+    del cfg.trainer["jit_compile"]  # a missing key falls back to the schema default
+    cfg = validate(cfg)
+    assert cfg.trainer.jit_compile is False
+    with pytest.raises(DlrunError, match=r"trainer.early_stopping.patiance: unknown key \(did you mean 'patience'"):
+        cfg = compose()
+        OmegaConf.set_struct(cfg, False)
+        cfg.trainer.early_stopping.patiance = 3
+        validate(cfg)
+    with pytest.raises(DlrunError, match="tracking.enabled"):
+        validate(compose("tracking.enabled=maybe"))
+    with pytest.raises(DlrunError, match="trainer.lr_schedule.name: unknown value 'linear'"):
+        validate(compose("trainer.lr_schedule.name=linear"))
+    with pytest.raises(DlrunError, match="trainer.precision"):
+        validate(compose("trainer.precision=float16"))
+
+
+def test_optimizers_and_schedules_build(compose):
+    import keras
+
+    from dlrun.training.compile import make_optimizer
+
+    for name, cls in [("adam", keras.optimizers.Adam), ("adamw", keras.optimizers.AdamW),
+                      ("sgd", keras.optimizers.SGD), ("rmsprop", keras.optimizers.RMSprop),
+                      ("adadelta", keras.optimizers.Adadelta)]:
+        opt = make_optimizer(validate(compose(f"trainer.optimizer={name}", "trainer.learning_rate=0.5")).trainer)
+        assert isinstance(opt, cls) and float(opt.learning_rate) == pytest.approx(0.5)
+    t = validate(compose("trainer.optimizer=sgd", "trainer.momentum=0.8")).trainer
+    assert make_optimizer(t).momentum == pytest.approx(0.8)
+    t = validate(compose("trainer.lr_schedule.name=cosine", "trainer.epochs=2", "trainer.learning_rate=1.0")).trainer
+    opt = make_optimizer(t, steps_per_epoch=5)
+    schedule = opt._learning_rate
+    assert float(schedule(0)) == pytest.approx(1.0) and float(schedule(10)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_callbacks_from_config_act_per_epoch_only(compose, tmp_path):
+    import keras
+    import numpy as np
+
+    from dlrun.training.callbacks import trainer_callbacks
+
+    t = validate(compose("trainer.early_stopping.enabled=true", "trainer.early_stopping.patience=1",
+                         "trainer.lr_schedule.name=reduce_on_plateau")).trainer
+    cbs = trainer_callbacks(t, tmp_path, has_val=True)
+    kinds = {type(c).__name__ for c in cbs}
+    assert {"EarlyStopping", "ReduceLROnPlateau", "BestCheckpoint"} <= kinds
+    base = keras.callbacks.Callback
+    for cb in cbs:  # a per-batch hook would switch off Keras' asynchronous batch dispatch
+        assert type(cb).on_train_batch_end is base.on_train_batch_end, type(cb).__name__
+
+    # the checkpoint holds the best epoch's weights, not the last ones
+    x = np.random.default_rng(0).random((64, 3)).astype("float32")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    (ck,) = [c for c in cbs if type(c).__name__ == "BestCheckpoint"]
+    ck.set_model(model)
+    ck.on_train_begin()
+    ck.on_epoch_end(0, {"val_loss": 1.0})
+    best = model.get_weights()
+    model.set_weights([w + 1 for w in best])
+    ck.on_epoch_end(1, {"val_loss": 2.0})
+    ck.on_train_end()
+    saved = keras.saving.load_model(tmp_path / "best.keras")
+    assert all(np.allclose(a, b) for a, b in zip(saved.get_weights(), best, strict=True))
+    assert not np.allclose(model.get_weights()[0], best[0])  # the final weights stay in the model
+
+
+def test_no_val_split_monitors_training_metrics(compose, tmp_path):
+    from dlrun.training.callbacks import trainer_callbacks
+
+    t = validate(compose("trainer.early_stopping.enabled=true")).trainer
+    (es,) = [c for c in trainer_callbacks(t, tmp_path, has_val=False) if type(c).__name__ == "EarlyStopping"]
+    assert es.monitor == "loss"
+
+
+def test_config_dir_is_packaged():
+    assert (config_dir() / "config.yaml").is_file()
