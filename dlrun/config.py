@@ -16,6 +16,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adadelta", "adagrad", "nadam")
 LR_SCHEDULES = ("constant", "cosine", "reduce_on_plateau")
 LOOPS = ("fit", "custom")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+SMOKE_BATCHES = 3
 
 
 @dataclass
@@ -64,6 +65,7 @@ class TrainerConfig:
     steps_per_execution: int = 1
     limit_batches: int | None = None  # cap batches per epoch in every split (smoke runs)
     fast: bool = False  # tasks use a tiny subset of their data
+    smoke: bool = False  # trainer=smoke: forces the smoke settings over any experiment's values
     progress: bool = True
 
 
@@ -144,6 +146,9 @@ def validate(cfg) -> Any:
         with open_dict(cfg):
             cfg[group] = typed
     t = cfg.trainer
+    if t.smoke:  # experiments are merged after the trainer group; smoke must still win
+        t.epochs, t.fast, t.checkpoint.enabled = 1, True, False
+        t.limit_batches = min(t.limit_batches or SMOKE_BATCHES, SMOKE_BATCHES)
     if t.epochs < 1:
         raise DlrunError(f"trainer.epochs must be >= 1, got {t.epochs}")
     if t.batch_size < 1:

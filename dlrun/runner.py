@@ -53,6 +53,11 @@ def _quiet_tensorflow() -> None:
 def _prepare(cfg):
     """Validate, resolve names, set seed/precision/determinism and build the strategy."""
     cfg = validate(cfg)
+    from omegaconf import OmegaConf
+
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise DlrunError(f"{missing[0]}: a required value is missing", f"add {missing[0]}=... to the command")
     task_name = TASKS.canonical(cfg.task.name)
     MODELS.canonical(cfg.model.name)
     if cfg.get("data") is not None and cfg.data.get("name"):

@@ -68,6 +68,7 @@ def test_unknown_names_list_the_valid_ones(run_dlrun, workdir, args, needle):
     (["trainer.epochs=abc"], "trainer.epochs"),
     (["+trainer.epoch=3"], "trainer.epoch: unknown key"),
     (["trainer.optimizer=adamm"], "trainer.optimizer: unknown value 'adamm'"),
+    (["data=csv"], "a required value is missing"),
     (["eval"], None),
 ])
 def test_bad_config_values_are_one_line(run_dlrun, args, needle):

@@ -111,5 +111,13 @@ def test_no_val_split_monitors_training_metrics(compose, tmp_path):
     assert es.monitor == "loss"
 
 
+def test_smoke_wins_over_an_experiment(compose):
+    cfg = validate(compose("experiment=insurance", "trainer=smoke"))
+    t = cfg.trainer
+    assert (t.epochs, t.limit_batches, t.fast, t.checkpoint.enabled) == (1, 3, True, False)
+    assert cfg.model.hidden_units == [50]  # the rest of the preset stays
+    assert validate(compose("experiment=insurance")).trainer.epochs == 100
+
+
 def test_config_dir_is_packaged():
     assert (config_dir() / "config.yaml").is_file()

@@ -88,7 +88,7 @@ def test_tabular_data_does_not_fit_the_image_task(image_cfg):
 
 
 def test_digits_splits_shapes_determinism_and_balance(image_cfg):
-    cfg = image_cfg("trainer.fast=false")
+    cfg = image_cfg("trainer.smoke=false", "trainer.fast=false")
     a, b = I.build_data(cfg, 32), I.build_data(cfg, 32)
     assert a.info.input_shape == (8, 8, 1) and a.info.num_classes == 10 and a.info.target == "multiclass"
     assert a.info.sizes == {"train": 1149, "val": 288, "test": 360}
@@ -127,7 +127,7 @@ def test_synthetic_shapes_deterministic_balanced_rgb():
 
 def test_synthetic_shapes_source_through_the_task(image_cfg):
     data = I.build_data(image_cfg("data=synthetic_shapes", "data.n_samples=120", "data.image_size=16",
-                                  "trainer.fast=false"), 16)
+                                  "trainer.smoke=false", "trainer.fast=false"), 16)
     assert data.info.input_shape == (16, 16, 3) and data.info.class_names == ["circle", "square", "triangle"]
     assert sum(data.info.sizes.values()) == 120
 
@@ -150,7 +150,7 @@ def _write_tree(root, per_class=10, size=12):
 def test_folder_loader_on_a_tiny_png_tree(tmp_path, image_cfg):
     _write_tree(tmp_path / "imgs")
     cfg = image_cfg("data=folder", f"data.path={tmp_path / 'imgs'}", "data.image_size=[8,8]",
-                    "data.validation_split=0.2", "data.test_split=0.2", "trainer.fast=false")
+                    "data.validation_split=0.2", "data.test_split=0.2", "trainer.smoke=false", "trainer.fast=false")
     data = I.build_data(cfg, 4)
     assert data.info.class_names == ["blue", "red"] and data.info.input_shape == (8, 8, 3)
     assert data.info.sizes == {"train": 12, "val": 4, "test": 4}
@@ -191,7 +191,7 @@ def test_keras_dataset_from_the_cache(offline, image_cfg):
             f.write(b"\0" * 8 + labels.tobytes())
         with gzip.open(folder / f"{prefix}-images-idx3-ubyte.gz", "wb") as f:
             f.write(b"\0" * 16 + imgs.tobytes())
-    data = I.build_data(image_cfg("data=fashion_mnist", "data.n_train=40", "trainer.fast=false"), 8)
+    data = I.build_data(image_cfg("data=fashion_mnist", "data.n_train=40", "trainer.smoke=false", "trainer.fast=false"), 8)
     assert data.info.input_shape == (28, 28, 1) and data.info.class_names[0] == "T-shirt/top"
     assert data.info.sizes == {"train": 32, "val": 8, "test": 20}
 
@@ -228,7 +228,7 @@ def test_tfds_glue_with_a_stand_in_module(image_cfg, monkeypatch):
                         lambda name, *a: object() if name == "tensorflow_datasets" else real(name, *a))
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", types.SimpleNamespace(load=load))
     data = I.build_data(image_cfg("data=tfds", "data.dataset=fake", "data.image_size=[6,6]",
-                                  "trainer.fast=false"), 4)
+                                  "trainer.smoke=false", "trainer.fast=false"), 4)
     assert calls["name"] == "fake" and calls["split"][0] == "train[:80%]"
     assert data.info.class_names == ["a", "b", "c"] and data.info.input_shape == (6, 6, 3)
     assert data.info.sizes == {"train": 12, "val": 6, "test": 6}
