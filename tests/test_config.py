@@ -87,7 +87,6 @@ def test_callbacks_from_config_act_per_epoch_only(compose, tmp_path):
         assert type(cb).on_train_batch_end is base.on_train_batch_end, type(cb).__name__
 
     # the checkpoint holds the best epoch's weights, not the last ones
-    x = np.random.default_rng(0).random((64, 3)).astype("float32")
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
     model.compile("sgd", "mse")
     (ck,) = [c for c in cbs if type(c).__name__ == "BestCheckpoint"]
