@@ -130,3 +130,26 @@ def test_ctrl_c_marks_the_run_killed(workdir, runs):
         proc.kill()
     assert proc.returncode == 130
     assert runs()[0].info.status == "KILLED"
+
+
+def test_trainer_options_mixed_precision_cosine_adamw_early_stopping(run_dlrun, runs, mlflow_client):
+    run_dlrun("train", "trainer.epochs=4", "trainer.limit_batches=4", "trainer.precision=mixed_bfloat16",
+              "trainer.optimizer=adamw", "trainer.lr_schedule.name=cosine", "trainer.early_stopping.enabled=true",
+              "trainer.early_stopping.patience=1", "trainer.deterministic=true", "data=breast_cancer")
+    (run,) = runs()
+    assert run.info.status == "FINISHED"
+    assert run.data.params["trainer.precision"] == "mixed_bfloat16"
+    assert "test/roc_auc" in run.data.metrics  # two classes: sigmoid head, ROC AUC in the report
+    assert 1 <= len(mlflow_client.get_metric_history(run.info.run_id, "val/loss")) <= 4
+
+
+@pytest.mark.slow
+def test_insurance_preset_reaches_the_course_range(run_dlrun, runs):
+    """Course: best known model ~0.80 test accuracy; the generator's Bayes rate is ~0.80."""
+    run_dlrun("train", "experiment=insurance", "trainer.progress=false")
+    (run,) = runs()
+    m = run.data.metrics
+    assert run.data.params["model.params"] == "353"
+    assert 0.74 <= m["test/accuracy"] <= 0.86
+    best_baseline = max(m["baseline/linear/accuracy"], m["baseline/random_forest/accuracy"])
+    assert m["test/accuracy"] >= best_baseline - 0.05
