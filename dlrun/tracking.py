@@ -94,7 +94,7 @@ class Tracker:
             "dlrun.task": task_name,
             "dlrun.model": model_name,
             "dlrun.overrides": " ".join(overrides)[:5000],
-            "dlrun.command": " ".join(["dlrun", *sys.argv[1:]])[:5000],
+            "dlrun.command": " ".join(sys.argv)[:5000],  # argv[0] is "dlrun <subcommand>" (cli.py)
             "python.version": sys.version.split()[0],
         }
         commit = git_commit()

@@ -32,6 +32,7 @@ def test_train_logs_everything_then_eval_reproduces(run_dlrun, runs, mlflow_clie
                 "dlrun.overrides", "dlrun.command"):
         assert t.get(key), key
     assert "trainer.epochs=3" in t["dlrun.overrides"]
+    assert t["dlrun.command"].startswith("dlrun train ") and "trainer.epochs=3" in t["dlrun.command"]
     for key in ("train/loss", "val/loss", "train/accuracy", "val/accuracy"):
         steps = [h.step for h in _metric_history(mlflow_client, run.info.run_id, key)]
         assert steps == [1, 2, 3], key
