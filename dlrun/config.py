@@ -78,7 +78,6 @@ class TrackingConfig:
     log_model: bool = True
     log_plots: bool = True
     log_dataset: bool = True
-    async_logging: bool = True
     tags: dict[str, str] = field(default_factory=dict)
 
 

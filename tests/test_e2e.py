@@ -44,7 +44,9 @@ def test_train_logs_everything_then_eval_reproduces(run_dlrun, runs, mlflow_clie
     assert {"config.yaml", "native", "plots", "tables"} <= artifacts  # the MLflow model: see below
     plots = {a.path for a in mlflow_client.list_artifacts(run.info.run_id, "plots")}
     assert {"plots/learning_curves.png", "plots/confusion_matrix.png"} <= plots
-    assert run.inputs.dataset_inputs and run.inputs.dataset_inputs[0].dataset.digest
+    (data_input,) = run.inputs.dataset_inputs
+    assert data_input.dataset.digest and data_input.dataset.name == "insurance"
+    assert data_input.dataset.source_type == "generator" and "seed=42" in data_input.dataset.source
 
     import mlflow
     import numpy as np
