@@ -228,7 +228,10 @@ def _from_run(cfg, run_id: str):
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
+    from dlrun.tracking import check_reachable
+
     client = MlflowClient(tracking_uri=cfg.tracking.uri or None)
+    check_reachable(client.tracking_uri)
     try:
         client.get_run(run_id)
         tmp = Path(tempfile.mkdtemp(prefix="dlrun-eval-"))

@@ -75,6 +75,7 @@ class Tracker:
         mlflow = self.mlflow
         if self.cfg.uri:
             mlflow.set_tracking_uri(self.cfg.uri)
+        check_reachable(mlflow.get_tracking_uri())
         mlflow.set_experiment(self.cfg.experiment or task_name)
         run_name = self.cfg.run_name or f"{task_name}-{model_name}-{time.strftime('%Y%m%d-%H%M%S')}"
         run = mlflow.start_run(run_name=run_name)
@@ -230,6 +231,27 @@ class Tracker:
             model, name="model", signature=signature,
             pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"],
         )
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """An http(s) tracking URI must answer /health quickly: MLflow's own client would retry
+    a dead server for minutes before failing."""
+    import urllib.error
+    import urllib.request
+
+    from dlrun.errors import DlrunError
+
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
+            return
+    except urllib.error.HTTPError:
+        return  # it answered: a proxy or an older server without /health
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise DlrunError(f"cannot reach the MLflow server at {uri}: {reason}",
+                         "start it (mlflow server) or drop tracking.uri to use ./mlflow.db") from None
 
 
 def _try_source(make, source: str):

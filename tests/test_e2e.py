@@ -101,6 +101,15 @@ def test_run_that_fails_is_marked_failed_with_reason(run_dlrun, runs, workdir):
     assert runs()[0].info.status == "FAILED" and "does not exist" in runs()[0].data.tags["dlrun.error"]
 
 
+def test_unreachable_tracking_server_is_one_line_not_a_hang(run_dlrun):
+    start = time.time()
+    proc = run_dlrun("train", "trainer=smoke", "tracking.uri=http://127.0.0.1:9", expect=2, timeout=120)
+    assert "cannot reach the MLflow server at http://127.0.0.1:9" in stderr_line(proc)
+    assert time.time() - start < 60
+    proc = run_dlrun("eval", "run_id=abc", "tracking.uri=http://127.0.0.1:9", expect=2, timeout=120)
+    assert "cannot reach the MLflow server" in stderr_line(proc)
+
+
 def test_model_that_does_not_fit_the_task(run_dlrun, runs):
     proc = run_dlrun("train", "model=lstm", expect=2)
     assert "does not fit task 'tabular'" in stderr_line(proc)
