@@ -78,6 +78,7 @@ class TrackingConfig:
     log_model: bool = True
     log_plots: bool = True
     log_dataset: bool = True
+    tensorboard: bool = False  # also write TensorBoard event files (logged under tensorboard/)
     tags: dict[str, str] = field(default_factory=dict)
 
 

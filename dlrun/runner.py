@@ -104,7 +104,7 @@ def train(cfg, overrides: list[str], workdir: Path) -> float | None:
     """Train, evaluate and log one run. Returns the task's primary metric (for sweeps)."""
     cfg, task_name, strategy = _prepare(cfg)
     from dlrun.strategy import describe
-    from dlrun.training.callbacks import EpochEnd, trainer_callbacks
+    from dlrun.training.callbacks import EpochEnd, tensorboard, trainer_callbacks
 
     tracker = Tracker(cfg.tracking)
     with tracked_run(tracker):
@@ -132,6 +132,8 @@ def train(cfg, overrides: list[str], workdir: Path) -> float | None:
             tracker.log_epoch(epoch, logs)
 
         callbacks.append(EpochEnd(on_epoch))
+        if cfg.tracking.tensorboard:
+            callbacks.append(tensorboard(workdir / "tensorboard"))
         start = time.perf_counter()
         try:
             history = task.fit(cfg, model, data, callbacks)
@@ -158,6 +160,8 @@ def train(cfg, overrides: list[str], workdir: Path) -> float | None:
         best = workdir / "best.keras"
         if tracker.enabled and best.exists():
             tracker.mlflow.log_artifact(str(best), "checkpoints")
+        if tracker.enabled and (workdir / "tensorboard").is_dir():
+            tracker.mlflow.log_artifacts(str(workdir / "tensorboard"), "tensorboard")
         tracker.log_model(model, data)
         console.console.print(f"[green]done[/] in {fit_seconds:.1f}s training"
                               + (f"; mlflow run {tracker.run_id}" if tracker.run_id else ""))

@@ -147,12 +147,15 @@ def test_ctrl_c_marks_the_run_killed(workdir, runs):
 def test_trainer_options_mixed_precision_cosine_adamw_early_stopping(run_dlrun, runs, mlflow_client):
     run_dlrun("train", "trainer.epochs=4", "trainer.limit_batches=4", "trainer.precision=mixed_bfloat16",
               "trainer.optimizer=adamw", "trainer.lr_schedule.name=cosine", "trainer.early_stopping.enabled=true",
-              "trainer.early_stopping.patience=1", "trainer.deterministic=true", "data=breast_cancer")
+              "trainer.early_stopping.patience=1", "trainer.deterministic=true", "data=breast_cancer",
+              "tracking.tensorboard=true")
     (run,) = runs()
     assert run.info.status == "FINISHED"
     assert run.data.params["trainer.precision"] == "mixed_bfloat16"
     assert "test/roc_auc" in run.data.metrics  # two classes: sigmoid head, ROC AUC in the report
     assert 1 <= len(mlflow_client.get_metric_history(run.info.run_id, "val/loss")) <= 4
+    events = [a.path for a in mlflow_client.list_artifacts(run.info.run_id, "tensorboard/train")]
+    assert any("tfevents" in p for p in events), events
 
 
 @pytest.mark.slow

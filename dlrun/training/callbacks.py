@@ -36,6 +36,22 @@ def trainer_callbacks(trainer, workdir: Path, has_val: bool) -> list:
     return callbacks
 
 
+def tensorboard(log_dir: Path):
+    """Keras' TensorBoard callback, per-epoch scalars only. It has per-batch hooks, so it turns
+    off Keras' asynchronous batch dispatch: small models train slower while it is on."""
+    import importlib.util
+
+    import keras
+
+    from dlrun.errors import DlrunError
+
+    if importlib.util.find_spec("tensorboard") is None:
+        raise DlrunError("tracking.tensorboard=true needs the tensorboard package",
+                         'pip install "dlrun[tensorboard]" (or pip install tensorboard)')
+    return keras.callbacks.TensorBoard(str(log_dir), histogram_freq=0, write_graph=False,
+                                       update_freq="epoch", profile_batch=0)
+
+
 def best_checkpoint(path: Path, monitor: str, save_best_only: bool, min_interval_s: float):
     """Keep the best model (by `monitor`) as a .keras file, acting at epoch ends only.
 
