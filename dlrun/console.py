@@ -6,7 +6,6 @@ On a terminal it is a live bar; elsewhere (CI, logs) a line every ~10% of the ep
 
 from __future__ import annotations
 
-import sys
 import time
 
 from rich.console import Console
@@ -120,6 +119,3 @@ def _fmt(v) -> str:
         return f"{v:.4f}" if abs(v) < 1e5 else f"{v:.4g}"
     return str(v)
 
-
-def flush() -> None:
-    sys.stdout.flush()

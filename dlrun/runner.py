@@ -124,7 +124,7 @@ def train(cfg, overrides: list[str], workdir: Path) -> float | None:
             console.model_summary(model)
             tracker.log_params({"model.params": model.count_params()})
 
-        progress = EpochProgress_for(cfg)
+        progress = console.EpochProgress(int(cfg.trainer.epochs), enabled=bool(cfg.trainer.progress))
         callbacks = trainer_callbacks(cfg.trainer, workdir, has_val=data.val is not None)
 
         def on_epoch(epoch, logs):
@@ -157,19 +157,12 @@ def train(cfg, overrides: list[str], workdir: Path) -> float | None:
             from dlrun.plots import learning_curves
 
             tracker.log_figures({"learning_curves.png": learning_curves(history)})
-        best = workdir / "best.keras"
-        if tracker.enabled and best.exists():
-            tracker.mlflow.log_artifact(str(best), "checkpoints")
-        if tracker.enabled and (workdir / "tensorboard").is_dir():
-            tracker.mlflow.log_artifacts(str(workdir / "tensorboard"), "tensorboard")
+        tracker.log_path(workdir / "best.keras", "checkpoints")
+        tracker.log_path(workdir / "tensorboard", "tensorboard")
         tracker.log_model(model, data)
         console.console.print(f"[green]done[/] in {fit_seconds:.1f}s training"
                               + (f"; mlflow run {tracker.run_id}" if tracker.run_id else ""))
         return report.metrics.get(report.primary) if report.primary else None
-
-
-def EpochProgress_for(cfg):
-    return console.EpochProgress(int(cfg.trainer.epochs), enabled=bool(cfg.trainer.progress))
 
 
 def _versions() -> dict:

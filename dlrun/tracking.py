@@ -189,6 +189,15 @@ class Tracker:
             mlflow.set_tag("dlrun.dataset_warning", f"{type(e).__name__}: {e}"[:500])
         mlflow.set_tag("dlrun.data_source", info.source or info.name)
 
+    def log_path(self, path: Path, dest: str) -> None:
+        """A file or a whole folder as artifacts under `dest`, if it exists."""
+        if not (self.enabled and self.run_id and path.exists()):
+            return
+        if path.is_dir():
+            self.mlflow.log_artifacts(str(path), dest)
+        else:
+            self.mlflow.log_artifact(str(path), dest)
+
     def log_report(self, report) -> None:
         if not (self.enabled and self.run_id):
             return

@@ -41,7 +41,7 @@ def test_train_logs_everything_then_eval_reproduces(run_dlrun, runs, mlflow_clie
         assert key in m, key
     assert 0.0 <= m["test/accuracy"] <= 1.0
     artifacts = {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "native", "plots", "tables"} <= artifacts  # the MLflow model: see below
+    assert {"config.yaml", "native", "plots", "tables", "checkpoints"} <= artifacts  # MLflow model: below
     plots = {a.path for a in mlflow_client.list_artifacts(run.info.run_id, "plots")}
     assert {"plots/learning_curves.png", "plots/confusion_matrix.png"} <= plots
     (data_input,) = run.inputs.dataset_inputs
