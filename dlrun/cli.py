@@ -77,6 +77,11 @@ def cmd_list(args: list[str]) -> int:
     from dlrun.registry import DATA, MODELS, STRATEGIES, TASKS
 
     out = Console(highlight=False)
+    groups = {"tasks", "task", "models", "model", "data", "strategies", "strategy", "experiments", "experiment",
+              "presets", "trainers", "trainer"}
+    for arg in args:
+        if arg not in groups:
+            raise DlrunError(f"dlrun list: unknown group '{arg}'", did_you_mean(arg, groups))
     wanted = set(args) or {"tasks", "models", "data", "strategies", "experiments", "trainers"}
 
     def table(title, rows, extra=None):
@@ -122,6 +127,38 @@ def _yaml_description(path: Path) -> str:
     return text[: end + 1] if end > 0 else text
 
 
+def check_composes(args: list[str]) -> None:
+    """Compose the config once with the user's overrides so that a mistake (a misspelled key,
+    bad override syntax) is one line, not Hydra's multi-line report. Sweeps (-m) and Hydra's
+    own flags are left to Hydra."""
+    if any(a.startswith("-") for a in args):
+        return
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import DictConfig, OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            keys = [a.split("=", 1)[0] for a in args if "=" in a]
+            groups = [a for a, k in zip([a for a in args if "=" in a], keys, strict=True) if "." not in k]
+            base = compose("config", overrides=groups)
+            for key in keys:  # a misspelled key: name it and the closest real one
+                if "." in key and not key.startswith(("+", "~")):
+                    parent, leaf = key.rsplit(".", 1)
+                    node = OmegaConf.select(base, parent)
+                    if isinstance(node, DictConfig) and leaf not in node:
+                        raise DlrunError(f"{key}: unknown key", did_you_mean(leaf, [str(k) for k in node]))
+            compose("config", overrides=args)
+    except (HydraException, OmegaConfBaseException) as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        message = lines[0] if lines else type(e).__name__
+        if getattr(e, "override", None):  # OverrideParseException: say which argument
+            message = f"cannot parse '{e.override}': {message}"
+        hint = next((ln for ln in lines[1:] if ln.lower().startswith(("did you mean", "key '"))), None)
+        raise DlrunError(message, hint) from None
+
+
 def _run_hydra(command: str, args: list[str]) -> int:
     """Compose with Hydra and run `command` for each job (one, or many with -m)."""
     import hydra
@@ -154,6 +191,7 @@ def _run_hydra(command: str, args: list[str]) -> int:
             console.error("interrupted")
             sys.exit(130)
 
+    check_composes(args)
     main = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(job)
     sys.argv = [f"dlrun {command}", *args]
     main()

@@ -58,6 +58,15 @@ class Registry:
     def entry(self, name: str) -> Entry:
         return self._entries[self.canonical(name)]
 
+    def for_task(self, name: str, task: str) -> Entry:
+        """The entry, checked to serve `task` (an untagged entry serves every task)."""
+        entry = self.entry(name)
+        if entry.tags and task not in entry.tags:
+            fits = [e.name for e in self.entries() if not e.tags or task in e.tags]
+            raise DlrunError(f"{self.kind} '{entry.name}' does not fit task '{task}'",
+                             f"{self.kind}s for {task}: {', '.join(fits) or 'none'}")
+        return entry
+
     def names(self, with_aliases: bool = False) -> list[str]:
         _load_all()
         names = list(self._entries)
@@ -75,7 +84,7 @@ MODELS = Registry("model")
 DATA = Registry("data source")
 STRATEGIES = Registry("strategy")
 
-# Modules whose import fills the registries. A new task/model/data module is added here.
+# Packages whose import fills the registries (each imports every module inside it).
 REGISTRY_MODULES = (
     "dlrun.strategy",
     "dlrun.tasks",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -69,6 +70,7 @@ def _prepare(cfg):
     import keras
     import tensorflow as tf
 
+    keras.backend.clear_session()  # a sweep runs its jobs in one process: start each one clean
     keras.utils.set_random_seed(int(cfg.trainer.seed))
     if cfg.trainer.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -152,17 +154,34 @@ def train(cfg, overrides: list[str], workdir: Path) -> float | None:
 
         report = task.evaluate(cfg, model, data)
         console.report(report, title=f"{task_name} results")
-        tracker.log_report(report)
-        if history and cfg.tracking.log_plots and tracker.enabled:
-            from dlrun.plots import learning_curves
+        try:
+            tracker.log_report(report)
+            if history and cfg.tracking.log_plots and tracker.enabled:
+                from dlrun.plots import learning_curves
 
-            tracker.log_figures({"learning_curves.png": learning_curves(history)})
+                report.figures["learning_curves.png"] = learning_curves(history)
+                tracker.log_figures({"learning_curves.png": report.figures["learning_curves.png"]})
+        finally:
+            from dlrun.plots import close
+
+            close(report.figures)  # also when nothing was logged: sweeps would pile them up
         tracker.log_path(workdir / "best.keras", "checkpoints")
         tracker.log_path(workdir / "tensorboard", "tensorboard")
         tracker.log_model(model, data)
         console.console.print(f"[green]done[/] in {fit_seconds:.1f}s training"
                               + (f"; mlflow run {tracker.run_id}" if tracker.run_id else ""))
-        return report.metrics.get(report.primary) if report.primary else None
+        return sweep_value(history, report)
+
+
+def sweep_value(history: dict, report) -> float | None:
+    """What `train` hands a Hydra sweeper: the validation value of the task's primary metric
+    (last epoch), so a search never selects on the test split. Test value only without
+    validation data."""
+    if not report.primary:
+        return None
+    name = report.primary.split("/", 1)[-1]
+    val = history.get(f"val_{name}") if history else None
+    return float(val[-1]) if val else report.metrics.get(report.primary)
 
 
 def _versions() -> dict:
@@ -174,14 +193,19 @@ def _versions() -> dict:
 
 def evaluate(cfg, overrides: list[str]) -> dict:
     """`dlrun eval`: rebuild the test split, load a model (MLflow run or .keras file), report."""
-    from omegaconf import OmegaConf
-
     _quiet_tensorflow()
     run_id, checkpoint = cfg.get("run_id"), cfg.get("checkpoint")
     if not run_id and not checkpoint:
         raise DlrunError("eval needs a model", "run_id=<mlflow run id> or checkpoint=<path.keras>")
+    with tempfile.TemporaryDirectory(prefix="dlrun-eval-") as tmp:  # the downloaded run
+        return _evaluate(cfg, overrides, run_id, checkpoint, Path(tmp))
+
+
+def _evaluate(cfg, overrides, run_id, checkpoint, tmp: Path) -> dict:
+    from omegaconf import OmegaConf
+
     if run_id:
-        logged, model_path = _from_run(cfg, str(run_id))
+        logged, model_path = _from_run(cfg, str(run_id), tmp)
         for item in overrides:
             key = item.lstrip("+~").split("=", 1)[0]
             if key.split(".")[0] in _EVAL_ONLY or key.startswith("hydra"):
@@ -213,25 +237,19 @@ def evaluate(cfg, overrides: list[str]) -> dict:
     return report.metrics
 
 
-def _from_run(cfg, run_id: str):
+def _from_run(cfg, run_id: str, tmp: Path):
     """The logged config and the downloaded native model of an MLflow run."""
-    import logging
-    import tempfile
-
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
     from omegaconf import OmegaConf
 
-    for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    from dlrun.tracking import check_reachable, quiet_mlflow_logs
 
-    from dlrun.tracking import check_reachable
-
+    quiet_mlflow_logs()
     client = MlflowClient(tracking_uri=cfg.tracking.uri or None)
     check_reachable(client.tracking_uri)
     try:
         client.get_run(run_id)
-        tmp = Path(tempfile.mkdtemp(prefix="dlrun-eval-"))
         config_file = client.download_artifacts(run_id, "config.yaml", str(tmp))
         model_file = client.download_artifacts(run_id, "native/model.keras", str(tmp))
     except MlflowException as e:

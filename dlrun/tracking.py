@@ -58,12 +58,9 @@ class Tracker:
     @property
     def mlflow(self):
         if self._mlflow is None:
-            import logging
-
             import mlflow
 
-            for name in ("mlflow", "alembic"):  # keep their INFO chatter out of the terminal
-                logging.getLogger(name).setLevel(logging.WARNING)
+            quiet_mlflow_logs()
 
             self._mlflow = mlflow
         return self._mlflow
@@ -240,6 +237,14 @@ class Tracker:
             model, name="model", signature=signature,
             pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"],
         )
+
+
+def quiet_mlflow_logs() -> None:
+    """Keep MLflow's and alembic's INFO chatter (store creation, new experiment) out of the terminal."""
+    import logging
+
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:

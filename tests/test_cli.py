@@ -49,6 +49,7 @@ def test_help_version_list(run_dlrun):
     (["train", "strategy=mirored"], "unknown strategy 'mirored'"),
     (["train", "experiment=nope"], "unknown experiment 'nope'"),
     (["frobnicate"], "unknown command 'frobnicate'"),
+    (["list", "modles"], "unknown group 'modles'"),
 ])
 def test_unknown_names_list_the_valid_ones(run_dlrun, workdir, args, needle):
     proc = run_dlrun(*args, expect=2)
@@ -69,6 +70,9 @@ def test_unknown_names_list_the_valid_ones(run_dlrun, workdir, args, needle):
     (["+trainer.epoch=3"], "trainer.epoch: unknown key"),
     (["trainer.optimizer=adamm"], "trainer.optimizer: unknown value 'adamm'"),
     (["data=csv"], "a required value is missing"),
+    (["trainer.epcohs=3"], "trainer.epcohs: unknown key (did you mean 'epochs'?"),
+    (["model.hidden_unit=[3]"], "model.hidden_unit: unknown key (did you mean 'hidden_units'?"),
+    (["trainer.epochs=["], "trainer.epochs=["),
     (["eval"], None),
 ])
 def test_bad_config_values_are_one_line(run_dlrun, args, needle):

@@ -120,3 +120,13 @@ def test_smoke_wins_over_an_experiment(compose):
 
 def test_config_dir_is_packaged():
     assert (config_dir() / "config.yaml").is_file()
+
+
+def test_sweeps_get_the_validation_value_of_the_primary_metric():
+    from dlrun.runner import sweep_value
+    from dlrun.tasks.base import Report
+
+    report = Report(metrics={"test/accuracy": 0.9}, primary="test/accuracy")
+    assert sweep_value({"val_accuracy": [0.5, 0.7], "accuracy": [0.6, 0.8]}, report) == 0.7
+    assert sweep_value({"accuracy": [0.6]}, report) == 0.9  # no validation split: the test value
+    assert sweep_value({}, Report()) is None

@@ -452,3 +452,16 @@ def test_preset_cnn_reaches_its_reference_accuracy(run_dlrun, runs):
     run_dlrun("train", "experiment=cnn", timeout=600)
     run = runs()[0]
     assert run.info.status == "FINISHED" and run.data.metrics["test/accuracy"] >= 0.98
+
+
+def test_file_cache_is_one_file_per_split(image_cfg, tmp_path):
+    """TF reuses an existing cache file as is: one shared path would hand val/test the train images."""
+    cache = tmp_path / "cache"
+    data = I.build_data(image_cfg(f"data.cache={cache}"), 16)
+    for ds in (data.train, data.val):  # write the train (and val) cache first
+        for _ in ds:
+            pass
+    train_x = np.concatenate([np.asarray(x) for x, _ in data.train])
+    test_x = np.concatenate([np.asarray(x) for x, _ in data.test])
+    assert len(test_x) == data.info.sizes["test"] != len(train_x)
+    assert sorted(p.name.split(".")[1] for p in tmp_path.glob("cache.*.index")) == ["test", "train", "val"]

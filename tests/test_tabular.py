@@ -147,3 +147,39 @@ def test_baselines_beat_chance_and_report_side_by_side(compose):
     assert set(out) == {"linear", "random_forest"}
     for m in out.values():
         assert 0.6 < m["accuracy"] < 0.9
+
+
+def test_data_for_another_task_is_an_error(compose):
+    with pytest.raises(DlrunError, match="data source 'digits' does not fit task 'tabular'"):
+        _data(compose, "data=digits")
+
+
+def test_no_validation_split(compose):
+    _, d = _data(compose, "task.split.val_size=0")
+    assert d.val is None and d.info.sizes["val"] == 0 and d.info.sizes["train"] == 1200
+
+
+def _csv(tmp_path, text):
+    f = tmp_path / "t.csv"
+    f.write_text(text)
+    return f
+
+
+def test_csv_empty_feature_cell_is_named(compose, tmp_path):
+    rows = "a,b,group\n" + "".join(f"{i},{i % 7},{i % 2}\n" for i in range(20)) + "21,,1\n"
+    f = _csv(tmp_path, rows)
+    with pytest.raises(DlrunError, match=r"column 'b' has an empty value at row 22"):
+        _data(compose, "data=csv", f"data.path={f}", "data.target=group")
+
+
+def test_csv_categorical_numeric_column_is_one_hot(compose, tmp_path):
+    rows = "zip,x,group\n" + "".join(f"{1000 + i % 3},{i},{i % 2}\n" for i in range(30))
+    f = _csv(tmp_path, rows)
+    _, d = _data(compose, "data=csv", f"data.path={f}", "data.target=group", "data.categorical=[zip]")
+    assert sum("zip" in n for n in d.info.feature_names) == 3 and d.info.input_shape == (4,)
+
+
+def test_csv_regression_on_text_target_is_an_error(compose, tmp_path):
+    f = _csv(tmp_path, "x,label\n" + "".join(f"{i},{'hi' if i % 2 else 'lo'}\n" for i in range(20)))
+    with pytest.raises(DlrunError, match="not numeric"):
+        _data(compose, "data=csv", f"data.path={f}", "data.target=label", "data.problem=regression")

@@ -419,11 +419,7 @@ def _split_arrays(images: Images, split_cfg) -> dict:
 
 def load_images(data_cfg) -> Images:
     """Look up the data source by data.name and check it serves images."""
-    entry = DATA.entry(data_cfg.name)
-    if entry.tags and "image" not in entry.tags:
-        names = [e.name for e in DATA.entries() if "image" in e.tags]
-        raise DlrunError(f"data '{entry.name}' does not fit task 'image'", f"image data: {', '.join(names)}")
-    return entry.obj(data_cfg)
+    return DATA.for_task(data_cfg.name, "image").obj(data_cfg)
 
 
 def build_data(cfg, batch_size: int) -> Data:
@@ -458,10 +454,13 @@ def build_data(cfg, batch_size: int) -> Data:
             sizes = {s: min(n, int(fast[s])) for s, n in sizes.items()}
         input_shape = tuple(int(d) for d in splits["train"].element_spec[0].shape)
     n = len(images.class_names)
-    train = pipeline(splits["train"], batch_size, training=True, seed=seed, augment=augment, cache=cache,
-                     shuffle_buffer=int(task.get("shuffle_buffer", 10_000)))
-    val = pipeline(splits["val"], batch_size, cache=cache) if sizes.get("val") else None
-    test = pipeline(splits["test"], batch_size, cache=cache)
+    def split_cache(split: str):  # a cache file per split: TF reuses an existing file as is
+        return cache if cache in (True, False, None) else f"{cache}.{split}"
+
+    train = pipeline(splits["train"], batch_size, training=True, seed=seed, augment=augment,
+                     cache=split_cache("train"), shuffle_buffer=int(task.get("shuffle_buffer", 10_000)))
+    val = pipeline(splits["val"], batch_size, cache=split_cache("val")) if sizes.get("val") else None
+    test = pipeline(splits["test"], batch_size, cache=split_cache("test"))
     info = DataInfo(
         name=str(cfg.data.name), input_shape=input_shape, target="multiclass", num_classes=n,
         class_names=list(images.class_names), source=images.source, sizes=sizes,

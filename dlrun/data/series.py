@@ -326,5 +326,5 @@ def moving_average_forecast(history: np.ndarray, horizon: int, k: int) -> np.nda
     history = np.asarray(history, dtype=float)
     if not 1 <= k <= history.shape[1]:
         raise DlrunError(f"moving-average window {k} must be between 1 and data.window = {history.shape[1]}",
-                         "set task.baselines.moving_average_window")
+                         "set task.moving_average_window")
     return np.repeat(history[:, -k:].mean(axis=1, keepdims=True), horizon, axis=1)

@@ -103,6 +103,8 @@ def random_features(cfg) -> Table:
 
 @DATA.register("csv", "Any CSV file: data.path, data.target, optional data.features", tags=("tabular",))
 def csv(cfg) -> Table:
+    import pandas as pd
+
     frame = read_csv(cfg.path, sep=cfg.sep)
     target = str(cfg.target)
     if target not in frame.columns:
@@ -115,9 +117,17 @@ def csv(cfg) -> Table:
         frame = frame[[*cfg.features, target]]
     frame = frame.dropna(subset=[target])
     categorical = set(cfg.categorical or [])
+    unknown = categorical - set(frame.columns)
+    if unknown:
+        raise DlrunError(f"data.categorical: no column(s) {', '.join(sorted(map(str, unknown)))} in {cfg.path}")
     for col in frame.columns:
-        if col != target and col not in categorical:
-            frame[col] = _numeric_or_text(frame[col], col, cfg.path)
+        if col == target:
+            continue
+        if frame[col].isna().any():
+            row = int(np.flatnonzero(frame[col].isna().to_numpy())[0])
+            raise DlrunError(f"{cfg.path}: column '{col}' has an empty value at row {int(frame.index[row]) + 2}",
+                             "fill or drop the missing values, or leave the column out with data.features")
+        frame[col] = frame[col].astype(str) if col in categorical else _numeric_or_text(frame[col], col, cfg.path)
     problem = cfg.problem
     if problem == "auto":
         problem = infer_problem(frame[target])
@@ -125,7 +135,7 @@ def csv(cfg) -> Table:
         raise DlrunError(f"data.problem: unknown value '{problem}'", "valid: auto, classification, regression")
     if problem == "regression":
         frame[target] = _numeric_or_text(frame[target], target, cfg.path)
-        if frame[target].dtype == object:
+        if not pd.api.types.is_numeric_dtype(frame[target]):
             raise DlrunError(f"{cfg.path}: target '{target}' is not numeric, cannot regress on it",
                              "use data.problem=classification")
     return Table(frame.reset_index(drop=True), target, problem, str(Path(cfg.path).resolve()))

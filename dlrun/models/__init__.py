@@ -8,7 +8,6 @@ inside the function.
 import importlib
 import pkgutil
 
-from dlrun.errors import DlrunError
 from dlrun.registry import MODELS
 
 for _m in pkgutil.iter_modules(__path__):
@@ -16,16 +15,6 @@ for _m in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{_m.name}")
 
 
-def models_for(task: str) -> list[str]:
-    return [e.name for e in MODELS.entries() if task in e.tags]
-
-
 def build_model(model_cfg, info, task: str):
     """Look the builder up, check it serves `task`, and build."""
-    entry = MODELS.entry(model_cfg.name)
-    if entry.tags and task not in entry.tags:
-        raise DlrunError(
-            f"model '{entry.name}' does not fit task '{task}'",
-            f"models for {task}: {', '.join(models_for(task)) or 'none'}",
-        )
-    return entry.obj(model_cfg, info)
+    return MODELS.for_task(model_cfg.name, task).obj(model_cfg, info)

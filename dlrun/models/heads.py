@@ -11,7 +11,7 @@ from dlrun.errors import DlrunError
 
 # target -> (activation, allowed losses; the first is the default)
 HEADS = {
-    "multiclass": ("softmax", ("sparse_categorical_crossentropy", "categorical_crossentropy")),
+    "multiclass": ("softmax", ("sparse_categorical_crossentropy",)),  # labels are class indices
     "binary": ("sigmoid", ("binary_crossentropy", "binary_focal_crossentropy", "hinge")),
     "multilabel": ("sigmoid", ("binary_crossentropy", "binary_focal_crossentropy")),
     "regression": ("linear", ("mse", "mae", "huber", "log_cosh", "mape")),
@@ -51,14 +51,9 @@ def metrics_for(info) -> list:
     import keras
 
     if info.target == "multiclass":
-        sparse = not info.extra.get("one_hot", False)
-        acc = keras.metrics.SparseCategoricalAccuracy if sparse else keras.metrics.CategoricalAccuracy
-        metrics = [acc(name="accuracy")]
+        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
         if (info.num_classes or 0) > 5:
-            topk = (
-                keras.metrics.SparseTopKCategoricalAccuracy if sparse else keras.metrics.TopKCategoricalAccuracy
-            )
-            metrics.append(topk(k=3, name="top3_accuracy"))
+            metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=3, name="top3_accuracy"))
         return metrics
     if info.target in ("binary", "multilabel"):
         return [keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")]

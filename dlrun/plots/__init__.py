@@ -14,6 +14,15 @@ def new_figure(*args, **kwargs):
     return plt.subplots(*args, **kwargs)
 
 
+def close(figures: dict) -> None:
+    """Free the figures of a report once they are logged (or not)."""
+    if figures:
+        import matplotlib.pyplot as plt
+
+        for fig in figures.values():
+            plt.close(fig)
+
+
 def learning_curves(history: dict):
     """Training vs validation curves per metric (loss, accuracy, ...) over epochs."""
     names = [k for k in history if not k.startswith("val_") and k not in ("lr", "learning_rate")]

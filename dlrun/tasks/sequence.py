@@ -26,12 +26,7 @@ class SequenceTask(Task):
         from dlrun.data.pipeline import from_arrays
         from dlrun.data.series import prepare
 
-        entry = DATA.entry(cfg.data.name)
-        if "sequence" not in entry.tags:
-            known = [e.name for e in DATA.entries() if "sequence" in e.tags]
-            raise DlrunError(f"data source '{entry.name}' does not fit task 'sequence'",
-                             f"sequence data sources: {', '.join(known)}")
-        series = entry.obj(cfg.data)
+        series = DATA.for_task(cfg.data.name, "sequence").obj(cfg.data)
         parts, meta = prepare(series, cfg.data)
         if cfg.trainer.get("fast", False):
             keep = int(cfg.task.fast_windows)

@@ -46,10 +46,11 @@ def _split(idx, size, seed, strat):
 
 def encoder(frame, features: list[str], standardize: bool):
     """ColumnTransformer: numeric -> (standardised) numbers, text -> one-hot."""
+    import pandas as pd
     from sklearn.compose import ColumnTransformer
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-    numeric = [c for c in features if frame[c].dtype.kind in "biuf"]
+    numeric = [c for c in features if pd.api.types.is_numeric_dtype(frame[c])]
     text = [c for c in features if c not in numeric]
     parts = []
     if numeric:
@@ -66,18 +67,20 @@ class TabularTask(Task):
     def data(self, cfg, batch_size: int) -> Data:
         from dlrun.data.pipeline import from_arrays, subset
 
-        table = DATA.get(cfg.data.name)(cfg.data)
+        table = DATA.for_task(cfg.data.name, "tabular").obj(cfg.data)
         frame = table.frame
         features = [c for c in frame.columns if c != table.target]
         y_raw = frame[table.target]
         classification = table.problem == "classification"
         class_names = table.class_names
         if classification:
-            values = np.unique(y_raw.astype(str) if y_raw.dtype == object else y_raw)
+            import pandas as pd
+
+            labels = y_raw.to_numpy() if pd.api.types.is_numeric_dtype(y_raw) else y_raw.astype(str).to_numpy()
+            values, y = np.unique(labels, return_inverse=True)
             if len(values) < 2:
                 raise DlrunError(f"target '{table.target}' has a single class", "nothing to learn")
-            lookup = {v: i for i, v in enumerate(values)}
-            y = np.array([lookup[v] for v in (y_raw.astype(str) if y_raw.dtype == object else y_raw)], dtype="int32")
+            y = y.astype("int32")
             if class_names is None or len(class_names) != len(values):
                 class_names = [str(v) for v in values]
         else:
@@ -87,7 +90,9 @@ class TabularTask(Task):
         tr, va, te = split_indices(len(frame), y, cfg.task.split, stratify, table.test_rows)
         enc = encoder(frame, features, bool(cfg.data.get("standardize", True)))
         x_train = enc.fit_transform(frame.iloc[tr][features]).astype("float32")
-        x_all = {s: enc.transform(frame.iloc[i][features]).astype("float32") for s, i in (("val", va), ("test", te))}
+        width = x_train.shape[1]
+        x_all = {s: enc.transform(frame.iloc[i][features]).astype("float32") if len(i) else np.zeros((0, width), "float32")
+                 for s, i in (("val", va), ("test", te))}
         arrays = {"x_train": x_train, "y_train": y[tr], "x_val": x_all["val"], "y_val": y[va],
                   "x_test": x_all["test"], "y_test": y[te]}
         if cfg.trainer.fast:
