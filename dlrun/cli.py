@@ -6,6 +6,7 @@ Nothing here imports TensorFlow or MLflow: --help and list answer at once.
 
 from __future__ import annotations
 
+import os
 import sys
 from importlib import resources
 from pathlib import Path
@@ -141,14 +142,16 @@ def check_composes(args: list[str]) -> None:
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             keys = [a.split("=", 1)[0] for a in args if "=" in a]
-            groups = [a for a, k in zip([a for a in args if "=" in a], keys, strict=True) if "." not in k]
+            groups = [a for a in args if "=" in a and "." not in a.split("=", 1)[0]]
             base = compose("config", overrides=groups)
             for key in keys:  # a misspelled key: name it and the closest real one
                 if "." in key and not key.startswith(("+", "~")):
                     parent, leaf = key.rsplit(".", 1)
                     node = OmegaConf.select(base, parent)
-                    if isinstance(node, DictConfig) and leaf not in node:
-                        raise DlrunError(f"{key}: unknown key", did_you_mean(leaf, [str(k) for k in node]))
+                    # list the keys: OmegaConf says a ??? (missing) value is not "in" its node
+                    known = [str(k) for k in node] if isinstance(node, DictConfig) else None
+                    if known is not None and leaf not in known:
+                        raise DlrunError(f"{key}: unknown key", did_you_mean(leaf, known))
             compose("config", overrides=args)
     except (HydraException, OmegaConfBaseException) as e:
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
@@ -188,8 +191,12 @@ def _run_hydra(command: str, args: list[str]) -> int:
             failures.append(e.message)
             return None
         except KeyboardInterrupt:
+            # The run is already marked KILLED (tracking.tracked_run). Leave at once: a normal
+            # interpreter shutdown with TensorFlow's threads mid-step can crash (seen: SIGSEGV).
             console.error("interrupted")
-            sys.exit(130)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
 
     check_composes(args)
     main = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(job)

@@ -161,6 +161,10 @@ def validate(cfg) -> Any:
     _choice("trainer.lr_schedule.name", t.lr_schedule.name, LR_SCHEDULES)
     _choice("trainer.loop", t.loop, LOOPS)
     _choice("trainer.precision", t.precision, PRECISIONS)
+    if t.steps_per_execution < 1:
+        raise DlrunError(f"trainer.steps_per_execution must be >= 1, got {t.steps_per_execution}")
+    if cfg.strategy.gpu_index < 0:
+        raise DlrunError(f"strategy.gpu_index must be >= 0, got {cfg.strategy.gpu_index}")
     if cfg.strategy.cpu_replicas < 1:
         raise DlrunError(f"strategy.cpu_replicas must be >= 1, got {cfg.strategy.cpu_replicas}")
     return cfg

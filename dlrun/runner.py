@@ -8,9 +8,12 @@ Tasks return data, models, histories and Reports; this module and tracking/conso
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -106,7 +109,7 @@ def train(cfg, overrides: list[str], workdir: Path) -> float | None:
     """Train, evaluate and log one run. Returns the task's primary metric (for sweeps)."""
     cfg, task_name, strategy = _prepare(cfg)
     from dlrun.strategy import describe
-    from dlrun.training.callbacks import EpochEnd, tensorboard, trainer_callbacks
+    from dlrun.training.callbacks import epoch_end, tensorboard, trainer_callbacks
 
     tracker = Tracker(cfg.tracking)
     with tracked_run(tracker):
@@ -133,12 +136,13 @@ def train(cfg, overrides: list[str], workdir: Path) -> float | None:
             progress(epoch, logs)
             tracker.log_epoch(epoch, logs)
 
-        callbacks.append(EpochEnd(on_epoch))
+        callbacks.append(epoch_end(on_epoch))
         if cfg.tracking.tensorboard:
             callbacks.append(tensorboard(workdir / "tensorboard"))
         start = time.perf_counter()
         try:
-            history = task.fit(cfg, model, data, callbacks)
+            with stop_on_ctrl_c(model):
+                history = task.fit(cfg, model, data, callbacks)
             fit_seconds = time.perf_counter() - start  # training only; the flush below is per run
         finally:
             progress.close()
@@ -171,6 +175,31 @@ def train(cfg, overrides: list[str], workdir: Path) -> float | None:
         console.console.print(f"[green]done[/] in {fit_seconds:.1f}s training"
                               + (f"; mlflow run {tracker.run_id}" if tracker.run_id else ""))
         return sweep_value(history, report)
+
+
+@contextlib.contextmanager
+def stop_on_ctrl_c(model):
+    """First Ctrl-C: ask Keras to stop after the current step (model.stop_training), then raise
+    KeyboardInterrupt here, outside TensorFlow, so the run ends KILLED cleanly. A second
+    Ctrl-C interrupts at once."""
+    if threading.current_thread() is not threading.main_thread() or model is None:
+        yield
+        return
+    pressed = []
+
+    def handler(signum, frame):
+        if pressed:
+            raise KeyboardInterrupt
+        pressed.append(True)
+        model.stop_training = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pressed:
+        raise KeyboardInterrupt
 
 
 def sweep_value(history: dict, report) -> float | None:

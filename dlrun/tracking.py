@@ -161,7 +161,7 @@ class Tracker:
         self._epoch_buffer = []
         self._last_flush = time.monotonic()
 
-    def log_dataset(self, data, context: str = "training") -> None:
+    def log_dataset(self, data) -> None:
         """The training data as an MLflow dataset input (source and digest)."""
         if not (self.enabled and self.run_id and self.cfg.log_dataset):
             return
@@ -169,9 +169,11 @@ class Tracker:
 
         mlflow = self.mlflow
         info = data.info
+        context = "training"
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
         try:
-            if data.frame is not None:
+            if data.frame is not None:  # the whole table, all splits
+                context = "all splits"
                 ds = _try_source(lambda src: mlflow.data.from_pandas(
                     data.frame, source=src, name=info.name,
                     targets=info.extra.get("target_column")), info.source)

@@ -70,6 +70,7 @@ def test_unknown_names_list_the_valid_ones(run_dlrun, workdir, args, needle):
     (["+trainer.epoch=3"], "trainer.epoch: unknown key"),
     (["trainer.optimizer=adamm"], "trainer.optimizer: unknown value 'adamm'"),
     (["data=csv"], "a required value is missing"),
+    (["data=csv", "data.target=y"], "data.path: a required value is missing"),
     (["trainer.epcohs=3"], "trainer.epcohs: unknown key (did you mean 'epochs'?"),
     (["model.hidden_unit=[3]"], "model.hidden_unit: unknown key (did you mean 'hidden_units'?"),
     (["trainer.epochs=["], "trainer.epochs=["),

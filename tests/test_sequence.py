@@ -109,16 +109,16 @@ def test_csv_errors_name_the_file_and_the_problem(tmp_path):
         S.csv_series(csv_cfg(tmp_path / "nope.csv"))
     assert "nope.csv" in str(e.value)
     path = write_csv(tmp_path, "date,sales,temp\n2024-01-01,1,10\n2024-01-02,oops,20\n")
-    with pytest.raises(DlrunError, match=r"column 'sales' has a non-numeric value 'oops' at row 2"):
+    with pytest.raises(DlrunError, match=r"column 'sales' has a non-numeric value 'oops' at line 3"):
         S.csv_series(csv_cfg(path))
     with pytest.raises(DlrunError, match="no column 'price'") as e:
         S.csv_series(csv_cfg(path, target="price"))
     assert "date, sales, temp" in str(e.value) and "series.csv" in str(e.value)
     bad_time = write_csv(tmp_path, "date,sales\n2024-01-01,1\nyesterday,2\n", "t.csv")
-    with pytest.raises(DlrunError, match=r"column 'date' is not a date/time at row 2"):
+    with pytest.raises(DlrunError, match=r"column 'date' is not a date/time at line 3"):
         S.csv_series(csv_cfg(bad_time))
     gap = write_csv(tmp_path, "date,sales\n2024-01-01,1\n2024-01-02,\n2024-01-03,3\n", "g.csv")
-    with pytest.raises(DlrunError, match="empty value at row 2"):
+    with pytest.raises(DlrunError, match="empty value at line 3"):
         S.csv_series(csv_cfg(gap))
     assert S.csv_series(csv_cfg(gap, missing="interpolate")).frame.sales.tolist() == [1, 2, 3]
     with pytest.raises(DlrunError, match="data.path is required"):

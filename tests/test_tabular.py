@@ -94,7 +94,7 @@ def test_csv_regression_is_inferred(compose, tmp_path):
     (None, "does not exist"),
     ("", "is empty"),
     ("a,b\n1,2\n3,4\n", "no column 'group'"),
-    ("a,group\n1,0\n2,1\n3,0\nx7,1\n5,0\n6,1\n7,0\n8,1\n9,0\n10,1\n", "column 'a' row 5 has non-numeric value 'x7'"),
+    ("a,group\n1,0\n2,1\n3,0\nx7,1\n5,0\n6,1\n7,0\n8,1\n9,0\n10,1\n", "column 'a' has a non-numeric value 'x7' at line 5"),
 ])
 def test_bad_csv_files_name_the_file_and_problem(compose, tmp_path, content, needle):
     f = tmp_path / "bad.csv"
@@ -168,7 +168,7 @@ def _csv(tmp_path, text):
 def test_csv_empty_feature_cell_is_named(compose, tmp_path):
     rows = "a,b,group\n" + "".join(f"{i},{i % 7},{i % 2}\n" for i in range(20)) + "21,,1\n"
     f = _csv(tmp_path, rows)
-    with pytest.raises(DlrunError, match=r"column 'b' has an empty value at row 22"):
+    with pytest.raises(DlrunError, match=r"column 'b' has an empty value at line 22"):
         _data(compose, "data=csv", f"data.path={f}", "data.target=group")
 
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 
-def from_arrays(x, y, batch_size: int, shuffle: bool = False, seed: int = 0, cache: bool = True):
-    """A batched tf.data.Dataset over in-memory arrays (x may be a dict of arrays)."""
+def from_arrays(x, y, batch_size: int, shuffle: bool = False, seed: int = 0):
+    """A batched tf.data.Dataset over in-memory arrays (x may be a dict of arrays); no cache:
+    the arrays already are in memory."""
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((x, y))
-    if cache:
-        ds = ds.cache()
     if shuffle:
         n = len(y) if y is not None else len(next(iter(x.values())) if isinstance(x, dict) else x)
         ds = ds.shuffle(min(n, 10_000), seed=seed, reshuffle_each_iteration=True)

@@ -152,12 +152,12 @@ def csv_series(data_cfg) -> Series:
         bad = numeric.isna() & raw[c].notna()
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise DlrunError(f"{path}: column '{c}' has a non-numeric value {raw[c].iloc[row]!r} at row {row + 1}",
+            raise DlrunError(f"{path}: column '{c}' has a non-numeric value {raw[c].iloc[row]!r} at line {row + 2}",
                              "every feature and target column must be numeric")
         if numeric.isna().any():
             if missing == "error":
                 row = int(np.flatnonzero(numeric.isna().to_numpy())[0])
-                raise DlrunError(f"{path}: column '{c}' has an empty value at row {row + 1}",
+                raise DlrunError(f"{path}: column '{c}' has an empty value at line {row + 2}",
                                  "fill it, or set data.missing=ffill or data.missing=interpolate")
             numeric = numeric.ffill().bfill() if missing == "ffill" else numeric.interpolate(limit_direction="both")
         frame[c] = numeric.astype(float)
@@ -167,7 +167,7 @@ def csv_series(data_cfg) -> Series:
         except (ValueError, TypeError) as e:
             parsed = pd.to_datetime(raw[time_col], errors="coerce")
             bad = np.flatnonzero(parsed.isna().to_numpy())
-            where = f" at row {int(bad[0]) + 1} ({raw[time_col].iloc[int(bad[0])]!r})" if len(bad) else ""
+            where = f" at line {int(bad[0]) + 2} ({raw[time_col].iloc[int(bad[0])]!r})" if len(bad) else ""
             raise DlrunError(f"{path}: column '{time_col}' is not a date/time{where}", str(e).splitlines()[0]) from None
         frame.index = pd.DatetimeIndex(times, name=str(time_col))
         frame = frame.sort_index(kind="stable")

@@ -125,7 +125,7 @@ def csv(cfg) -> Table:
             continue
         if frame[col].isna().any():
             row = int(np.flatnonzero(frame[col].isna().to_numpy())[0])
-            raise DlrunError(f"{cfg.path}: column '{col}' has an empty value at row {int(frame.index[row]) + 2}",
+            raise DlrunError(f"{cfg.path}: column '{col}' has an empty value at line {int(frame.index[row]) + 2}",
                              "fill or drop the missing values, or leave the column out with data.features")
         frame[col] = frame[col].astype(str) if col in categorical else _numeric_or_text(frame[col], col, cfg.path)
     problem = cfg.problem
@@ -162,7 +162,7 @@ def read_csv(path, sep: str = ","):
 
 def _numeric_or_text(col, name: str, path):
     """Keep numbers numeric. A mostly-numeric column with a few non-numbers is junk: error with
-    the column and the first bad row (file line numbers: header = line 1)."""
+    the column and the first bad line of the file (the header is line 1)."""
     import pandas as pd
 
     if pd.api.types.is_numeric_dtype(col):
@@ -171,7 +171,7 @@ def _numeric_or_text(col, name: str, path):
     bad = parsed.isna() & col.notna()
     if bad.any() and bad.mean() <= 0.2 and parsed.notna().sum() > 0:
         row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DlrunError(f"{path}: column '{name}' row {row + 2} has non-numeric value {col.iloc[row]!r}",
+        raise DlrunError(f"{path}: column '{name}' has a non-numeric value {col.iloc[row]!r} at line {row + 2}",
                          "fix the file or list the column in data.categorical")
     return parsed if not bad.any() else col.astype(str)
 

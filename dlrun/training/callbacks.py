@@ -105,14 +105,8 @@ def _maximise(monitor: str) -> bool:
     return any(k in monitor for k in ("acc", "auc", "precision", "recall", "f1", "r2"))
 
 
-class EpochEnd:
-    """Adapter: a plain function called as fn(epoch, logs) at each epoch end, as a Keras callback."""
+def epoch_end(fn):
+    """A Keras callback calling fn(epoch, logs) at each epoch end (no per-batch hook)."""
+    import keras
 
-    def __new__(cls, fn):
-        import keras
-
-        class _CB(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch, logs=None):
-                fn(epoch, dict(logs or {}))
-
-        return _CB()
+    return keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: fn(epoch, dict(logs or {})))

@@ -45,7 +45,7 @@ def custom_fit(model, train, val, epochs: int, callbacks: list) -> dict:
         model._loss_tracker.update_state(unscale_loss_for_distribution(loss), sample_weight=tf.shape(y_pred)[0])
         model.compute_metrics(x, y, y_pred)
 
-    @tf.function
+    @tf.function(jit_compile=bool(model.jit_compile))
     def train_step(x, y):
         strategy.run(step, args=(x, y))
 
@@ -58,6 +58,8 @@ def custom_fit(model, train, val, epochs: int, callbacks: list) -> dict:
         cb.on_epoch_begin(epoch)
         for x, y in train_dist:
             train_step(x, y)
+            if model.stop_training:  # set by a callback or by Ctrl-C (runner.stop_on_ctrl_c)
+                break
         logs = {k: float(v) for k, v in model.get_metrics_result().items()}
         if val is not None:
             values = model.evaluate(val, verbose=0, return_dict=True)
