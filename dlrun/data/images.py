@@ -391,30 +391,20 @@ def pipeline(ds, batch_size: int, training: bool = False, seed: int = 0, augment
 
 def _split_arrays(images: Images, split_cfg) -> dict:
     """x/y (or x_train/y_train + x_test/y_test) -> x_/y_ train/val/test, stratified by label."""
-    import math
-
     import numpy as np
-    from sklearn.model_selection import train_test_split
+
+    from dlrun.data.pipeline import split_indices
 
     a = images.arrays
-    seed = int(split_cfg.seed)
-
-    def stratify(y, size):  # stratify when every class can appear on both sides
-        n_held, n_classes = math.ceil(size * len(y)), len(np.unique(y))
-        ok = np.bincount(y).max(initial=0) > 0 and np.bincount(y)[np.bincount(y) > 0].min() >= 2
-        fits = ok and n_classes <= n_held <= len(y) - n_classes
-        return y if bool(split_cfg.get("stratify", True)) and fits else None
-
+    stratify = bool(split_cfg.get("stratify", True))
     if "x" in a:
-        test_size = float(split_cfg.test_size)
-        x_tr, x_te, y_tr, y_te = train_test_split(a["x"], a["y"], test_size=test_size, random_state=seed,
-                                                  stratify=stratify(a["y"], test_size))
-    else:
-        x_tr, y_tr, x_te, y_te = a["x_train"], a["y_train"], a["x_test"], a["y_test"]
-    val_size = float(split_cfg.val_size)
-    x_tr, x_va, y_tr, y_va = train_test_split(x_tr, y_tr, test_size=val_size, random_state=seed,
-                                              stratify=stratify(y_tr, val_size))
-    return {"x_train": x_tr, "y_train": y_tr, "x_val": x_va, "y_val": y_va, "x_test": x_te, "y_test": y_te}
+        tr, va, te = split_indices(len(a["y"]), a["y"], split_cfg, stratify)
+        x, y, x_te, y_te = a["x"], a["y"], a["x"][te], a["y"][te]
+    else:  # the source's own test split: the last rows of the label array, train/val split only
+        labels = np.concatenate([a["y_train"], a["y_test"]])
+        tr, va, _ = split_indices(len(labels), labels, split_cfg, stratify, test_rows=len(a["y_test"]))
+        x, y, x_te, y_te = a["x_train"], a["y_train"], a["x_test"], a["y_test"]
+    return {"x_train": x[tr], "y_train": y[tr], "x_val": x[va], "y_val": y[va], "x_test": x_te, "y_test": y_te}
 
 
 def load_images(data_cfg) -> Images:

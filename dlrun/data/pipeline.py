@@ -30,3 +30,38 @@ def subset(arrays: dict, n: int, seed: int = 0) -> dict:
     idx = np.random.default_rng(seed).choice(len(first), n, replace=False)
     idx.sort()
     return {k: v[idx] for k, v in arrays.items()}
+
+
+def split_indices(n: int, labels, split_cfg, stratify: bool, test_rows: int | None = None):
+    """Seeded train/val/test row indices; stratified on labels when asked and possible.
+
+    test_rows: the last N rows are a fixed test set (a source's own split). val_size 0 gives
+    an empty validation split.
+    """
+    import numpy as np
+
+    idx = np.arange(n)
+    seed = int(split_cfg.seed)
+    strat = labels if stratify else None
+    if test_rows:
+        rest, test = idx[:-test_rows], idx[-test_rows:]
+    else:
+        rest, test = _split(idx, float(split_cfg.test_size), seed, strat)
+    val_size = float(split_cfg.val_size)
+    if val_size <= 0:
+        return rest, np.array([], dtype=int), test
+    train, val = _split(rest, val_size, seed, None if strat is None else strat[rest])
+    return train, val, test
+
+
+def _split(idx, size, seed, strat):
+    from sklearn.model_selection import train_test_split
+
+    from dlrun.errors import DlrunError
+
+    if not 0 < size < 1:
+        raise DlrunError(f"split sizes must be between 0 and 1, got {size}")
+    try:
+        return train_test_split(idx, test_size=size, random_state=seed, stratify=strat)
+    except ValueError:  # a class too small to stratify: fall back to a plain shuffle split
+        return train_test_split(idx, test_size=size, random_state=seed)

@@ -11,37 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from dlrun.data.pipeline import split_indices
 from dlrun.errors import DlrunError
 from dlrun.registry import DATA, TASKS
 from dlrun.tasks.base import Data, DataInfo, Report, Task
-
-
-def split_indices(n: int, labels, split_cfg, stratify: bool, test_rows: int | None = None):
-    """Seeded train/val/test row indices; stratified on labels when asked and possible."""
-
-    idx = np.arange(n)
-    seed = int(split_cfg.seed)
-    strat = labels if stratify else None
-    if test_rows:
-        rest, test = idx[:-test_rows], idx[-test_rows:]
-    else:
-        rest, test = _split(idx, float(split_cfg.test_size), seed, strat)
-    val_size = float(split_cfg.val_size)
-    if val_size <= 0:
-        return rest, np.array([], dtype=int), test
-    train, val = _split(rest, val_size, seed, None if strat is None else strat[rest])
-    return train, val, test
-
-
-def _split(idx, size, seed, strat):
-    from sklearn.model_selection import train_test_split
-
-    if not 0 < size < 1:
-        raise DlrunError(f"split sizes must be between 0 and 1, got {size}")
-    try:
-        return train_test_split(idx, test_size=size, random_state=seed, stratify=strat)
-    except ValueError:  # a class too small to stratify: fall back to a plain shuffle split
-        return train_test_split(idx, test_size=size, random_state=seed)
 
 
 def encoder(frame, features: list[str], standardize: bool):
