@@ -12,7 +12,9 @@ from typing import Any
 
 from dlrun.errors import DlrunError, did_you_mean
 
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adadelta", "adagrad", "nadam")
+# trainer.optimizer -> the keras.optimizers class
+OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop", "adadelta": "Adadelta",
+              "adagrad": "Adagrad", "nadam": "Nadam"}
 LR_SCHEDULES = ("constant", "cosine", "reduce_on_plateau")
 LOOPS = ("fit", "custom")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dlrun.config import OPTIMIZERS
 from dlrun.models.heads import head_spec, metrics_for
 
 
@@ -15,21 +16,12 @@ def make_optimizer(trainer, steps_per_epoch: int | None = None):
         steps = max(1, int(trainer.epochs) * int(steps_per_epoch or 1))
         alpha = float(schedule.min_lr) / lr if lr else 0.0
         lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=steps, alpha=alpha)
-    extra = {"clipnorm": float(trainer.clipnorm)} if trainer.clipnorm else {}
-    name = trainer.optimizer
-    if name == "adam":
-        return keras.optimizers.Adam(lr, **extra)
-    if name == "adamw":
-        return keras.optimizers.AdamW(lr, weight_decay=float(trainer.weight_decay), **extra)
-    if name == "sgd":
-        return keras.optimizers.SGD(lr, momentum=float(trainer.momentum), **extra)
-    if name == "rmsprop":
-        return keras.optimizers.RMSprop(lr, momentum=float(trainer.momentum), **extra)
-    if name == "adadelta":
-        return keras.optimizers.Adadelta(lr, **extra)
-    if name == "adagrad":
-        return keras.optimizers.Adagrad(lr, **extra)
-    return keras.optimizers.Nadam(lr, **extra)
+    extra = {"adamw": {"weight_decay": float(trainer.weight_decay)},
+             "sgd": {"momentum": float(trainer.momentum)},
+             "rmsprop": {"momentum": float(trainer.momentum)}}.get(trainer.optimizer, {})
+    if trainer.clipnorm:
+        extra["clipnorm"] = float(trainer.clipnorm)
+    return getattr(keras.optimizers, OPTIMIZERS[trainer.optimizer])(lr, **extra)
 
 
 def compile_model(model, cfg, info, loss=None, metrics=None):
