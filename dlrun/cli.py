@@ -1,7 +1,9 @@
-"""The `dlrun` entry point: train, eval, list, --help, --version.
+"""The `dlrun` entry point: train, eval, predict, list, --help, --version.
 
-train/eval hand their arguments to Hydra (overrides, -m/--multirun, --cfg job, --info ...).
-Nothing here imports TensorFlow or MLflow: --help and list answer at once.
+train (and eval of a checkpoint file) hand their arguments to Hydra (overrides, -m/--multirun,
+--cfg job, --info ...). eval/predict of a logged run (run_id= or run_dir=) start from that
+run's config instead (inference.py). Nothing here imports TensorFlow or MLflow: --help and
+list answer at once.
 """
 
 from __future__ import annotations
@@ -12,16 +14,20 @@ from importlib import resources
 from pathlib import Path
 
 from dlrun import __version__
-from dlrun.errors import DlrunError, did_you_mean
+from dlrun.errors import DlrunError, Interrupted, did_you_mean
 
+COMMANDS = ("train", "eval", "predict", "export", "list")
 GROUPS = ("task", "model", "data", "strategy", "trainer", "tracking", "experiment", "hparams_search")
 
 USAGE = f"""dlrun {__version__} — deep-learning experiment runner (TensorFlow/Keras 3, Hydra, MLflow)
 
 usage:
   dlrun train [overrides...]       train, evaluate and log one run (default: the insurance MLP)
-  dlrun eval  run_id=<id> [...]    re-evaluate a logged run on its test split (or other data)
-  dlrun eval  checkpoint=<f.keras> task=<task> [...]   evaluate a saved model without MLflow
+  dlrun eval  run_id=<id> [...]    re-evaluate a logged run on its test split, or data.path=<new file>
+  dlrun eval  checkpoint=<f.keras> task=<task> [...]   evaluate a saved network without MLflow
+  dlrun predict run_id=<id> input=<file|folder> [output=predictions.csv]   answers for raw inputs
+              (run_dir=outputs/<date>/<time> instead of run_id for a run without MLflow)
+  dlrun export run_id=<id> format=keras|savedmodel|tflite|onnx|tfjs [output=DIR] [quantize=dynamic]
   dlrun list  [group]              tasks, models, data sources, strategies, presets
   dlrun --version | --help
 
@@ -132,6 +138,8 @@ def check_composes(args: list[str]) -> None:
     """Compose the config once with the user's overrides so that a mistake (a misspelled key,
     bad override syntax) is one line, not Hydra's multi-line report. Sweeps (-m) and Hydra's
     own flags are left to Hydra."""
+    if any(a in ("-m", "--multirun") for a in args):  # a sweep: check its first job's overrides
+        args = [v for v in (_first_value(a) for a in args if a not in ("-m", "--multirun")) if v]
     if any(a.startswith("-") for a in args):
         return
     from hydra import compose, initialize_config_dir
@@ -139,6 +147,9 @@ def check_composes(args: list[str]) -> None:
     from omegaconf import DictConfig, OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    from dlrun.config import register_resolvers
+
+    register_resolvers()
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             keys = [a.split("=", 1)[0] for a in args if "=" in a]
@@ -158,8 +169,54 @@ def check_composes(args: list[str]) -> None:
         message = lines[0] if lines else type(e).__name__
         if getattr(e, "override", None):  # OverrideParseException: say which argument
             message = f"cannot parse '{e.override}': {message}"
+            if not str(e.override).isascii():  # Hydra's grammar takes non-ASCII text only quoted
+                hint = f"quote names with non-ASCII letters: {_quoted(str(e.override))}"
+                raise DlrunError(message, hint) from None
         hint = next((ln for ln in lines[1:] if ln.lower().startswith(("did you mean", "key '"))), None)
         raise DlrunError(message, hint) from None
+
+
+def check_writable(args: list[str]) -> None:
+    """Hydra writes each run's folder under the working folder (unless hydra.run.dir or
+    hydra.sweep.dir says otherwise): a read-only folder is one line here, not three tracebacks."""
+    key = "hydra.sweep.dir=" if any(a in ("-m", "--multirun") for a in args) else "hydra.run.dir="
+    given = next((a.split("=", 1)[1] for a in args if a.startswith(key)), None)
+    target = Path(given) if given else Path.cwd()
+    while not target.exists() and target != target.parent:
+        target = target.parent
+    if not os.access(target, os.W_OK):
+        raise DlrunError(f"folder '{target.resolve()}' is not writable (run folders and ./mlflow.db go there)",
+                         f"run from a writable folder, or set {key}/writable/path and "
+                         "tracking.uri=sqlite:////writable/path/mlflow.db")
+
+
+def _quoted(arg: str) -> str:
+    """key=[größe,b] -> 'key=["größe",b]': the form Hydra parses, quoted for the shell."""
+    import re
+
+    key, _, value = arg.partition("=")
+    value = re.sub(r"[^\[\],\s\"']*[^\x00-\x7f][^\[\],\"']*", lambda m: f'"{m.group(0).strip()}"', value)
+    return f"'{key}={value}'"
+
+
+def _first_value(arg: str) -> str:
+    """A sweep override reduced to its first job: key=a,b -> key=a; sweep functions
+    (range, choice, interval, glob) and hydra.* keys are left to Hydra ("")."""
+    key, sep, value = arg.partition("=")
+    if not sep:
+        return arg
+    if key.startswith("hydra.") or "(" in value:
+        return ""
+    depth, out = 0, ""
+    for ch in value:
+        if ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            break
+        out += ch
+    return f"{key}={out}"
 
 
 def _run_hydra(command: str, args: list[str]) -> int:
@@ -181,28 +238,66 @@ def _run_hydra(command: str, args: list[str]) -> int:
         multirun = hc.mode == RunMode.MULTIRUN
         try:
             if command == "train":
+                if multirun and not cfg.tracking.get("parent_run_id"):
+                    from omegaconf import open_dict
+
+                    from dlrun.sweep import parent_of
+
+                    with open_dict(cfg):
+                        cfg.tracking.parent_run_id = parent_of(hc.sweep.dir)
                 return runner.train(cfg, overrides, Path(hc.runtime.output_dir))
-            runner.evaluate(cfg, overrides)
+            if not cfg.get("checkpoint"):
+                raise DlrunError("eval needs a model", "run_id=<mlflow run id>, run_dir=<output folder> "
+                                 "or checkpoint=<path.keras> task=<task>")
+            from dlrun import inference
+
+            inference.evaluate_checkpoint(cfg)
             return None
         except DlrunError as e:
             console.error(e.message, e.hint)
             if not multirun:
                 sys.exit(2)
             failures.append(e.message)
+            if command == "train" and getattr(e, "run_id", None) is None:  # rejected before its run began
+                from dlrun.sweep import record_failure
+
+                record_failure(cfg, overrides, str(e), hc.sweep.dir)
             return None
-        except KeyboardInterrupt:
-            # The run is already marked KILLED (tracking.tracked_run). Leave at once: a normal
-            # interpreter shutdown with TensorFlow's threads mid-step can crash (seen: SIGSEGV).
-            console.error("interrupted")
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(130)
+        except (KeyboardInterrupt, Interrupted) as e:
+            _leave(e)
 
     check_composes(args)
+    check_writable(args)
     main = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(job)
     sys.argv = [f"dlrun {command}", *args]
     main()
     return 2 if failures else 0
+
+
+def _leave(e: BaseException) -> None:
+    """A run stopped by Ctrl-C or SIGTERM: it is already marked KILLED (tracking.tracked_run).
+    Leave at once: a normal interpreter shutdown with TensorFlow's threads mid-step can crash
+    (seen: SIGSEGV)."""
+    from dlrun import console
+
+    reason, code = (e.reason, e.code) if isinstance(e, Interrupted) else ("interrupted (Ctrl-C)", 130)
+    console.error(reason)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _from_run(command: str, args: list[str]) -> int:
+    """eval/predict of a logged run, outside Hydra (the run's own config is the base)."""
+    from dlrun import inference
+
+    if not any(a.startswith(("run_id=", "run_dir=")) for a in args):
+        raise DlrunError(f"dlrun {command} needs a run", "run_id=<mlflow run id> or run_dir=<output folder>")
+    try:
+        return inference.from_run(command, args)
+    except (KeyboardInterrupt, Interrupted) as e:
+        _leave(e)
+        return 130
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -217,10 +312,13 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if command == "list":
             sys.exit(cmd_list(rest))
-        if command not in ("train", "eval"):
-            raise DlrunError(f"unknown command '{command}'", did_you_mean(command, ["train", "eval", "list"]))
-        check_group_overrides(rest)
-        code = _run_hydra(command, rest)
+        if command not in COMMANDS:
+            raise DlrunError(f"unknown command '{command}'", did_you_mean(command, COMMANDS))
+        if command in ("predict", "export") or any(a.startswith(("run_id=", "run_dir=")) for a in rest):
+            code = _from_run(command, rest)
+        else:
+            check_group_overrides(rest)
+            code = _run_hydra(command, rest)
     except DlrunError as e:
         from dlrun import console
 

@@ -28,12 +28,14 @@ class LRScheduleConfig:
     factor: float = 0.5  # reduce_on_plateau
     patience: int = 5  # reduce_on_plateau
     monitor: str = "val_loss"
+    mode: str = "auto"  # auto | min | max
 
 
 @dataclass
 class EarlyStoppingConfig:
     enabled: bool = False
-    monitor: str = "val_loss"
+    monitor: str = "auto"  # auto = the task's objective on validation data (val_accuracy, val_rmse, ...)
+    mode: str = "auto"  # auto (the objective's, a loss, or a known metric's direction) | min | max
     patience: int = 10
     min_delta: float = 0.0
     restore_best_weights: bool = True
@@ -42,8 +44,9 @@ class EarlyStoppingConfig:
 @dataclass
 class CheckpointConfig:
     enabled: bool = True  # keep the best model of the run (by monitor) on disk
-    monitor: str = "val_loss"
-    save_best_only: bool = True
+    monitor: str = "auto"  # auto = the task's objective on validation data
+    mode: str = "auto"  # auto | min | max
+    evaluate: str = "best"  # best | last: which weights the test report and the served model use
     min_interval_s: float = 30.0  # write at most this often; the best state is always written at the end
 
 
@@ -66,9 +69,13 @@ class TrainerConfig:
     jit_compile: bool = False
     steps_per_execution: int = 1
     limit_batches: int | None = None  # cap batches per epoch in every split (smoke runs)
-    fast: bool = False  # tasks use a tiny subset of their data
+    fast: bool = False  # tasks use a tiny subset of their data (trainer=smoke)
+    fast_examples: int = 128  # examples kept per split when fast
     smoke: bool = False  # trainer=smoke: forces the smoke settings over any experiment's values
     progress: bool = True
+    backup: bool = True  # keep a backup in the run folder to resume from (training/backup.py)
+    backup_interval_s: float = 30.0  # at most this often (0: every epoch)
+    resume: str | None = None  # a run folder, an MLflow run id, or auto (the last unfinished run of this command)
 
 
 @dataclass
@@ -82,6 +89,9 @@ class TrackingConfig:
     log_dataset: bool = True
     tensorboard: bool = False  # also write TensorBoard event files (logged under tensorboard/)
     tags: dict[str, str] = field(default_factory=dict)
+    system_metrics: bool = True  # MLflow's system metrics (CPU, memory; GPU with pynvml)
+    system_metrics_interval: float = 10.0  # seconds between samples
+    parent_run_id: str | None = None  # start the run as a child of this one (sweep jobs)
 
 
 @dataclass
@@ -103,10 +113,22 @@ SCHEMAS: dict[str, type] = {
 }
 
 
+def register_resolvers() -> None:
+    """`${dlrun_uid:}`: a short random id, the same for every use within one config (cached),
+    so the run folder outputs/<date>/<time>-<id> is unique even for runs started together."""
+    import secrets
+
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("dlrun_uid"):
+        OmegaConf.register_new_resolver("dlrun_uid", lambda: secrets.token_hex(3), use_cache=True)
+
+
 def register_schemas() -> None:
-    """Register the schema dataclasses in Hydra's ConfigStore (group 'schema')."""
+    """Register the schema dataclasses in Hydra's ConfigStore (group 'schema') and dlrun's resolvers."""
     from hydra.core.config_store import ConfigStore
 
+    register_resolvers()
     cs = ConfigStore.instance()
     for group, schema in SCHEMAS.items():
         cs.store(group="schema", name=group, node=schema)
@@ -149,7 +171,7 @@ def validate(cfg) -> Any:
             cfg[group] = typed
     t = cfg.trainer
     if t.smoke:  # experiments are merged after the trainer group; smoke must still win
-        t.epochs, t.fast, t.checkpoint.enabled = 1, True, False
+        t.epochs, t.fast, t.checkpoint.enabled, t.backup = 1, True, False, False
         t.limit_batches = min(t.limit_batches or SMOKE_BATCHES, SMOKE_BATCHES)
     if t.epochs < 1:
         raise DlrunError(f"trainer.epochs must be >= 1, got {t.epochs}")
@@ -163,13 +185,82 @@ def validate(cfg) -> Any:
     _choice("trainer.lr_schedule.name", t.lr_schedule.name, LR_SCHEDULES)
     _choice("trainer.loop", t.loop, LOOPS)
     _choice("trainer.precision", t.precision, PRECISIONS)
+    _choice("trainer.checkpoint.evaluate", t.checkpoint.evaluate, ("best", "last"))
+    for key, node in (("checkpoint", t.checkpoint), ("early_stopping", t.early_stopping),
+                      ("lr_schedule", t.lr_schedule)):
+        _choice(f"trainer.{key}.mode", node.mode, ("auto", "min", "max"))
     if t.steps_per_execution < 1:
         raise DlrunError(f"trainer.steps_per_execution must be >= 1, got {t.steps_per_execution}")
     if cfg.strategy.gpu_index < 0:
         raise DlrunError(f"strategy.gpu_index must be >= 0, got {cfg.strategy.gpu_index}")
     if cfg.strategy.cpu_replicas < 1:
         raise DlrunError(f"strategy.cpu_replicas must be >= 1, got {cfg.strategy.cpu_replicas}")
+    check_values(cfg)
     return cfg
+
+
+# Value rules by key name for the free-form groups (model, task, data), so that every model
+# and task, including ones added later, gets one-line errors naming the key instead of a
+# traceback from deep inside Keras. A rule applies wherever its key appears; null is allowed.
+SIZES = frozenset({"hidden_units", "units", "filters", "dense_units", "latent_units", "encoder_units",
+                   "decoder_units", "embedding_dim", "latent_dim", "ff_dim", "key_dim", "num_heads", "heads"})
+COUNTS = frozenset({"layers", "num_layers", "blocks", "convs_per_block", "blocks_per_stage", "kernel_size",
+                    "pool_size", "window", "horizon", "stride", "n_samples", "length", "max_tokens",
+                    "sequence_length", "num_envs"})
+FRACTIONS = frozenset({"test_size", "val_size", "validation_split", "test_split"})
+
+
+def check_values(cfg) -> None:
+    """Typed checks of the model/task/data groups by key name (SIZES, COUNTS, dropouts, FRACTIONS)."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    def walk(node, path):
+        for key in node:
+            full = f"{path}.{key}"
+            if OmegaConf.is_missing(node, key):
+                continue
+            v = node[key]
+            if isinstance(v, DictConfig):
+                walk(v, full)
+                continue
+            if v is None:
+                continue
+            k = str(key)
+            if k in SIZES:
+                items = list(v) if isinstance(v, ListConfig | list | tuple) else [v]
+                if not items and k != "hidden_units" and k != "dense_units":
+                    raise DlrunError(f"{full} is empty", "give at least one size")
+                if not all(_is_int(i) and int(i) >= 1 for i in items):
+                    raise DlrunError(f"{full} must be a positive integer or a list of them, got {_show(v)}",
+                                     f"e.g. {full}=[64,32]" if k.endswith("units") else f"e.g. {full}=64")
+            elif k in COUNTS:
+                items = list(v) if isinstance(v, ListConfig | list | tuple) else [v]
+                if not all(_is_int(i) and int(i) >= 1 for i in items):
+                    raise DlrunError(f"{full} must be an integer >= 1, got {_show(v)}")
+            elif k.endswith("dropout"):
+                if not (_is_number(v) and 0.0 <= float(v) < 1.0):
+                    raise DlrunError(f"{full} must be a number in [0, 1), got {_show(v)}")
+            elif k in FRACTIONS and _is_number(v) and isinstance(v, float) and not 0.0 <= v < 1.0:
+                raise DlrunError(f"{full} must be a fraction in [0, 1), got {_show(v)}")
+
+    for group in ("model", "task", "data"):
+        node = cfg.get(group)
+        if isinstance(node, DictConfig):
+            walk(node, group)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _show(v) -> str:
+    from omegaconf import ListConfig
+
+    return str(list(v)) if isinstance(v, ListConfig) else repr(v) if isinstance(v, str) else str(v)
 
 
 def _choice(key: str, value: str, choices) -> None:

@@ -23,6 +23,11 @@ def error(message: str, hint: str | None = None) -> None:
     err_console.print(line, soft_wrap=True)
 
 
+def warn(message: str) -> None:
+    """A warning about the data or the config: one line, the run goes on."""
+    err_console.print(f"[bold yellow]warning:[/] {_esc(message)}", soft_wrap=True)
+
+
 def _esc(text: str) -> str:
     from rich.markup import escape
 
@@ -55,32 +60,42 @@ def model_summary(model) -> None:
     console.print(f"params: {model.count_params():,} (trainable {trainable:,})")
 
 
-class EpochProgress:
-    """Called at each epoch end with the Keras logs."""
+class Progress:
+    """Progress of `total` `unit`s (epochs, steps, episodes) with a few live numbers.
 
-    def __init__(self, epochs: int, enabled: bool = True):
-        self.epochs = epochs
+    On a terminal a live bar; elsewhere (CI, logs) a line at the start, every ~10% and at
+    least every 30 s (a long run in a batch job must show it is alive).
+    """
+
+    QUIET_S = 30.0
+
+    def __init__(self, total: int, unit: str = "epoch", enabled: bool = True):
+        self.total, self.unit = max(1, int(total)), unit
         self.enabled = enabled
         self.live = enabled and console.is_terminal
-        self.every = max(1, epochs // 10)
-        self.start = time.perf_counter()
+        self.every = max(1, self.total // 10)
+        self._next = 1
+        self._last = time.monotonic()
         self._progress = None
         if self.live:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import Progress as Bar
 
-            self._progress = Progress(TextColumn("epoch"), MofNCompleteColumn(), BarColumn(),
-                                      TimeElapsedColumn(), TextColumn("{task.description}"), console=console)
-            self._task = self._progress.add_task("", total=epochs)
+            self._progress = Bar(TextColumn(unit), MofNCompleteColumn(), BarColumn(), TimeElapsedColumn(),
+                                 TextColumn("{task.description}"), console=console)
+            self._task = self._progress.add_task("", total=self.total)
             self._progress.start()
 
-    def __call__(self, epoch: int, logs: dict) -> None:
+    def update(self, done: int, metrics: dict) -> None:
         if not self.enabled:
             return
-        text = "  ".join(f"{k} {v:.4g}" for k, v in logs.items() if isinstance(v, int | float))
+        text = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, int | float))
         if self._progress is not None:
-            self._progress.update(self._task, completed=epoch + 1, description=text)
-        elif (epoch + 1) % self.every == 0 or epoch == 0 or epoch + 1 == self.epochs:
-            console.print(f"epoch {epoch + 1}/{self.epochs}  {text}")
+            self._progress.update(self._task, completed=done, description=text)
+        elif done >= self._next or done >= self.total or time.monotonic() - self._last >= self.QUIET_S:
+            console.print(f"{self.unit} {done}/{self.total}  {text}")
+            self._next = (done // self.every + 1) * self.every
+            self._last = time.monotonic()
 
     def close(self) -> None:
         if self._progress is not None:

@@ -27,3 +27,14 @@ def did_you_mean(name: str, choices) -> str:
     close = difflib.get_close_matches(str(name), choices, n=1)
     valid = ", ".join(choices)
     return f"did you mean '{close[0]}'? valid: {valid}" if close else f"valid: {valid}"
+
+
+class Interrupted(BaseException):
+    """A run stopped by a signal (Ctrl-C, SIGTERM): the run ends KILLED with `reason` and the
+    process exits with `code` (130 for SIGINT, 143 for SIGTERM). A BaseException so that no
+    `except Exception` on the way swallows it."""
+
+    def __init__(self, reason: str, code: int):
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code

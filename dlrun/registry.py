@@ -30,18 +30,32 @@ class Registry:
         self.kind = kind
         self._entries: dict[str, Entry] = {}
         self._aliases: dict[str, str] = {}
+        self._serves: list[tuple[str, frozenset]] = []  # (task, tags): see `also_serves`
 
     def register(self, name: str, description: str = "", aliases=(), tags=()) -> Callable:
         def deco(obj):
             if name in self._entries or name in self._aliases:
                 raise ValueError(f"{self.kind} '{name}' registered twice")
             doc = description or ((obj.__doc__ or "").strip().splitlines() or [""])[0]
-            self._entries[name] = Entry(name, obj, doc, tuple(aliases), tuple(tags))
+            self._entries[name] = Entry(name, obj, doc, tuple(aliases), self._with_served(tuple(tags)))
             for alias in aliases:
                 self._aliases[alias] = name
             return obj
 
         return deco
+
+    def also_serves(self, task: str, tags) -> None:
+        """Entries tagged with any of `tags` (registered before or after) also serve `task`:
+        a task that reuses other tasks' sources (autoencoder: image and tabular data)."""
+        self._serves.append((task, frozenset(tags)))
+        for e in self._entries.values():
+            e.tags = self._with_served(e.tags)
+
+    def _with_served(self, tags: tuple) -> tuple:
+        for task, kinds in self._serves:
+            if tags and kinds & set(tags) and task not in tags:
+                tags = (*tags, task)
+        return tags
 
     def canonical(self, name: str) -> str:
         _load_all()

@@ -1,9 +1,12 @@
-"""One run, from a composed config to a logged result: `train` and `evaluate`.
+"""One training run, from a composed config to a logged result.
 
-    seed, precision, strategy -> tracking run -> task.data -> (strategy scope) task.build_model
-    -> task.fit (callbacks: checkpoint, early stop, progress, MLflow) -> task.evaluate -> log
+    seed, precision, strategy -> tracking run (chief only) -> task.data -> dataset records
+    -> task.objective -> (strategy scope) task.build_model -> task.fit(run handle)
+    -> best weights back in (trainer.checkpoint.evaluate) -> task.serving -> task.evaluate
+    -> log the report, the served model and the checkpoint; print
 
-Tasks return data, models, histories and Reports; this module and tracking/console present them.
+Tasks return data, fits, served models and Reports; this module, tracking and console present
+them. `dlrun eval` and `dlrun predict` live in inference.py.
 """
 
 from __future__ import annotations
@@ -19,15 +22,12 @@ from pathlib import Path
 
 from dlrun import console
 from dlrun.config import validate
-from dlrun.errors import DlrunError
+from dlrun.errors import DlrunError, Interrupted
 from dlrun.registry import DATA, MODELS, TASKS
-from dlrun.tracking import Tracker, log_to_existing_run, tracked_run
-
-# Keys of an eval override that select where to read from, not what to rebuild.
-_EVAL_ONLY = ("run_id", "checkpoint", "tracking")
+from dlrun.tracking import Tracker, tracked_run
 
 
-def _quiet_tensorflow() -> None:
+def quiet_tensorflow() -> None:
     """Import TensorFlow without its C++ start-up chatter on stderr (oneDNN, CUDA probing).
 
     TF 2.21 prints those lines before its log level applies, so stderr is pointed at
@@ -49,12 +49,17 @@ def _quiet_tensorflow() -> None:
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+    import logging
+
     import absl.logging
 
     absl.logging.set_verbosity(absl.logging.ERROR)
+    # "N out of the last N calls ... triggered tf.function retracing": each sweep job in one
+    # process builds a new model, which is retracing by design, not a problem to report
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
-def _prepare(cfg):
+def prepare(cfg):
     """Validate, resolve names, set seed/precision/determinism and build the strategy."""
     cfg = validate(cfg)
     from omegaconf import OmegaConf
@@ -63,10 +68,11 @@ def _prepare(cfg):
     if missing:
         raise DlrunError(f"{missing[0]}: a required value is missing", f"add {missing[0]}=... to the command")
     task_name = TASKS.canonical(cfg.task.name)
-    MODELS.canonical(cfg.model.name)
+    if cfg.get("model") is not None and cfg.model.get("name"):
+        MODELS.canonical(cfg.model.name)
     if cfg.get("data") is not None and cfg.data.get("name"):
         DATA.canonical(cfg.data.name)
-    _quiet_tensorflow()
+    quiet_tensorflow()
     from dlrun.strategy import make_strategy, set_precision
 
     strategy = make_strategy(cfg.strategy)  # first: logical devices must precede TF runtime init
@@ -81,20 +87,23 @@ def _prepare(cfg):
     return cfg, task_name, strategy
 
 
-def _data(task, cfg, strategy):
-    """Build the task's data for the strategy's global batch and apply smoke limits."""
-    from dlrun.data.pipeline import limit
-
+def build_data(task, cfg, strategy):
+    """The task's data for the strategy's global batch, with tf.data splits capped by
+    trainer.limit_batches (other kinds of split, such as environments, are the task's)."""
     replicas = int(strategy.num_replicas_in_sync)
     global_batch = int(cfg.trainer.batch_size) * replicas
     data = task.data(cfg, global_batch)
     n = cfg.trainer.limit_batches
     if n:
-        data.train, data.val, data.test = limit(data.train, n), limit(data.val, n), limit(data.test, n)
-    steps = _cardinality(data.train)
-    if steps:
-        data.info.extra["steps_per_epoch"] = steps
+        data.train, data.val, data.test = (_limit(d, n) for d in (data.train, data.val, data.test))
+    data.info.steps_per_epoch = _cardinality(data.train)
     return data, global_batch, replicas
+
+
+def _limit(ds, n: int):
+    import tensorflow as tf
+
+    return ds.take(int(n)) if isinstance(ds, tf.data.Dataset) else ds
 
 
 def _cardinality(ds) -> int | None:
@@ -105,112 +114,210 @@ def _cardinality(ds) -> int | None:
     return n if n > 0 else None
 
 
+def is_chief(strategy) -> bool:
+    """Whether this process logs and saves: always, except on the non-chief workers of a
+    multi-worker run (the chief, or worker 0 when the cluster has no chief)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_type = getattr(resolver, "task_type", None)
+    if resolver is None or task_type in (None, "chief"):
+        return True
+    try:
+        has_chief = "chief" in resolver.cluster_spec().as_dict()
+    except Exception:
+        has_chief = False
+    return task_type == "worker" and int(resolver.task_id or 0) == 0 and not has_chief
+
+
 def train(cfg, overrides: list[str], workdir: Path) -> float | None:
-    """Train, evaluate and log one run. Returns the task's primary metric (for sweeps)."""
-    cfg, task_name, strategy = _prepare(cfg)
+    """Train, evaluate and log one run. Returns the validation value of the task's objective
+    at the evaluated weights (what a sweep optimises)."""
+    cfg, task_name, strategy = prepare(cfg)
+    chief = is_chief(strategy)
+    with contextlib.ExitStack() as stack:
+        if not chief:  # workers run the same code into a folder that is thrown away
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dlrun-worker-")))
+        resume = None
+        if cfg.trainer.resume:  # the stopped run's folder, backup and MLflow run
+            from dlrun.training import backup
+
+            resume = backup.locate(cfg.trainer.resume, overrides)
+            workdir = resume.run_dir
+        tracker = Tracker(cfg.tracking, enabled=chief)
+        stop = stack.enter_context(signals())
+        stack.enter_context(tracked_run(tracker))
+        tracker.start(cfg, task_name, cfg.model.name, overrides, resume_run_id=resume.run_id if resume else None,
+                      resumed_at=resume.epochs_done if resume else None)
+        return _train(cfg, overrides, workdir, task_name, strategy, tracker, stop, chief, resume)
+
+
+def _train(cfg, overrides, workdir: Path, task_name: str, strategy, tracker, stop, chief: bool, resume=None):
     from dlrun.strategy import describe
-    from dlrun.training.callbacks import epoch_end, tensorboard, trainer_callbacks
+    from dlrun.training.callbacks import tensorboard
+    from dlrun.training.handle import Handle
 
-    tracker = Tracker(cfg.tracking)
-    with tracked_run(tracker):
-        tracker.start(cfg, task_name, cfg.model.name, overrides)
-        facts = describe(strategy)
-        task = TASKS.get(task_name)()
-        data, global_batch, replicas = _data(task, cfg, strategy)
-        tracker.log_params({"strategy.replicas": replicas, "trainer.global_batch_size": global_batch})
-        tracker.set_tags({"dlrun.strategy": facts["strategy"], "dlrun.devices": facts["devices"],
-                          "dlrun.gpus": facts["gpus"], **_versions()})
-        console.header("train", task_name, cfg.model.name, data.info.name,
-                       {"strategy": facts["strategy"], "replicas": replicas, "batch": global_batch}, tracker.run_id)
-        tracker.log_dataset(data)
-        with strategy.scope():
-            model = task.build_model(cfg, data.info)
-        if model is not None and hasattr(model, "count_params"):
-            console.model_summary(model)
-            tracker.log_params({"model.params": model.count_params()})
+    facts = describe(strategy)
+    task = TASKS.get(task_name)()
+    data, global_batch, replicas = build_data(task, cfg, strategy)
+    tracker.log_params({"strategy.replicas": replicas, "trainer.global_batch_size": global_batch})
+    tracker.set_tags({"dlrun.strategy": facts["strategy"], "dlrun.devices": facts["devices"],
+                      "dlrun.gpus": facts["gpus"], "dlrun.workdir": str(workdir.resolve()), **_versions()})
+    console.header("train", task_name, cfg.model.name, data.info.name,
+                   {"strategy": facts["strategy"], "replicas": replicas, "batch": global_batch}, tracker.run_id)
+    for line in data.warnings:
+        console.warn(line)
+    if data.warnings:
+        tracker.set_tags({"dlrun.warnings": " | ".join(data.warnings)[:5000]})
+    datasets = tracker.log_datasets(data.records) if resume is None else {}
+    objective = task.objective(cfg, data.info)
+    with strategy.scope():
+        model = task.build_model(cfg, data.info)
+    if model is not None and hasattr(model, "count_params"):
+        console.model_summary(model)
+        tracker.log_params({"model.params": model.count_params()})
 
-        progress = console.EpochProgress(int(cfg.trainer.epochs), enabled=bool(cfg.trainer.progress))
-        callbacks = trainer_callbacks(cfg.trainer, workdir, has_val=data.val is not None)
+    run = Handle(cfg.trainer, workdir, objective, has_val=data.val is not None, is_chief=chief,
+                 log=tracker.log_step, log_epoch=tracker.log_epoch,
+                 progress=lambda total, unit: console.Progress(total, unit, enabled=bool(cfg.trainer.progress)))
+    run.global_batch = global_batch
+    if cfg.tracking.tensorboard:
+        run.callbacks.append(tensorboard(workdir / "tensorboard"))
+    backup_cb = None
+    if cfg.trainer.backup and chief and model is not None and hasattr(model, "fit"):
+        from dlrun.training import backup
 
-        def on_epoch(epoch, logs):
-            progress(epoch, logs)
-            tracker.log_epoch(epoch, logs)
-
-        callbacks.append(epoch_end(on_epoch))
-        if cfg.tracking.tensorboard:
-            callbacks.append(tensorboard(workdir / "tensorboard"))
-        start = time.perf_counter()
-        try:
-            with stop_on_ctrl_c(model):
-                history = task.fit(cfg, model, data, callbacks)
-            fit_seconds = time.perf_counter() - start  # training only; the flush below is per run
-        finally:
-            progress.close()
-            tracker.flush_epochs()
-        epochs_run = len(next(iter(history.values()), []))
-        timing = {"timing/fit_seconds": fit_seconds, "timing/epochs": epochs_run}
-        n_train = data.info.sizes.get("train")
-        steps = data.info.extra.get("steps_per_epoch")
-        if steps and epochs_run:
-            seen = min(n_train or steps * global_batch, steps * global_batch)
-            timing["timing/samples_per_second"] = seen * epochs_run / fit_seconds
-        tracker.log_metrics(timing)
-
-        report = task.evaluate(cfg, model, data)
-        console.report(report, title=f"{task_name} results")
-        try:
-            tracker.log_report(report)
-            if history and cfg.tracking.log_plots and tracker.enabled:
-                from dlrun.plots import learning_curves
-
-                report.figures["learning_curves.png"] = learning_curves(history)
-                tracker.log_figures({"learning_curves.png": report.figures["learning_curves.png"]})
-        finally:
-            from dlrun.plots import close
-
-            close(report.figures)  # also when nothing was logged: sweeps would pile them up
+        if resume is not None:
+            with strategy.scope():
+                model = backup.restore(resume, model, run.best)
+            run.initial_epoch = resume.epochs_done
+            for epoch, logs in sorted(backup.unlogged(resume, tracker.last_step("train/loss")).items()):
+                tracker.log_epoch(epoch - 1, logs)
+            tracker.flush()
+            console.console.print(f"resuming after epoch {resume.epochs_done} of run {resume.run_id} ({resume.run_dir})")
+        # per-epoch metrics go out with each backup (Keras-fit tasks): a killed run resumes without gaps
+        backup_cb = backup.callback(workdir / backup.FOLDER, float(cfg.trainer.backup_interval_s), tracker.run_id,
+                                    backup.own_overrides(overrides), run.best, tracker.flush,
+                                    on_begin=lambda: setattr(tracker, "hold", True))
+        run.callbacks.append(backup_cb)
+    elif resume is not None:
+        raise DlrunError(f"task '{task_name}' cannot resume from a backup", "trainer.resume works for Keras-fit tasks")
+    run.attach(model)
+    start = time.perf_counter()
+    try:
+        with stop.during_fit(run):
+            fit = task.fit(cfg, model, data, run)
+        fit_seconds = time.perf_counter() - start  # training only; the flush below is per run
+    finally:
+        run.close()
+        tracker.flush()
+    if run.stop_reason:  # keep what exists: the best checkpoint so far, a backup to resume from
+        if backup_cb is not None:
+            backup_cb.save()
         tracker.log_path(workdir / "best.keras", "checkpoints")
-        tracker.log_path(workdir / "tensorboard", "tensorboard")
-        tracker.log_model(model, data)
-        console.console.print(f"[green]done[/] in {fit_seconds:.1f}s training"
-                              + (f"; mlflow run {tracker.run_id}" if tracker.run_id else ""))
-        return sweep_value(history, report)
+        raise Interrupted(run.stop_reason, stop.code)
+    timing = {"timing/fit_seconds": fit_seconds}
+    if fit.history:
+        timing[f"timing/{fit.unit}s"] = len(next(iter(fit.history.values())))
+    if fit.seen:
+        timing["timing/samples_per_second" if fit.unit == "epoch" else "timing/steps_per_second"] = \
+            fit.seen / max(fit_seconds, 1e-9)
+    tracker.log_metrics(timing)
+
+    evaluated = "last"
+    if cfg.trainer.checkpoint.evaluate == "best" and run.best is not None and run.best.restore(model):
+        evaluated = f"best ({run.best.monitor} {run.best.value:.6g} at {fit.unit} {run.best.step})"
+    tracker.set_tags({"dlrun.evaluated_weights": evaluated})
+    with strategy.scope():
+        served = task.serving(cfg, model, data)
+    report = task.evaluate(cfg, served, data)
+    console.report(report, title=f"{task_name} results")
+    try:
+        model_id = tracker.log_served(served, workdir / "served", task_name) if chief else None
+        tracker.log_report(report, model_id=model_id, dataset=datasets.get("testing"))
+        if fit.history and cfg.tracking.log_plots and tracker.enabled:
+            from dlrun.plots import learning_curves
+
+            report.figures["learning_curves.png"] = learning_curves(fit.history, fit.unit, fit.steps)
+            tracker.log_figures({"learning_curves.png": report.figures["learning_curves.png"]})
+    finally:
+        from dlrun.plots import close
+
+        close(report.figures)  # also when nothing was logged: sweeps would pile them up
+    tracker.log_path(workdir / "best.keras", "checkpoints")
+    tracker.log_path(workdir / "tensorboard", "tensorboard")
+    if backup_cb is not None:
+        from dlrun.training import backup
+
+        backup.mark_finished(workdir)
+    value = sweep_value(fit, objective, report)
+    tracker.set_tags({"dlrun.objective": objective.val, "dlrun.objective_maximize": str(objective.maximize).lower()})
+    if value is not None:
+        tracker.log_metrics({"objective/val": value})  # what a sweep compares (validation, evaluated weights)
+    console.console.print(f"[green]done[/] in {fit_seconds:.1f}s training, evaluated on {evaluated.split(' (')[0]}"
+                          f" weights" + (f"; mlflow run {tracker.run_id}" if tracker.run_id else ""))
+    return value
+
+
+class _Signals:
+    """Ctrl-C and SIGTERM for one run.
+
+    During fit the first signal asks the task to stop after the current step (the run handle's
+    stop flag; Keras' model.stop_training) and the run ends KILLED once fit returns, outside
+    TensorFlow (an exception raised inside a step could end in SIGSEGV under load). Outside
+    fit, or at a second Ctrl-C, the run is interrupted at once.
+    """
+
+    REASONS = {signal.SIGINT: ("interrupted (Ctrl-C)", 130), signal.SIGTERM: ("terminated (SIGTERM)", 143)}
+
+    def __init__(self):
+        self.run = None
+        self.code = 130
+        self.count = 0
+
+    def handler(self, signum, frame):
+        reason, code = self.REASONS[signum]
+        self.count += 1
+        self.code = code
+        if self.run is not None and self.count == 1:
+            self.run.request_stop(reason)
+            return
+        raise Interrupted(reason, code)
+
+    @contextlib.contextmanager
+    def during_fit(self, run):
+        self.run = run
+        try:
+            yield
+        finally:
+            self.run = None
 
 
 @contextlib.contextmanager
-def stop_on_ctrl_c(model):
-    """First Ctrl-C: ask Keras to stop after the current step (model.stop_training), then raise
-    KeyboardInterrupt here, outside TensorFlow, so the run ends KILLED cleanly. A second
-    Ctrl-C interrupts at once."""
-    if threading.current_thread() is not threading.main_thread() or model is None:
-        yield
+def signals():
+    """Install the run's SIGINT/SIGTERM handler (main thread only) for the duration of a run."""
+    state = _Signals()
+    if threading.current_thread() is not threading.main_thread():
+        yield state
         return
-    pressed = []
-
-    def handler(signum, frame):
-        if pressed:
-            raise KeyboardInterrupt
-        pressed.append(True)
-        model.stop_training = True
-
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {s: signal.signal(s, state.handler) for s in state.REASONS}
     try:
-        yield
+        yield state
     finally:
-        signal.signal(signal.SIGINT, previous)
-    if pressed:
-        raise KeyboardInterrupt
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
-def sweep_value(history: dict, report) -> float | None:
-    """What `train` hands a Hydra sweeper: the validation value of the task's primary metric
-    (last epoch), so a search never selects on the test split. Test value only without
-    validation data."""
-    if not report.primary:
-        return None
-    name = report.primary.split("/", 1)[-1]
-    val = history.get(f"val_{name}") if history else None
-    return float(val[-1]) if val else report.metrics.get(report.primary)
+def sweep_value(fit, objective, report) -> float | None:
+    """What `train` hands a Hydra sweeper: the objective on validation data at the evaluated
+    weights (the best step when the checkpoint kept it), so a search never selects on the
+    test split; the test value only when there is no validation history."""
+    values = fit.history.get(objective.val) if fit.history else None
+    if values:
+        steps = fit.steps or list(range(1, len(values) + 1))
+        if fit.best_step in steps and fit.best_value is not None:
+            return float(values[steps.index(fit.best_step)])
+        return float(values[-1])
+    value = report.metrics.get(objective.test)
+    return None if value is None else float(value)
 
 
 def _versions() -> dict:
@@ -218,74 +325,3 @@ def _versions() -> dict:
     import tensorflow as tf
 
     return {"tensorflow.version": tf.__version__, "keras.version": keras.__version__}
-
-
-def evaluate(cfg, overrides: list[str]) -> dict:
-    """`dlrun eval`: rebuild the test split, load a model (MLflow run or .keras file), report."""
-    _quiet_tensorflow()
-    run_id, checkpoint = cfg.get("run_id"), cfg.get("checkpoint")
-    if not run_id and not checkpoint:
-        raise DlrunError("eval needs a model", "run_id=<mlflow run id> or checkpoint=<path.keras>")
-    with tempfile.TemporaryDirectory(prefix="dlrun-eval-") as tmp:  # the downloaded run
-        return _evaluate(cfg, overrides, run_id, checkpoint, Path(tmp))
-
-
-def _evaluate(cfg, overrides, run_id, checkpoint, tmp: Path) -> dict:
-    from omegaconf import OmegaConf
-
-    if run_id:
-        logged, model_path = _from_run(cfg, str(run_id), tmp)
-        for item in overrides:
-            key = item.lstrip("+~").split("=", 1)[0]
-            if key.split(".")[0] in _EVAL_ONLY or key.startswith("hydra"):
-                continue
-            OmegaConf.update(logged, key, OmegaConf.select(cfg, key), force_add=True)
-        logged.tracking = cfg.tracking
-        cfg = logged
-    else:
-        model_path = Path(str(checkpoint))
-        if not model_path.is_file():
-            raise DlrunError(f"checkpoint '{checkpoint}' does not exist")
-    cfg, task_name, strategy = _prepare(cfg)
-    import keras
-
-    task = TASKS.get(task_name)()
-    data, global_batch, _ = _data(task, cfg, strategy)
-    console.header("eval", task_name, cfg.model.name, data.info.name, {"model": model_path.name}, run_id)
-    try:
-        with strategy.scope():
-            model = keras.saving.load_model(model_path)
-    except (ValueError, OSError) as e:
-        raise DlrunError(f"cannot load model '{model_path}': {str(e).splitlines()[0]}") from None
-    report = task.evaluate(cfg, model, data)
-    console.report(report, title=f"{task_name} eval")
-    if run_id and cfg.tracking.enabled:
-        test = {k: v for k, v in report.metrics.items() if k.startswith("test/")}
-        log_to_existing_run(cfg.tracking, str(run_id), test, report.tables)
-        console.console.print(f"[green]logged[/] {len(test)} test metrics to run {run_id}")
-    return report.metrics
-
-
-def _from_run(cfg, run_id: str, tmp: Path):
-    """The logged config and the downloaded native model of an MLflow run."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-    from omegaconf import OmegaConf
-
-    from dlrun.tracking import check_reachable, quiet_mlflow_logs
-
-    quiet_mlflow_logs()
-    client = MlflowClient(tracking_uri=cfg.tracking.uri or None)
-    check_reachable(client.tracking_uri)
-    try:
-        client.get_run(run_id)
-        config_file = client.download_artifacts(run_id, "config.yaml", str(tmp))
-        model_file = client.download_artifacts(run_id, "native/model.keras", str(tmp))
-    except MlflowException as e:
-        raise DlrunError(f"run '{run_id}': {str(e.message).splitlines()[0]}",
-                         "check run_id and tracking.uri / MLFLOW_TRACKING_URI") from None
-    except OSError as e:
-        raise DlrunError(f"run '{run_id}' has no logged config or model: {e}") from None
-    logged = OmegaConf.load(config_file)
-    OmegaConf.set_struct(logged, False)
-    return logged, Path(model_file)

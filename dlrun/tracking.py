@@ -1,25 +1,27 @@
 """Everything MLflow: one run per `dlrun train`, opened and closed by `tracked_run`.
 
 Logged: the resolved config (flattened params + config.yaml), overrides and command line,
-versions, devices, strategy, git commit (tags), per-epoch metrics (step = epoch), the task's
-Report (metrics, tables, figures), learning curves, the model (MLflow Keras flavour that
-`mlflow.pyfunc.load_model` loads, plus the native .keras file) and the dataset as an input.
-A DlrunError or crash ends the run FAILED with the reason; Ctrl-C ends it KILLED.
+versions, devices, strategy, git commit (tags), metrics per epoch or per step of any unit
+(buffered, sent in batches), the datasets per split (named after their source, with their
+context), the task's Report (test metrics linked to the logged model and the test dataset,
+tables, texts, figures) and the served model (raw inputs in) as an MLflow pyfunc model and as
+native files. A DlrunError or crash ends the run FAILED with the reason; Ctrl-C or SIGTERM
+ends it KILLED with the reason. The tracker is handed what it logs; it reads no task data.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 ERROR_TAG = "dlrun.error"
-EPOCH_FLUSH_S = 5.0
+FLUSH_S = 5.0
 MAX_PARAM_LEN = 6000
 
 
@@ -44,16 +46,25 @@ def git_commit() -> str | None:
         return None
 
 
-class Tracker:
-    """A thin facade over the MLflow fluent API; every method is a no-op when disabled."""
+def epoch_metric_name(key: str) -> str:
+    """A Keras log key as an MLflow metric name: val_x -> val/x, x -> train/x."""
+    if key in ("learning_rate", "lr"):
+        return "train/learning_rate"
+    return f"val/{key[4:]}" if key.startswith("val_") else f"train/{key}"
 
-    def __init__(self, tracking_cfg):
+
+class Tracker:
+    """A thin facade over the MLflow fluent API; every method is a no-op when disabled
+    (tracking=off, or a worker that is not the chief of a multi-worker run)."""
+
+    def __init__(self, tracking_cfg, enabled: bool = True):
         self.cfg = tracking_cfg
-        self.enabled = bool(tracking_cfg.enabled)
+        self.enabled = bool(tracking_cfg.enabled) and enabled
         self.run_id: str | None = None
         self._mlflow = None
-        self._epoch_buffer: list = []
+        self._buffer: list = []
         self._last_flush = time.monotonic()
+        self.hold = False  # metrics wait for an explicit flush (sent with each training backup)
 
     @property
     def mlflow(self):
@@ -61,22 +72,36 @@ class Tracker:
             import mlflow
 
             quiet_mlflow_logs()
-
             self._mlflow = mlflow
         return self._mlflow
 
     # -- run lifecycle -------------------------------------------------------------------
-    def start(self, cfg, task_name: str, model_name: str, overrides: list[str]) -> None:
+    def start(self, cfg, task_name: str, model_name: str, overrides: list[str], resume_run_id: str | None = None,
+              resumed_at: int | None = None) -> None:
+        """Open the run (a new one, or `resume_run_id` again for a resumed training)."""
         if not self.enabled:
             return
         mlflow = self.mlflow
         if self.cfg.uri:
             mlflow.set_tracking_uri(self.cfg.uri)
-        check_reachable(mlflow.get_tracking_uri())
-        mlflow.set_experiment(self.cfg.experiment or task_name)
+        uri = mlflow.get_tracking_uri()
+        open_store(uri)
         run_name = self.cfg.run_name or f"{task_name}-{model_name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        run = mlflow.start_run(run_name=run_name)
+        system = bool(self.cfg.get("system_metrics", False))
+        if system:
+            mlflow.set_system_metrics_sampling_interval(float(self.cfg.get("system_metrics_interval", 10.0)))
+            mlflow.set_system_metrics_samples_before_logging(1)
+        with store_errors(uri):
+            mlflow.set_experiment(self.cfg.experiment or task_name)
+            if resume_run_id:
+                run = mlflow.start_run(run_id=resume_run_id, log_system_metrics=system)
+            else:
+                run = mlflow.start_run(run_name=run_name, parent_run_id=self.cfg.get("parent_run_id") or None,
+                                       log_system_metrics=system)
         self.run_id = run.info.run_id
+        if resume_run_id:  # its config, params and datasets are logged already
+            mlflow.set_tags({"dlrun.resumed_at_epoch": str(resumed_at), "dlrun.command": " ".join(sys.argv)[:5000]})
+            return
         from omegaconf import OmegaConf
 
         import dlrun
@@ -106,7 +131,7 @@ class Tracker:
             return
         mlflow = self.mlflow
         with contextlib.suppress(Exception):
-            self.flush_epochs()
+            self.flush()
         if reason:
             with contextlib.suppress(Exception):
                 mlflow.set_tag(ERROR_TAG, reason[:5000])
@@ -125,68 +150,63 @@ class Tracker:
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
         if self.enabled and self.run_id and metrics:
             clean = {k: float(v) for k, v in metrics.items() if v is not None}
-            # synchronous: per-epoch metrics are batched (log_epoch), so the few calls left are
+            # synchronous: per-step metrics are batched (log_step), so the few calls left are
             # cheaper than starting and draining MLflow's async queue (~1.3 s per run).
             self.mlflow.log_metrics(clean, step=step, synchronous=True)
 
-    def log_epoch(self, epoch: int, logs: dict) -> None:
-        """Keras logs -> train/<m> and val/<m> metrics at step = epoch (1-based).
-
-        Epochs are buffered and sent in one batch at most every EPOCH_FLUSH_S seconds (and at
-        the end), so fast epochs are not slowed by a store round trip each.
-        """
+    def log_step(self, step: int, metrics: dict) -> None:
+        """Metrics at `step` (any unit), buffered and sent in one batch at most every FLUSH_S
+        seconds (and at the end), so fast steps are not slowed by a store round trip each."""
         if not (self.enabled and self.run_id):
             return
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        for k, v in logs.items():
-            if k in ("learning_rate", "lr"):
-                key = "train/learning_rate"
-            elif k.startswith("val_"):
-                key = f"val/{k[4:]}"
-            else:
-                key = f"train/{k}"
-            self._epoch_buffer.append(Metric(key, float(v), now, epoch + 1))
-        if time.monotonic() - self._last_flush >= EPOCH_FLUSH_S:
-            self.flush_epochs()
+        self._buffer.extend(Metric(k, float(v), now, int(step)) for k, v in metrics.items())
+        if not self.hold and time.monotonic() - self._last_flush >= FLUSH_S:
+            self.flush()
 
-    def flush_epochs(self) -> None:
-        if self._epoch_buffer and self.run_id:
+    def log_epoch(self, epoch: int, logs: dict) -> None:
+        """Keras logs of epoch `epoch` (0-based) -> train/<m> and val/<m> at step epoch + 1."""
+        self.log_step(epoch + 1, {epoch_metric_name(k): v for k, v in logs.items()})
+
+    def last_step(self, key: str) -> int:
+        """The highest step logged for metric `key` in this run (0 if none)."""
+        if not (self.enabled and self.run_id):
+            return 0
+        from mlflow.tracking import MlflowClient
+
+        return max((m.step for m in MlflowClient().get_metric_history(self.run_id, key)), default=0)
+
+    def flush(self) -> None:
+        if self._buffer and self.run_id:
             from mlflow.tracking import MlflowClient
 
             client = MlflowClient()
-            for i in range(0, len(self._epoch_buffer), 1000):
-                client.log_batch(self.run_id, metrics=self._epoch_buffer[i:i + 1000])
-        self._epoch_buffer = []
+            for i in range(0, len(self._buffer), 1000):
+                client.log_batch(self.run_id, metrics=self._buffer[i:i + 1000])
+        self._buffer = []
         self._last_flush = time.monotonic()
 
-    def log_dataset(self, data) -> None:
-        """The training data as an MLflow dataset input (source and digest)."""
+    def log_datasets(self, records) -> dict:
+        """Each DatasetRecord as an MLflow dataset input named after its source, with its
+        context (training, validation, testing); returns context -> MLflow dataset (the test
+        one is linked to the test metrics and the logged model)."""
+        out: dict = {}
         if not (self.enabled and self.run_id and self.cfg.log_dataset):
-            return
-        import warnings
-
+            return out
         mlflow = self.mlflow
-        info = data.info
-        context = "training"
-        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
-        try:
-            if data.frame is not None:  # the whole table, all splits
-                context = "all splits"
-                ds = _try_source(lambda src: mlflow.data.from_pandas(
-                    data.frame, source=src, name=info.name,
-                    targets=info.extra.get("target_column")), info.source)
-            elif "x_train" in data.arrays:
-                ds = _try_source(lambda src: mlflow.data.from_numpy(
-                    data.arrays["x_train"], source=src, name=info.name,
-                    targets=data.arrays.get("y_train")), info.source)
-            else:
-                return
-            mlflow.log_input(ds, context=context)
-        except Exception as e:  # a dataset record must never fail the run
-            mlflow.set_tag("dlrun.dataset_warning", f"{type(e).__name__}: {e}"[:500])
-        mlflow.set_tag("dlrun.data_source", info.source or info.name)
+        for rec in records:
+            try:
+                ds = mlflow_dataset(rec)
+                if ds is not None:
+                    mlflow.log_input(ds, context=rec.context)
+                    out[rec.context] = ds
+            except Exception as e:  # a dataset record must never fail the run
+                mlflow.set_tag("dlrun.dataset_warning", f"{rec.name}: {type(e).__name__}: {e}"[:500])
+        if records:
+            mlflow.set_tag("dlrun.data_source", records[0].source or records[0].name)
+        return out
 
     def log_path(self, path: Path, dest: str) -> None:
         """A file or a whole folder as artifacts under `dest`, if it exists."""
@@ -197,14 +217,22 @@ class Tracker:
         else:
             self.mlflow.log_artifact(str(path), dest)
 
-    def log_report(self, report) -> None:
+    def log_report(self, report, model_id: str | None = None, dataset=None) -> None:
+        """Metrics (test/* linked to the logged model and the test dataset), tables, texts, figures."""
         if not (self.enabled and self.run_id):
             return
-        self.log_metrics(report.metrics)
+        linked = {k: float(v) for k, v in report.metrics.items() if k.startswith("test/") and v is not None}
+        rest = {k: v for k, v in report.metrics.items() if k not in linked}
+        if linked and (model_id or dataset is not None):
+            self.mlflow.log_metrics(linked, synchronous=True, model_id=model_id, dataset=dataset)
+        else:
+            rest.update(linked)
+        self.log_metrics(rest)
         for name, rows in report.tables.items():
             self.mlflow.log_text(json.dumps(rows, indent=1, default=str), f"tables/{name}.json")
-        if self.cfg.log_plots:
-            self.log_figures(report.figures)
+        for name, text in report.texts.items():
+            self.mlflow.log_text(text, name)
+        self.log_figures(report.figures)
 
     def log_figures(self, figures: dict) -> None:
         if not (self.enabled and self.run_id and self.cfg.log_plots):
@@ -216,29 +244,61 @@ class Tracker:
             self.mlflow.log_figure(fig, f"plots/{fname}")
             plt.close(fig)
 
-    def log_model(self, model, data) -> None:
-        """The model as an MLflow Keras model (pyfunc-loadable) and as a native .keras file."""
+    def log_served(self, served, folder: Path, task: str) -> str | None:
+        """The served model, saved to `folder` (model.keras + serving.json), logged as run
+        artifacts under served/ and as the MLflow pyfunc model 'model' with a signature and
+        an input example of raw inputs. Returns the MLflow model id."""
+        from dlrun import serving
+
+        serving.save(served, folder, task)
         if not (self.enabled and self.run_id and self.cfg.log_model):
-            return
+            return None
         import keras
         import tensorflow as tf
 
+        import dlrun.pyfunc
+
         mlflow = self.mlflow
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "model.keras"
-            model.save(path)
-            mlflow.log_artifact(str(path), "native")
-        example = _input_example(data)
+        mlflow.log_artifacts(str(folder), "served")
+        example, answers = serving.example_frame(served)
         signature = None
         if example is not None:
             from mlflow.models import infer_signature
 
-            with contextlib.suppress(Exception):
-                signature = infer_signature(example, model.predict(example, verbose=0))
-        mlflow.keras.log_model(
-            model, name="model", signature=signature,
-            pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"],
+            example = signature_input(example)
+            signature = infer_signature(example, answers)
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=dlrun.pyfunc.__file__, artifacts={"served": str(folder)},
+            signature=signature, input_example=example,
+            pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}",
+                              f"mlflow=={mlflow.__version__}", "pandas"],
         )
+        return info.model_id
+
+
+def signature_input(example):
+    """MLflow takes DataFrames and arrays: a dict of column arrays becomes a DataFrame."""
+    if isinstance(example, dict):
+        import pandas as pd
+
+        return pd.DataFrame({k: list(v.reshape(len(v), -1)[:, 0]) for k, v in example.items()})
+    return example
+
+
+def mlflow_dataset(rec):
+    """An MLflow dataset for a DatasetRecord (pandas or numpy rows; a resolvable source or a spec)."""
+    import warnings
+
+    import mlflow
+
+    warnings.filterwarnings("ignore", message=".*Inferred schema contains integer.*")
+    if rec.frame is None:
+        return None
+    if hasattr(rec.frame, "columns"):
+        targets = rec.targets if rec.targets in rec.frame.columns else None
+        return _try_source(lambda src: mlflow.data.from_pandas(rec.frame, source=src, name=rec.name,
+                                                                targets=targets), rec.source)
+    return _try_source(lambda src: mlflow.data.from_numpy(rec.frame, source=src, name=rec.name), rec.source)
 
 
 def quiet_mlflow_logs() -> None:
@@ -247,6 +307,88 @@ def quiet_mlflow_logs() -> None:
 
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a sqlite:/// URI (None for other stores)."""
+    if not uri.startswith("sqlite:"):
+        return None
+    rest = uri.split(":", 1)[1].lstrip("/")
+    if uri.startswith("sqlite:////"):
+        rest = "/" + rest
+    return Path(rest.split("?", 1)[0])
+
+
+def open_store(uri: str) -> None:
+    """Check the tracking store before MLflow touches it, and create a new SQLite store under
+    a file lock.
+
+    MLflow creates and migrates a SQLite store on first use without a lock: two first runs in
+    a fresh folder race ("duplicate column name") and both can die. Its errors for a bad URI,
+    a file that is not a database or an unwritable folder are long tracebacks (or minutes of
+    retries); each becomes one line naming the path or the URI here.
+    """
+    from dlrun.errors import DlrunError
+
+    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if "://" in uri or uri.startswith("sqlite:") else "file"
+    if scheme not in SCHEMES:
+        raise DlrunError(f"tracking.uri '{uri}': unknown store scheme '{scheme}'",
+                         f"use one of {', '.join(s + '://' for s in SCHEMES)} (or drop it for ./mlflow.db)")
+    check_reachable(uri)
+    db = sqlite_path(uri)
+    if db is None:
+        return
+    folder = db.resolve().parent
+    if not folder.is_dir():
+        raise DlrunError(f"tracking store folder '{folder}' does not exist", "create it or set tracking.uri")
+    if db.exists():
+        with open(db, "rb") as f:
+            head = f.read(len(SQLITE_MAGIC))
+        if head and head != SQLITE_MAGIC:
+            raise DlrunError(f"'{db}' is not an SQLite database (MLflow store)",
+                             "move it away, or set tracking.uri=sqlite:///other.db; dlrun never overwrites it")
+        if not os.access(db, os.W_OK) or not os.access(folder, os.W_OK):
+            raise DlrunError(f"tracking store '{db}' is not writable",
+                             "run from a writable folder or set tracking.uri=sqlite:////writable/path/mlflow.db")
+    elif not os.access(folder, os.W_OK):
+        raise DlrunError(f"cannot create the tracking store '{db}': folder '{folder}' is not writable",
+                         "run from a writable folder or set tracking.uri=sqlite:////writable/path/mlflow.db")
+    import fcntl
+
+    from mlflow.tracking import MlflowClient
+
+    # A lock beside the store serialises its creation and migration (a process that sees the
+    # file half-made would migrate it too); the second process waits, then finds the tables
+    # there. MLflow caches the store per URI, so the later calls reuse it.
+    with open(folder / f".{db.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with store_errors(uri):
+            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+
+
+@contextlib.contextmanager
+def store_errors(uri: str):
+    """MLflow and database errors of the store as one line naming the store."""
+    from dlrun.errors import DlrunError
+
+    try:
+        yield
+    except DlrunError:
+        raise
+    except Exception as e:
+        kind = type(e).__name__
+        if kind not in ("MlflowException", "OperationalError", "DatabaseError", "IntegrityError",
+                        "RestException", "ProgrammingError"):
+            raise
+        lines = [ln.strip() for ln in str(getattr(e, "message", e)).splitlines() if ln.strip()]
+        first = lines[0] if lines else kind
+        if first.startswith("(sqlite3."):
+            first = first.split(")", 1)[-1].strip()
+        raise DlrunError(f"tracking store {uri}: {first[:300]}") from None
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
@@ -276,8 +418,12 @@ def _try_source(make, source: str):
     if not source:
         return make(None)
     if "://" in source or Path(source).exists():
+        import warnings
+
         try:
-            return make(source)
+            with warnings.catch_warnings():  # a local file matches two of MLflow's own resolvers
+                warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways.*")
+                return make(source)
         except Exception:  # MLflow has no resolver for this kind of URI
             pass
     return make(generator_source(source))
@@ -316,24 +462,21 @@ def generator_source(spec: str):
     return GeneratorSource(spec)
 
 
-def _input_example(data):
-    x = data.arrays.get("x_test")
-    if x is None or isinstance(x, dict):
-        return None
-    return x[:5]
-
-
 @contextlib.contextmanager
 def tracked_run(tracker: Tracker):
-    """End the active run FINISHED, FAILED (with reason) or KILLED (Ctrl-C)."""
-    from dlrun.errors import DlrunError
+    """End the active run FINISHED, FAILED (with reason) or KILLED (Ctrl-C, SIGTERM)."""
+    from dlrun.errors import DlrunError, Interrupted
 
     try:
         yield tracker
+    except Interrupted as e:
+        tracker.end("KILLED", e.reason)
+        raise
     except KeyboardInterrupt:
         tracker.end("KILLED", "interrupted (Ctrl-C)")
         raise
     except DlrunError as e:
+        e.run_id = tracker.run_id  # a sweep records a job that failed before its run started
         tracker.end("FAILED", str(e))
         raise
     except BaseException as e:
@@ -343,16 +486,22 @@ def tracked_run(tracker: Tracker):
         tracker.end("FINISHED")
 
 
-def log_to_existing_run(tracking_cfg, run_id: str, metrics: dict, tables: dict | None = None) -> None:
-    """Add metrics (and tables) to a finished run without touching its status (dlrun eval)."""
-    from mlflow.entities import Metric
+def log_to_existing_run(tracking_cfg, run_id: str, metrics: dict, tables: dict | None = None,
+                        record=None, prefix: str = "eval") -> None:
+    """Add metrics, tables and an evaluation dataset to a run without touching its status (dlrun eval)."""
+    from mlflow.entities import DatasetInput, InputTag, Metric
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_cfg.uri or None)
     now = int(time.time() * 1000)
-    items = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+    items = [Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None]
     for i in range(0, len(items), 500):
         client.log_batch(run_id, metrics=items[i:i + 500])
     for name, rows in (tables or {}).items():
-        client.log_text(run_id, json.dumps(rows, indent=1, default=str), f"tables/eval_{name}.json")
-
+        client.log_text(run_id, json.dumps(rows, indent=1, default=str), f"tables/{prefix}/{name}.json")
+    if record is not None:
+        with contextlib.suppress(Exception):  # a dataset record must never fail an eval
+            ds = mlflow_dataset(record)
+            if ds is not None:
+                tag = InputTag("mlflow.data.context", record.context)
+                client.log_inputs(run_id, datasets=[DatasetInput(ds._to_mlflow_entity(), tags=[tag])])

@@ -41,10 +41,10 @@ def run(preset: str, overrides: list[str]) -> dict:
     start = time.perf_counter()
     task = TASKS.get(cfg.task.name)()
     data = task.data(cfg, int(cfg.trainer.batch_size))
-    data.info.extra["steps_per_epoch"] = -(-data.info.sizes["train"] // int(cfg.trainer.batch_size))
+    data.info.steps_per_epoch = -(-data.info.sizes["train"] // int(cfg.trainer.batch_size))
     model = task.build_model(cfg, data.info)
     history = model.fit(data.train, validation_data=data.val, epochs=int(cfg.trainer.epochs), verbose=0)
-    report = task.evaluate(cfg, model, data)
+    report = task.evaluate(cfg, task.serving(cfg, model, data), data)
     wall = time.perf_counter() - start
     m = report.metrics
     out = Path("outputs") / "sequence_quality"

@@ -74,6 +74,11 @@ def test_unknown_names_list_the_valid_ones(run_dlrun, workdir, args, needle):
     (["trainer.epcohs=3"], "trainer.epcohs: unknown key (did you mean 'epochs'?"),
     (["model.hidden_unit=[3]"], "model.hidden_unit: unknown key (did you mean 'hidden_units'?"),
     (["trainer.epochs=["], "trainer.epochs=["),
+    (["model.hidden_units=abc"], "model.hidden_units must be a positive integer or a list of them, got 'abc'"),
+    (["model.dropout=1.5"], "model.dropout must be a number in [0, 1), got 1.5"),
+    (["data.n_samples=0"], "data.n_samples must be an integer >= 1, got 0"),
+    (["-m", "trainer.epohcs=1,2"], "trainer.epohcs: unknown key (did you mean 'epochs'?"),
+    (["tracking.uri=foo://bar"], "tracking.uri 'foo://bar': unknown store scheme 'foo'"),
     (["eval"], None),
 ])
 def test_bad_config_values_are_one_line(run_dlrun, args, needle):

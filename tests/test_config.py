@@ -7,6 +7,7 @@ from omegaconf import OmegaConf
 
 from dlrun.cli import GROUPS, config_dir, group_options
 from dlrun.config import validate
+from dlrun.contract import Objective
 from dlrun.errors import DlrunError
 from dlrun.registry import DATA, MODELS, STRATEGIES, TASKS
 
@@ -79,7 +80,7 @@ def test_callbacks_from_config_act_per_epoch_only(compose, tmp_path):
 
     t = validate(compose("trainer.early_stopping.enabled=true", "trainer.early_stopping.patience=1",
                          "trainer.lr_schedule.name=reduce_on_plateau")).trainer
-    cbs = trainer_callbacks(t, tmp_path, has_val=True)
+    cbs, keeper = trainer_callbacks(t, tmp_path, has_val=True, objective=Objective("loss", maximize=False))
     kinds = {type(c).__name__ for c in cbs}
     assert {"EarlyStopping", "ReduceLROnPlateau", "BestCheckpoint"} <= kinds
     base = keras.callbacks.Callback
@@ -89,25 +90,72 @@ def test_callbacks_from_config_act_per_epoch_only(compose, tmp_path):
     # the checkpoint holds the best epoch's weights, not the last ones
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
     model.compile("sgd", "mse")
-    (ck,) = [c for c in cbs if type(c).__name__ == "BestCheckpoint"]
-    ck.set_model(model)
-    ck.on_train_begin()
-    ck.on_epoch_end(0, {"val_loss": 1.0})
+    keeper.set_model(model)
+    keeper.on_train_begin()
+    keeper.on_epoch_end(0, {"val_loss": 1.0})
     best = model.get_weights()
     model.set_weights([w + 1 for w in best])
-    ck.on_epoch_end(1, {"val_loss": 2.0})
-    ck.on_train_end()
+    keeper.on_epoch_end(1, {"val_loss": 2.0})
+    keeper.on_train_end()
     saved = keras.saving.load_model(tmp_path / "best.keras")
     assert all(np.allclose(a, b) for a, b in zip(saved.get_weights(), best, strict=True))
     assert not np.allclose(model.get_weights()[0], best[0])  # the final weights stay in the model
+    assert keeper.keeper.step == 1 and keeper.keeper.value == 1.0
+
+
+@pytest.mark.parametrize(("objective", "values", "best_step"), [
+    (Objective("map", maximize=True), [0.2, 0.6, 0.4], 2),  # a maximised objective keeps the highest
+    (Objective("mean_return", maximize=True), [-5.0, -1.0, -3.0], 2),
+    (Objective("rmse", maximize=False), [3.0, 1.0, 2.0], 2),  # a minimised one the lowest
+])
+def test_checkpoint_follows_the_objectives_direction(compose, tmp_path, objective, values, best_step):
+    import keras
+
+    from dlrun.training.callbacks import trainer_callbacks
+
+    t = validate(compose()).trainer
+    _, keeper = trainer_callbacks(t, tmp_path, has_val=True, objective=objective)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    keeper.set_model(model)
+    keeper.on_train_begin()
+    for epoch, v in enumerate(values):
+        keeper.on_epoch_end(epoch, {objective.val: v, "val_loss": 0.0})
+    assert keeper.keeper.step == best_step and keeper.keeper.monitor == objective.val
+
+
+def test_metric_direction_is_never_guessed_from_a_name(compose, tmp_path):
+    from dlrun.training.callbacks import resolve_monitor, trainer_callbacks
+
+    acc = Objective("accuracy", maximize=True)
+    assert resolve_monitor("trainer.checkpoint", "auto", "auto", acc, True) == ("val_accuracy", True)
+    assert resolve_monitor("trainer.checkpoint", "val_loss", "auto", acc, True) == ("val_loss", False)
+    assert resolve_monitor("trainer.checkpoint", "val_auc", "auto", acc, True) == ("val_auc", True)
+    assert resolve_monitor("trainer.checkpoint", "val_top5_accuracy", "auto", acc, True) == ("val_top5_accuracy", True)
+    # a name that merely contains "acc" or "auc" is not taken on trust
+    with pytest.raises(DlrunError, match=r"trainer.early_stopping.monitor 'val_accumulated_error': cannot tell"):
+        resolve_monitor("trainer.early_stopping", "val_accumulated_error", "auto", acc, True)
+    assert resolve_monitor("trainer.early_stopping", "val_accumulated_error", "min", acc, True) == \
+        ("val_accumulated_error", False)
+    t = validate(compose("trainer.checkpoint.monitor=val_widgets")).trainer
+    with pytest.raises(DlrunError, match="set trainer.checkpoint.mode=min or trainer.checkpoint.mode=max"):
+        trainer_callbacks(t, tmp_path, has_val=True, objective=acc)
+    with pytest.raises(DlrunError, match="trainer.checkpoint.mode: unknown value 'up'"):
+        validate(compose("trainer.checkpoint.mode=up"))
+    # a monitor the run never logs is named with what it does log
+    t = validate(compose("trainer.checkpoint.monitor=val_precision")).trainer
+    _, keeper = trainer_callbacks(t, tmp_path, has_val=True, objective=acc)
+    with pytest.raises(DlrunError, match="'val_precision' is not a logged metric.*val_accuracy"):
+        keeper.on_epoch_end(0, {"val_accuracy": 0.5, "val_loss": 1.0})
 
 
 def test_no_val_split_monitors_training_metrics(compose, tmp_path):
     from dlrun.training.callbacks import trainer_callbacks
 
     t = validate(compose("trainer.early_stopping.enabled=true")).trainer
-    (es,) = [c for c in trainer_callbacks(t, tmp_path, has_val=False) if type(c).__name__ == "EarlyStopping"]
-    assert es.monitor == "loss"
+    cbs, keeper = trainer_callbacks(t, tmp_path, has_val=False, objective=Objective("accuracy", True))
+    (es,) = [c for c in cbs if type(c).__name__ == "EarlyStopping"]
+    assert es.monitor == "accuracy" and es.mode == "max"
+    assert keeper.keeper.monitor == "accuracy" and keeper.keeper.maximize
 
 
 def test_smoke_wins_over_an_experiment(compose):
@@ -122,11 +170,18 @@ def test_config_dir_is_packaged():
     assert (config_dir() / "config.yaml").is_file()
 
 
-def test_sweeps_get_the_validation_value_of_the_primary_metric():
+def test_sweeps_get_the_validation_value_at_the_evaluated_weights():
+    from dlrun.contract import Fit, Report
     from dlrun.runner import sweep_value
-    from dlrun.tasks.base import Report
 
+    acc = Objective("accuracy", maximize=True)
     report = Report(metrics={"test/accuracy": 0.9}, primary="test/accuracy")
-    assert sweep_value({"val_accuracy": [0.5, 0.7], "accuracy": [0.6, 0.8]}, report) == 0.7
-    assert sweep_value({"accuracy": [0.6]}, report) == 0.9  # no validation split: the test value
-    assert sweep_value({}, Report()) is None
+    history = {"val_accuracy": [0.5, 0.7, 0.6], "accuracy": [0.6, 0.8, 0.9]}
+    assert sweep_value(Fit(history, best_step=2, best_value=0.7), acc, report) == 0.7  # the best epoch
+    assert sweep_value(Fit(history), acc, report) == 0.6  # no checkpoint: the last epoch
+    assert sweep_value(Fit({"accuracy": [0.6]}), acc, report) == 0.9  # no validation split: the test value
+    assert sweep_value(Fit(), acc, Report()) is None
+    # RL-style history at environment steps
+    steps = Fit({"val_mean_return": [10.0, 50.0, 30.0]}, unit="step", steps=[1000, 2000, 3000], best_step=2000,
+                best_value=50.0)
+    assert sweep_value(steps, Objective("mean_return", True), Report()) == 50.0

@@ -105,7 +105,7 @@ def test_csv_series_sorts_by_time_and_keeps_numeric_columns(tmp_path):
 
 
 def test_csv_errors_name_the_file_and_the_problem(tmp_path):
-    with pytest.raises(DlrunError, match="file not found") as e:
+    with pytest.raises(DlrunError, match="does not exist") as e:
         S.csv_series(csv_cfg(tmp_path / "nope.csv"))
     assert "nope.csv" in str(e.value)
     path = write_csv(tmp_path, "date,sales,temp\n2024-01-01,1,10\n2024-01-02,oops,20\n")
@@ -178,8 +178,10 @@ def model_cfg(compose, name, **kw):
 
 
 def info_for(horizon, features=2):
-    return DataInfo(name="t", input_shape=(12, features), target="regression", output_dim=horizon,
-                    extra={"target_index": 0})
+    from dlrun.tasks.sequence import SeriesInfo
+
+    return SeriesInfo(name="t", input_shape=(12, features), target="regression", output_dim=horizon,
+                      target_index=0)
 
 
 @pytest.mark.parametrize("name", SEQUENCE_MODELS)
@@ -249,13 +251,17 @@ def test_task_data_is_deterministic_and_fast_mode_is_small(compose):
     assert np.array_equal(a.arrays["x_test"], b.arrays["x_test"])
     assert a.info.sizes == {"train": 810, "val": 180, "test": 180}
     _, _, fast = task_data(compose, "task=sequence", "trainer.fast=true")
-    assert max(fast.info.sizes.values()) == 64
+    assert max(fast.info.sizes.values()) == cfg_fast_examples(compose)
+
+
+def cfg_fast_examples(compose):
+    return int(compose("task=sequence").trainer.fast_examples)
 
 
 def test_next_number_report_has_the_course_table(compose):
     cfg, task, data = task_data(compose, "experiment=next_number")
     model = task.build_model(cfg, data.info)
-    report = task.evaluate(cfg, model, data)
+    report = task.evaluate(cfg, task.serving(cfg, model, data), data)
     rows = report.tables["predictions"]
     assert [r["input"] for r in rows][:2] == ["[10, 20, 30]", "[70, 80, 90]"]
     assert [r["reference"] for r in rows] == [39.77, 100.0, 130.4, 231.74, 489.32]

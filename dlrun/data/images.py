@@ -7,20 +7,18 @@ Sources, each a DATA entry tagged "image" that takes the `data` config and retur
   folder            a directory of class sub-folders (keras.utils.image_dataset_from_directory)
   tfds              any TensorFlow Datasets image classification set (needs tensorflow-datasets)
 
-`build_data` turns `Images` into the batched tf.data splits of a `Data`: held-out splits where the
-source has none, the trainer.fast subset, rescaling to [0, 1], optional resizing, cache, shuffle,
-batch, augmentation (training split only) and prefetch.
+`The helpers below (split_arrays, to_model_input, pipeline, augmentation) take explicit arguments;
+the image task (tasks/image.py) assembles its `Data` from them.
 """
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from dlrun.download import downloading
 from dlrun.errors import DlrunError
 from dlrun.registry import DATA
-from dlrun.tasks.base import Data, DataInfo
 
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                          "Sneaker", "Bag", "Ankle boot"]
@@ -64,41 +62,7 @@ class Images:
     scale: float = 1.0 / 255
     datasets: dict[str, Any] | None = None
     sizes: dict[str, int] = field(default_factory=dict)
-
-
-# ---------------------------------------------------------------------------------------------
-# Network access: keras.datasets, keras.applications weights and TFDS download through urllib.
-
-
-def _is_network_error(e: BaseException) -> bool:
-    import http.client
-    import socket
-    import urllib.error
-
-    network = (urllib.error.URLError, TimeoutError, ConnectionError, socket.gaierror, http.client.HTTPException)
-    return isinstance(e, network) or str(e).startswith("URL fetch failure")
-
-
-@contextlib.contextmanager
-def downloading(what: str, timeout: float, hint: str):
-    """Bound every socket operation by `timeout` seconds and turn a failed download into one line.
-
-    Offline, a download fails at name resolution at once; on a network that drops packets the
-    socket timeout makes it fail after `timeout` seconds instead of hanging.
-    """
-    import socket
-
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(float(timeout))
-    try:
-        yield
-    except Exception as e:
-        if not _is_network_error(e):
-            raise
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[-1].split(" -- ")[-1][:120]
-        raise DlrunError(f"cannot download {what}: no network? ({reason})", hint) from None
-    finally:
-        socket.setdefaulttimeout(old)
+    warnings: list[str] = field(default_factory=list)  # shown, and logged as a run tag
 
 
 def _keras_dataset(name: str, data_cfg) -> tuple:
@@ -242,19 +206,52 @@ def load_folder(data_cfg) -> Images:
         train, rest = _from_directory(path, validation_split=held_out, subset="both", shuffle=True, **kwargs)
     except ValueError as e:
         raise DlrunError(f"data.path '{path}': {str(e).splitlines()[0]}") from None
-    names, n_rest = list(train.class_names), len(rest.file_paths)
-    if test_path:
-        test_ds = _from_directory(str(test_path), shuffle=False, class_names=names, **kwargs)
-        val_ds, n_val, n_test = rest, n_rest, len(test_ds.file_paths)
+    names = list(train.class_names)
+    test_ds = _from_directory(str(test_path), shuffle=False, class_names=names, **kwargs) if test_path else None
+    every = train.file_paths + rest.file_paths + (test_ds.file_paths if test_ds is not None else [])
+    bad = unreadable(every)
+    if bad and not data_cfg.get("skip_bad_files", False):
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise DlrunError(f"{bad[0][0]}: not a readable image ({bad[0][1]}){more}",
+                         "fix or remove it, or set data.skip_bad_files=true")
+    bad_set = {f for f, _ in bad}
+
+    def good(ds, files):  # decoding fails on exactly the bad files: drop them before splitting
+        return (ds.ignore_errors() if bad_set & set(files) else ds), [f for f in files if f not in bad_set]
+
+    train, train_files = good(train, train.file_paths)
+    rest, rest_files = good(rest, rest.file_paths)
+    if test_ds is not None:
+        test_ds, test_files = good(test_ds, test_ds.file_paths)
+        val_ds, n_val, n_test = rest, len(rest_files), len(test_files)
     else:  # the held-out files come unshuffled and in a fixed order: split them once more
-        n_val = max(1, round(n_rest * val / held_out))
-        n_test = n_rest - n_val
+        n_val = max(1, round(len(rest_files) * val / held_out))
+        n_test = len(rest_files) - n_val
         if n_test < 1:
             raise DlrunError(f"data.path '{path}': too few images to hold out a test split", "raise data.test_split")
         val_ds, test_ds = rest.take(n_val), rest.skip(n_val)
-    datasets = {"train": train.map(_rescale), "val": val_ds.map(_rescale), "test": test_ds.map(_rescale)}
-    sizes = {"train": len(train.file_paths), "val": n_val, "test": n_test}
-    return Images(names, os.path.abspath(path), datasets=datasets, sizes=sizes)
+    datasets = {k: ds.map(_rescale) for k, ds in (("train", train), ("val", val_ds), ("test", test_ds))}
+    sizes = {"train": len(train_files), "val": n_val, "test": n_test}
+    warnings = [f"{len(bad)} unreadable image(s) skipped: " + ", ".join(f for f, _ in bad[:5])
+                + (" ..." if len(bad) > 5 else "")] if bad else []
+    return Images(names, os.path.abspath(path), datasets=datasets, sizes=sizes, warnings=warnings)
+
+
+def unreadable(files: list[str]) -> list[tuple[str, str]]:
+    """(file, problem) for each file that is not a readable image. Pillow's verify() checks the
+    file's structure (PNG chunk checksums, truncation) without decoding the pixels, so even a
+    large folder is checked in seconds; TensorFlow's decoder would fail mid-training without
+    naming the file."""
+    from PIL import Image
+
+    bad = []
+    for f in files:
+        try:
+            with Image.open(f) as img:
+                img.verify()
+        except Exception as e:  # Pillow raises many kinds (OSError, SyntaxError, ValueError)
+            bad.append((f, str(e).splitlines()[0][:120] if str(e) else type(e).__name__))
+    return bad
 
 
 def _required(data_cfg, key: str, example: str) -> str:
@@ -389,13 +386,12 @@ def pipeline(ds, batch_size: int, training: bool = False, seed: int = 0, augment
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def _split_arrays(images: Images, split_cfg) -> dict:
+def split_arrays(a: dict, split_cfg) -> dict:
     """x/y (or x_train/y_train + x_test/y_test) -> x_/y_ train/val/test, stratified by label."""
     import numpy as np
 
     from dlrun.data.pipeline import split_indices
 
-    a = images.arrays
     stratify = bool(split_cfg.get("stratify", True))
     if "x" in a:
         tr, va, te = split_indices(len(a["y"]), a["y"], split_cfg, stratify)
@@ -410,50 +406,3 @@ def _split_arrays(images: Images, split_cfg) -> dict:
 def load_images(data_cfg) -> Images:
     """Look up the data source by data.name and check it serves images."""
     return DATA.for_task(data_cfg.name, "image").obj(data_cfg)
-
-
-def build_data(cfg, batch_size: int) -> Data:
-    """The image task's Data: load the source, split, subset (trainer.fast), scale, batch."""
-    import tensorflow as tf
-
-    from dlrun.data.pipeline import subset
-
-    task, seed = cfg.task, int(cfg.trainer.seed)
-    fast = task.fast if cfg.trainer.fast else None
-    images = load_images(cfg.data)
-    augment = augmentation(task.get("augment"), seed)
-    cache = cfg.data.get("cache", True)
-    size = image_size(cfg.data.get("image_size"))
-    arrays: dict = {}
-    if images.arrays is not None:
-        arrays = _split_arrays(images, task.split)
-        if fast:
-            for s in ("train", "val", "test"):
-                kept = subset({"x": arrays[f"x_{s}"], "y": arrays[f"y_{s}"]}, int(fast[s]), seed=seed)
-                arrays[f"x_{s}"], arrays[f"y_{s}"] = kept["x"], kept["y"]
-        for s in ("train", "val", "test"):
-            arrays[f"x_{s}"] = to_model_input(arrays[f"x_{s}"], images.scale, size)
-        splits = {s: tf.data.Dataset.from_tensor_slices((arrays[f"x_{s}"], arrays[f"y_{s}"]))
-                  for s in ("train", "val", "test")}
-        sizes = {s: len(arrays[f"y_{s}"]) for s in ("train", "val", "test")}
-        input_shape = tuple(arrays["x_train"].shape[1:])
-    else:
-        splits, sizes = dict(images.datasets), dict(images.sizes)
-        if fast:
-            splits = {s: ds.take(int(fast[s])) for s, ds in splits.items()}
-            sizes = {s: min(n, int(fast[s])) for s, n in sizes.items()}
-        input_shape = tuple(int(d) for d in splits["train"].element_spec[0].shape)
-    n = len(images.class_names)
-    def split_cache(split: str):  # a cache file per split: TF reuses an existing file as is
-        return cache if cache in (True, False, None) else f"{cache}.{split}"
-
-    train = pipeline(splits["train"], batch_size, training=True, seed=seed, augment=augment,
-                     cache=split_cache("train"), shuffle_buffer=int(task.get("shuffle_buffer", 10_000)))
-    val = pipeline(splits["val"], batch_size, cache=split_cache("val")) if sizes.get("val") else None
-    test = pipeline(splits["test"], batch_size, cache=split_cache("test"))
-    info = DataInfo(
-        name=str(cfg.data.name), input_shape=input_shape, target="multiclass", num_classes=n,
-        class_names=list(images.class_names), source=images.source, sizes=sizes,
-        extra={"augment": augment is not None},
-    )
-    return Data(train=train, val=val, test=test, info=info, arrays=arrays)

@@ -32,6 +32,19 @@ def subset(arrays: dict, n: int, seed: int = 0) -> dict:
     return {k: v[idx] for k, v in arrays.items()}
 
 
+def fast_subset(idx, n: int, seed: int = 0, keep_order: bool = False):
+    """trainer.fast: at most n of the row indices `idx` (seeded sample, or the first n)."""
+    import numpy as np
+
+    idx = np.asarray(idx)
+    n = int(n)
+    if len(idx) <= n:
+        return idx
+    if keep_order:
+        return idx[:n]
+    return np.sort(np.random.default_rng(seed).choice(idx, n, replace=False))
+
+
 def split_indices(n: int, labels, split_cfg, stratify: bool, test_rows: int | None = None):
     """Seeded train/val/test row indices; stratified on labels when asked and possible.
 

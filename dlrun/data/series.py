@@ -31,6 +31,8 @@ class Series:
     frame: Any  # pandas.DataFrame of floats
     target: str
     source: str = ""
+    name: str = ""  # what the data is called in MLflow (file stem or generator)
+    season: int | None = None  # the seasonal period when the source knows it (generators)
 
 
 @dataclass
@@ -42,7 +44,7 @@ class Windows:
     y_raw: np.ndarray  # (n, horizon), original units
     history: np.ndarray  # (n, window), the target's past values in original units (baselines)
     time: np.ndarray  # (n,), time (or step) of each window's first target
-    extra: dict = field(default_factory=dict)
+    index: np.ndarray = field(default_factory=lambda: np.zeros(0, int))  # (n,) row of each first target
 
 
 # -- sources ------------------------------------------------------------------------------
@@ -53,8 +55,11 @@ class Windows:
 def synthetic_series(data_cfg) -> Series:
     """Deterministic synthetic series: level + trend * t + sum of sines + Gaussian noise.
 
-    `covariates: true` adds the sine and cosine of the first seasonal phase as extra columns
-    (known calendar features), which makes the inputs multivariate.
+    `multiplicative: true` scales the seasonal terms by the trend line (amplitudes are then
+    fractions of it, as in sales or passenger counts that grow). `start` + `freq` (a pandas
+    frequency such as MS for month starts) give the series calendar dates. `covariates: true`
+    adds the sine and cosine of the first seasonal phase as extra columns (known calendar
+    features), which makes the inputs multivariate.
     """
     import pandas as pd
 
@@ -71,9 +76,10 @@ def synthetic_series(data_cfg) -> Series:
     if any(p <= 0 for p in periods):
         raise DlrunError(f"data.season_periods must be > 0, got {periods}")
     t = np.arange(length, dtype=float)
-    values = float(data_cfg.get("level", 0.0)) + float(data_cfg.get("trend", 0.0)) * t
-    for period, amplitude in zip(periods, amplitudes, strict=True):
-        values = values + amplitude * np.sin(2 * np.pi * t / period)
+    line = float(data_cfg.get("level", 0.0)) + float(data_cfg.get("trend", 0.0)) * t
+    seasonal = sum((a * np.sin(2 * np.pi * t / p) for p, a in zip(periods, amplitudes, strict=True)),
+                   np.zeros(length))
+    values = line * (1.0 + seasonal) if data_cfg.get("multiplicative", False) else line + seasonal
     noise = float(data_cfg.get("noise", 0.0))
     if noise:
         values = values + np.random.default_rng(int(data_cfg.seed)).normal(0.0, noise, length)
@@ -83,10 +89,25 @@ def synthetic_series(data_cfg) -> Series:
             raise DlrunError("data.covariates needs at least one seasonal period", "set data.season_periods")
         columns["season_sin"] = np.sin(2 * np.pi * t / periods[0])
         columns["season_cos"] = np.cos(2 * np.pi * t / periods[0])
-    frame = pd.DataFrame(columns, index=pd.RangeIndex(length, name="step"))
-    spec = (f"synthetic(length={length}, level={data_cfg.get('level', 0.0)}, trend={data_cfg.get('trend', 0.0)}, "
-            f"periods={periods}, amplitudes={amplitudes}, noise={noise}, seed={data_cfg.seed})")
-    return Series(frame, str(data_cfg.get("target", "value")), spec)
+    if data_cfg.get("start"):
+        try:
+            index = pd.date_range(str(data_cfg.start), periods=length, freq=str(data_cfg.get("freq") or "D"),
+                                  name="date")
+        except (ValueError, TypeError) as e:
+            raise DlrunError(f"data.start/data.freq: {str(e).splitlines()[0]}", "e.g. start=2005-01-01 freq=MS") \
+                from None
+    else:
+        index = pd.RangeIndex(length, name="step")
+    frame = pd.DataFrame(columns, index=index)
+    spec = (f"dlrun:{data_cfg.get('name', 'synthetic_series')}?length={length}&level={data_cfg.get('level', 0.0)}"
+            f"&trend={data_cfg.get('trend', 0.0)}&periods={periods}&amplitudes={amplitudes}"
+            f"&multiplicative={bool(data_cfg.get('multiplicative', False))}&noise={noise}&seed={data_cfg.seed}")
+    season = int(periods[0]) if periods and float(periods[0]).is_integer() else None
+    return Series(frame, str(data_cfg.get("target", "value")), spec, name=str(data_cfg.get("name", "synthetic_series")), season=season)
+
+
+DATA.register("monthly_sales", "Monthly series, strong trend + yearly multiplicative seasonality (embedded)",
+              tags=("sequence",))(synthetic_series)
 
 
 @DATA.register("arithmetic", "The course's next-number series 10, 20, 30, ... (embedded)", tags=("sequence",))
@@ -99,7 +120,24 @@ def arithmetic(data_cfg) -> Series:
         raise DlrunError(f"data.length must be >= 2, got {length}")
     values = float(data_cfg.start) + float(data_cfg.step) * np.arange(length, dtype=float)
     frame = pd.DataFrame({"value": values}, index=pd.RangeIndex(length, name="step"))
-    return Series(frame, "value", f"arithmetic(start={data_cfg.start}, step={data_cfg.step}, length={length})")
+    return Series(frame, "value", f"dlrun:arithmetic?start={data_cfg.start}&step={data_cfg.step}&length={length}",
+                  name="arithmetic")
+
+
+def _date_column(raw):
+    """time_column=auto: the first column when it is text that parses as dates in every row."""
+    import warnings
+
+    import pandas as pd
+
+    first = raw.columns[0]
+    col = raw[first]
+    if pd.api.types.is_numeric_dtype(col) or len(raw.columns) < 2:
+        return None
+    with warnings.catch_warnings():  # "could not infer format": the check is all-or-nothing anyway
+        warnings.simplefilter("ignore")
+        parsed = pd.to_datetime(col, errors="coerce")
+    return first if parsed.notna().all() else None
 
 
 @DATA.register("csv_series", "A CSV time series: optional time column, value columns, target", tags=("sequence",))
@@ -107,39 +145,27 @@ def csv_series(data_cfg) -> Series:
     """Read a CSV series; sort by `time_column` when given, else keep the file's row order.
 
     Every used column must be numeric: a bad cell is a DlrunError naming the file, the column
-    and the row (1-based data row; the header is line 1 of the file).
+    and the line. Columns may be named or given by index (header: false names them c0, c1, ...).
     """
     import pandas as pd
     from omegaconf import OmegaConf
+
+    from dlrun.data.csv import column, read_csv, strictly_numeric
 
     for key in ("path", "target"):
         if OmegaConf.is_missing(data_cfg, key) or data_cfg.get(key) is None:
             raise DlrunError(f"data.{key} is required for data=csv_series", f"add data.{key}=...")
     path = Path(str(data_cfg.path)).expanduser()
-    if not path.is_file():
-        raise DlrunError(f"{path}: file not found", "set data.path to a CSV file")
-    try:
-        raw = pd.read_csv(path, sep=str(data_cfg.get("sep", ",")))
-    except Exception as e:  # pandas raises several types for unreadable files
-        raise DlrunError(f"{path}: cannot read CSV ({type(e).__name__}: {str(e).splitlines()[0]})") from None
-    raw.columns = [str(c).strip() for c in raw.columns]
-    if raw.empty:
-        raise DlrunError(f"{path}: no data rows")
-    columns = list(raw.columns)
-
-    def need(name, key):
-        if name not in columns:
-            raise DlrunError(f"{path}: no column '{name}' ({key})", f"columns: {', '.join(columns)}")
-
-    time_col = data_cfg.get("time_column")
-    target = str(data_cfg.target)
-    need(target, "data.target")
-    if time_col is not None:
-        need(str(time_col), "data.time_column")
+    raw = read_csv(path, sep=data_cfg.get("sep", "auto"), header=bool(data_cfg.get("header", True)), min_columns=1)
+    time_col = data_cfg.get("time_column", "auto")
+    if time_col == "auto":
+        time_col = _date_column(raw)
+    else:
+        time_col = column(raw, time_col, path, "data.time_column") if time_col is not None else None
+    target = column(raw, data_cfg.target, path, "data.target")
     features = data_cfg.get("features")
-    used = [str(c) for c in features] if features is not None else [c for c in columns if c != time_col]
-    for c in used:
-        need(c, "data.features")
+    used = [column(raw, c, path, "data.features") for c in features] if features is not None \
+        else [c for c in raw.columns if c != time_col]
     if target not in used:
         used.append(target)
 
@@ -148,32 +174,27 @@ def csv_series(data_cfg) -> Series:
         raise DlrunError(f"data.missing: unknown value '{missing}'", "valid: error, ffill, interpolate")
     frame = pd.DataFrame(index=raw.index)
     for c in used:
-        numeric = pd.to_numeric(raw[c], errors="coerce")
-        bad = numeric.isna() & raw[c].notna()
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise DlrunError(f"{path}: column '{c}' has a non-numeric value {raw[c].iloc[row]!r} at line {row + 2}",
-                             "every feature and target column must be numeric")
+        numeric = strictly_numeric(raw[c], c, path)
         if numeric.isna().any():
             if missing == "error":
-                row = int(np.flatnonzero(numeric.isna().to_numpy())[0])
-                raise DlrunError(f"{path}: column '{c}' has an empty value at line {row + 2}",
-                                 "fill it, or set data.missing=ffill or data.missing=interpolate")
+                from dlrun.data.csv import first_empty
+
+                first_empty(numeric, c, path, "fill it, or set data.missing=ffill or data.missing=interpolate")
             numeric = numeric.ffill().bfill() if missing == "ffill" else numeric.interpolate(limit_direction="both")
         frame[c] = numeric.astype(float)
     if time_col is not None:
-        try:
-            times = pd.to_datetime(raw[time_col], errors="raise")
-        except (ValueError, TypeError) as e:
-            parsed = pd.to_datetime(raw[time_col], errors="coerce")
-            bad = np.flatnonzero(parsed.isna().to_numpy())
-            where = f" at line {int(bad[0]) + 2} ({raw[time_col].iloc[int(bad[0])]!r})" if len(bad) else ""
-            raise DlrunError(f"{path}: column '{time_col}' is not a date/time{where}", str(e).splitlines()[0]) from None
-        frame.index = pd.DatetimeIndex(times, name=str(time_col))
+        parsed = pd.to_datetime(raw[time_col], errors="coerce")
+        bad = np.flatnonzero(parsed.isna().to_numpy())
+        if len(bad):
+            line = int(bad[0]) + int(raw.attrs.get("first_line", 2))
+            raise DlrunError(f"{path}: column '{time_col}' is not a date/time at line {line} "
+                             f"({raw[time_col].iloc[int(bad[0])]!r})",
+                             "use ISO dates such as 2024-01-31, or drop data.time_column")
+        frame.index = pd.DatetimeIndex(parsed, name=str(time_col))
         frame = frame.sort_index(kind="stable")
     else:
         frame.index = pd.RangeIndex(len(frame), name="row")
-    return Series(frame, target, str(path))
+    return Series(frame, target, str(path), name=path.stem)
 
 
 # -- split, scale, window -----------------------------------------------------------------
@@ -291,6 +312,7 @@ def prepare(series: Series, data_cfg) -> tuple[dict[str, Windows], dict]:
             y_raw=view(target, horizon)[starts + window] if len(x) else np.zeros((0, horizon)),
             history=view(target, window)[starts] if len(x) else np.zeros((0, window)),
             time=times[lo:end][starts + window],
+            index=lo + starts + window,
         )
     meta = {
         "inputs": inputs,
@@ -303,6 +325,7 @@ def prepare(series: Series, data_cfg) -> tuple[dict[str, Windows], dict]:
         "window": window,
         "horizon": horizon,
         "stride": stride,
+        "target_values": raw[:, t_idx],
     }
     return out, meta
 
@@ -328,3 +351,44 @@ def moving_average_forecast(history: np.ndarray, horizon: int, k: int) -> np.nda
         raise DlrunError(f"moving-average window {k} must be between 1 and data.window = {history.shape[1]}",
                          "set task.moving_average_window")
     return np.repeat(history[:, -k:].mean(axis=1, keepdims=True), horizon, axis=1)
+
+
+def seasonal_naive_forecast(values: np.ndarray, index: np.ndarray, horizon: int, season: int) -> np.ndarray:
+    """The value one season before each forecast step: step k (0-based) of the window whose
+    first target is row i gets values[i + k - season * (k // season + 1)]. Rows without that
+    much history get NaN."""
+    values = np.asarray(values, dtype=float)
+    k = np.arange(horizon)
+    rows = np.asarray(index)[:, None] + k[None, :] - season * (k[None, :] // season + 1)
+    out = np.full(rows.shape, np.nan)
+    ok = rows >= 0
+    out[ok] = values[rows[ok]]
+    return out
+
+
+def infer_season(frame, setting, known: int | None = None) -> int | None:
+    """data.season: an integer, null (off) or auto: the generator's period, else from the time
+    column's frequency (monthly 12, quarterly 4, weekly 52, daily 7, business-daily 5,
+    hourly 24); unknown -> None (no seasonal baseline)."""
+    import pandas as pd
+
+    if setting is None or str(setting).lower() in ("null", "none", "off", "false"):
+        return None
+    if str(setting) != "auto":
+        season = int(setting)
+        if season < 1:
+            raise DlrunError(f"data.season must be >= 1, auto or null, got {setting}")
+        return season
+    if known:
+        return int(known)
+    if not isinstance(frame.index, pd.DatetimeIndex) or len(frame) < 3:
+        return None
+    freq = pd.infer_freq(frame.index[:min(len(frame), 1000)])
+    if not freq:
+        return None
+    code = freq.split("-")[0].upper().lstrip("0123456789")
+    for prefix, season in (("MS", 12), ("ME", 12), ("M", 12), ("QS", 4), ("QE", 4), ("Q", 4), ("W", 52),
+                           ("B", 5), ("D", 7), ("H", 24)):
+        if code.startswith(prefix):
+            return season
+    return None

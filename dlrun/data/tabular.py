@@ -7,7 +7,7 @@ encoding happen in the tabular task, the same way for every source.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,8 @@ class Table:
     source: str
     class_names: list[str] | None = None
     test_rows: int | None = None  # the last N rows are a fixed test set (else: split by the task)
+    name: str = ""  # what the data is called in MLflow (file stem, generator or package set)
+    warnings: list[str] = field(default_factory=list)  # shown, and logged as a run tag
 
 
 def insurance_frame(n: int, seed: int):
@@ -41,8 +43,8 @@ def insurance_frame(n: int, seed: int):
     import pandas as pd
 
     rng = np.random.default_rng(seed)
-    age = np.clip(rng.gamma(4.0, 9.0, n) + 18, 18, 90).round()
-    speed = np.clip(rng.normal(125, 22, n), 75, 210).round()
+    age = np.clip(rng.gamma(4.0, 9.0, n) + 18, 18, 90).round().astype(int)
+    speed = np.clip(rng.normal(125, 22, n), 75, 210).round().astype(int)
     miles = np.clip(rng.gamma(3.0, 4.5, n) + 3, 3, 60).round(1)
     young = np.clip((30 - age) / 8, 0, None)
     old = np.clip((age - 65) / 10, 0, None)
@@ -103,77 +105,41 @@ def random_features(cfg) -> Table:
 
 @DATA.register("csv", "Any CSV file: data.path, data.target, optional data.features", tags=("tabular",))
 def csv(cfg) -> Table:
+    """A CSV table; the target and features by column name or index; empty target cells are
+    dropped with a warning, empty feature cells are an error naming the line."""
     import pandas as pd
 
-    frame = read_csv(cfg.path, sep=cfg.sep)
-    target = str(cfg.target)
-    if target not in frame.columns:
-        raise DlrunError(f"{cfg.path}: no column '{target}'", f"columns: {', '.join(map(str, frame.columns))}")
+    from dlrun.data.csv import column, first_empty, numeric, read_csv
+
+    path = cfg.path
+    frame = read_csv(path, sep=cfg.get("sep", "auto"), header=bool(cfg.get("header", True)))
+    target = column(frame, cfg.target, path)
     if cfg.features:
-        missing = [c for c in cfg.features if c not in frame.columns]
-        if missing:
-            raise DlrunError(f"{cfg.path}: no column(s) {', '.join(missing)}",
-                             f"columns: {', '.join(map(str, frame.columns))}")
-        frame = frame[[*cfg.features, target]]
-    frame = frame.dropna(subset=[target])
-    categorical = set(cfg.categorical or [])
-    unknown = categorical - set(frame.columns)
-    if unknown:
-        raise DlrunError(f"data.categorical: no column(s) {', '.join(sorted(map(str, unknown)))} in {cfg.path}")
+        features = [column(frame, c, path, "data.features") for c in cfg.features]
+        frame = frame[[*dict.fromkeys(c for c in features if c != target), target]]
+    warnings = []
+    empty = int(frame[target].isna().sum())
+    if empty:
+        warnings.append(f"{path}: {empty} row(s) with an empty target '{target}' left out")
+        frame = frame.dropna(subset=[target])
+    categorical = {column(frame, c, path, "data.categorical") for c in (cfg.categorical or [])}
     for col in frame.columns:
         if col == target:
             continue
-        if frame[col].isna().any():
-            row = int(np.flatnonzero(frame[col].isna().to_numpy())[0])
-            raise DlrunError(f"{cfg.path}: column '{col}' has an empty value at line {int(frame.index[row]) + 2}",
-                             "fill or drop the missing values, or leave the column out with data.features")
-        frame[col] = frame[col].astype(str) if col in categorical else _numeric_or_text(frame[col], col, cfg.path)
+        first_empty(frame[col], col, path, "fill or drop the missing values, or leave the column out with data.features")
+        frame[col] = frame[col].astype(str) if col in categorical else numeric(frame[col], col, path)
     problem = cfg.problem
     if problem == "auto":
         problem = infer_problem(frame[target])
     if problem not in ("classification", "regression"):
         raise DlrunError(f"data.problem: unknown value '{problem}'", "valid: auto, classification, regression")
     if problem == "regression":
-        frame[target] = _numeric_or_text(frame[target], target, cfg.path)
+        frame[target] = numeric(frame[target], target, path)
         if not pd.api.types.is_numeric_dtype(frame[target]):
-            raise DlrunError(f"{cfg.path}: target '{target}' is not numeric, cannot regress on it",
+            raise DlrunError(f"{path}: target '{target}' is not numeric, cannot regress on it",
                              "use data.problem=classification")
-    return Table(frame.reset_index(drop=True), target, problem, str(Path(cfg.path).resolve()))
-
-
-def read_csv(path, sep: str = ","):
-    """pandas.read_csv with one-line errors for the usual ways a file is wrong."""
-    import pandas as pd
-
-    p = Path(str(path))
-    if not p.is_file():
-        raise DlrunError(f"CSV file '{path}' does not exist")
-    try:
-        frame = pd.read_csv(p, sep=sep)
-    except pd.errors.EmptyDataError:
-        raise DlrunError(f"CSV file '{path}' is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise DlrunError(f"CSV file '{path}' cannot be parsed: {str(e).splitlines()[0]}") from None
-    if frame.empty or len(frame.columns) < 2:
-        raise DlrunError(f"CSV file '{path}' has no data rows or only one column",
-                         f"check data.sep (now '{sep}')")
-    return frame
-
-
-def _numeric_or_text(col, name: str, path):
-    """Keep numbers numeric. A mostly-numeric column with a few non-numbers is junk: error with
-    the column and the first bad line of the file (the header is line 1)."""
-    import pandas as pd
-
-    if pd.api.types.is_numeric_dtype(col):
-        return col
-    parsed = pd.to_numeric(col, errors="coerce")
-    bad = parsed.isna() & col.notna()
-    if bad.any() and bad.mean() <= 0.2 and parsed.notna().sum() > 0:
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DlrunError(f"{path}: column '{name}' has a non-numeric value {col.iloc[row]!r} at line {row + 2}",
-                         "fix the file or list the column in data.categorical")
-    return parsed if not bad.any() else col.astype(str)
+    return Table(frame.reset_index(drop=True), target, problem, str(Path(path).resolve()),
+                 name=Path(str(path)).stem, warnings=warnings)
 
 
 def infer_problem(target) -> str:

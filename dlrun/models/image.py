@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 
 from dlrun.errors import DlrunError, did_you_mean
-from dlrun.models.heads import output_head
+from dlrun.models.heads import dense_stack, output_head
 from dlrun.models.mlp import regularizer
 from dlrun.registry import MODELS
 
@@ -24,13 +24,8 @@ def _spatial_ok(x) -> bool:
 
 
 def _dense_head(x, model_cfg, info, reg=None):
-    import keras
-
-    for i, units in enumerate(model_cfg.get("dense_units") or []):
-        x = keras.layers.Dense(int(units), activation=model_cfg.get("activation", "relu"),
-                               kernel_regularizer=reg, name=f"fc_{i}")(x)
-        if model_cfg.get("dense_dropout", 0.0):
-            x = keras.layers.Dropout(float(model_cfg.dense_dropout), name=f"fc_dropout_{i}")(x)
+    x = dense_stack(x, model_cfg.get("dense_units"), model_cfg.get("activation", "relu"),
+                    float(model_cfg.get("dense_dropout", 0.0)), reg=reg, name="fc")
     return output_head(x, info, model_cfg)
 
 
@@ -156,7 +151,7 @@ def build_keras_app(model_cfg, info):
     """
     import keras
 
-    from dlrun.data.images import downloading
+    from dlrun.download import downloading
 
     name = str(model_cfg.application)
     fn = application(name)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dlrun.models.heads import output_head
+from dlrun.models.heads import dense_stack, output_head
 from dlrun.registry import MODELS
 
 
@@ -25,20 +25,8 @@ def build_mlp(model_cfg, info):
 
     inputs = keras.Input(shape=tuple(info.input_shape), name="features")
     x = keras.layers.Flatten()(inputs) if len(info.input_shape) > 1 else inputs
-    reg = regularizer(model_cfg)
-    dropout = float(model_cfg.get("dropout", 0.0))
-    for i, units in enumerate(model_cfg.hidden_units):
-        if model_cfg.get("batch_norm", False):
-            x = keras.layers.Dense(units, kernel_regularizer=reg, name=f"dense_{i}")(x)
-            x = keras.layers.BatchNormalization(name=f"bn_{i}")(x)
-            if dropout:
-                x = keras.layers.Dropout(dropout, name=f"dropout_{i}")(x)
-            x = keras.layers.Activation(model_cfg.activation, name=f"act_{i}")(x)
-        else:
-            x = keras.layers.Dense(units, activation=model_cfg.activation, kernel_regularizer=reg,
-                                   name=f"dense_{i}")(x)
-            if dropout:
-                x = keras.layers.Dropout(dropout, name=f"dropout_{i}")(x)
+    x = dense_stack(x, model_cfg.hidden_units, model_cfg.activation, float(model_cfg.get("dropout", 0.0)),
+                    bool(model_cfg.get("batch_norm", False)), regularizer(model_cfg))
     outputs = output_head(x, info, model_cfg)
     if model_cfg.get("residual", False):  # sequence: predict the change from the last value
         from dlrun.models.sequence import forecast_output

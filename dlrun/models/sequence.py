@@ -8,7 +8,7 @@ Only stock Keras layers are used, so a saved .keras file reloads without custom 
 from __future__ import annotations
 
 from dlrun.errors import DlrunError
-from dlrun.models.heads import head_spec, output_head
+from dlrun.models.heads import dense_stack, head_spec, output_head
 from dlrun.registry import MODELS
 
 RNN_LAYERS = {"simple_rnn": "SimpleRNN", "lstm": "LSTM", "gru": "GRU"}
@@ -34,12 +34,16 @@ def forecast_output(inputs, outputs, info, model_cfg):
     forecast = head + last input value of the target (repeated over the horizon), built from
     stock layers: Cropping1D keeps the last step and a frozen one-hot Dense picks the target
     column. It keeps trending series in range: the network learns steps, not levels.
+    `residual: auto` does this when the target is among the inputs.
     """
     import keras
 
-    if not model_cfg.get("residual", False):
+    residual = model_cfg.get("residual", False)
+    if not residual:
         return outputs
-    index = info.extra.get("target_index")
+    index = getattr(info, "target_index", None)
+    if index is None and str(residual) == "auto":
+        return outputs
     if index is None:
         raise DlrunError("model.residual needs the target among the inputs",
                          "add the target column to data.features, or set model.residual=false")
@@ -54,14 +58,8 @@ def forecast_output(inputs, outputs, info, model_cfg):
 
 
 def _dense_stack(x, model_cfg):
-    import keras
-
-    dropout = float(model_cfg.get("dropout", 0.0))
-    for i, units in enumerate(model_cfg.get("dense_units") or []):
-        x = keras.layers.Dense(int(units), activation=model_cfg.get("dense_activation", "relu"), name=f"dense_{i}")(x)
-        if dropout:
-            x = keras.layers.Dropout(dropout, name=f"dense_dropout_{i}")(x)
-    return x
+    return dense_stack(x, model_cfg.get("dense_units"), model_cfg.get("dense_activation", "relu"),
+                       float(model_cfg.get("dropout", 0.0)))
 
 
 def build_rnn(model_cfg, info, kind: str):

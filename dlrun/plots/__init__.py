@@ -23,17 +23,20 @@ def close(figures: dict) -> None:
             plt.close(fig)
 
 
-def learning_curves(history: dict):
-    """Training vs validation curves per metric (loss, accuracy, ...) over epochs."""
+def learning_curves(history: dict, unit: str = "epoch", steps=None):
+    """Training vs validation curves per metric (loss, accuracy, ...) over epochs (or `unit`s
+    at `steps`). A metric with only a validation series gets its own panel."""
     names = [k for k in history if not k.startswith("val_") and k not in ("lr", "learning_rate")]
+    names += [k[4:] for k in history if k.startswith("val_") and k[4:] not in history]
     fig, axes = new_figure(1, max(1, len(names)), figsize=(4.5 * max(1, len(names)), 3.5), squeeze=False)
     for ax, name in zip(axes[0], names, strict=False):
-        epochs = range(1, len(history[name]) + 1)
-        ax.plot(epochs, history[name], label="train")
-        if f"val_{name}" in history:
-            ax.plot(epochs, history[f"val_{name}"], label="validation")
+        for key, label in ((name, "train"), (f"val_{name}", "validation")):
+            if key in history:
+                values = history[key]
+                x = steps[:len(values)] if steps else range(1, len(values) + 1)
+                ax.plot(x, values, label=label)
         ax.set_title(name)
-        ax.set_xlabel("epoch")
+        ax.set_xlabel(unit)
         ax.legend()
     fig.tight_layout()
     return fig

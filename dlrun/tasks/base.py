@@ -1,71 +1,18 @@
-"""What a task is: a data builder, a model builder, a fit step and an evaluation.
+"""What a task is: the methods of the run contract (dlrun/contract.py), with defaults for
+supervised Keras tasks.
 
 A task is one subclass of `Task` registered with `@TASKS.register(...)`. The runner calls
-`data -> build_model -> fit -> evaluate` and logs what comes back; tasks never call MLflow or
-rich. The defaults here serve supervised Keras tasks; RL overrides `fit`, detection
-overrides `evaluate`.
+`data -> objective -> build_model -> fit -> serving -> evaluate` and logs what comes back;
+`dlrun eval` and `dlrun predict` call `read -> score / predict` on a served model. Tasks never
+call MLflow or rich.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dlrun.contract import Data, DataInfo, Examples, Fit, Objective, Report, RunHandle, Served
+from dlrun.errors import DlrunError
 
-TARGETS = ("multiclass", "binary", "regression", "multilabel")
-
-
-@dataclass
-class DataInfo:
-    """What the model builder and the report need to know about a data set."""
-
-    name: str  # data source name, e.g. "insurance"
-    input_shape: tuple  # one example, without the batch axis
-    target: str  # one of TARGETS
-    num_classes: int | None = None  # multiclass/binary/multilabel
-    class_names: list[str] | None = None
-    output_dim: int = 1  # regression outputs (or forecast horizon)
-    feature_names: list[str] | None = None
-    source: str = ""  # where the data came from (path, URL or generator spec)
-    sizes: dict[str, int] = field(default_factory=dict)  # examples per split
-    extra: dict[str, Any] = field(default_factory=dict)  # task-specific (scalers, vocab, ...)
-
-
-@dataclass
-class Data:
-    """Batched tf.data pipelines for each split plus the arrays behind them.
-
-    `arrays` holds numpy arrays (x_train, y_train, x_val, y_val, x_test, y_test) where the data
-    fits in memory: baselines, the MLflow dataset input and eval use them.
-    """
-
-    train: Any
-    val: Any | None
-    test: Any
-    info: DataInfo
-    arrays: dict[str, Any] = field(default_factory=dict)
-    frame: Any | None = None  # a pandas DataFrame of the raw data, for the MLflow dataset input
-
-
-@dataclass
-class Report:
-    """What a task hands back to the runner to log and show.
-
-    metrics: flat name -> float ("test/accuracy", "baseline/random_forest/accuracy").
-    tables: name -> list of row dicts (shown as rich tables, logged as JSON).
-    figures: file name -> matplotlib Figure (logged as PNG under plots/).
-    """
-
-    metrics: dict[str, float] = field(default_factory=dict)
-    tables: dict[str, list[dict]] = field(default_factory=dict)
-    figures: dict[str, Any] = field(default_factory=dict)
-    primary: str | None = None  # the metric a sweep optimises, e.g. "test/accuracy"
-
-    def merge(self, other: Report) -> Report:
-        self.metrics.update(other.metrics)
-        self.tables.update(other.tables)
-        self.figures.update(other.figures)
-        self.primary = self.primary or other.primary
-        return self
+__all__ = ["Data", "DataInfo", "Examples", "Fit", "Objective", "Report", "Served", "Task"]
 
 
 class Task:
@@ -74,8 +21,12 @@ class Task:
     name = "task"
 
     def data(self, cfg, batch_size: int) -> Data:
-        """Build the data; `batch_size` is the global batch size (per-replica x replicas)."""
+        """Build the data; `batch_size` is the global batch size (per replica x replicas)."""
         raise NotImplementedError
+
+    def objective(self, cfg, info: DataInfo) -> Objective:
+        """The primary metric and its direction (checkpoint, early stopping and sweeps follow it)."""
+        return Objective("loss", maximize=False)
 
     def build_model(self, cfg, info: DataInfo):
         """Build and compile the model. Called inside the strategy scope."""
@@ -86,13 +37,43 @@ class Task:
         compile_model(model, cfg, info)
         return model
 
-    def fit(self, cfg, model, data: Data, callbacks: list):
-        """Train; returns a dict of per-epoch history lists."""
-        from dlrun.training.loop import fit
+    def fit(self, cfg, model, data: Data, run: RunHandle) -> Fit:
+        """Train with Keras fit (or trainer.loop=custom) and the run's callbacks."""
+        from dlrun.training.handle import keras_fit
 
-        return fit(cfg, model, data, callbacks)
+        return keras_fit(cfg, model, data, run)
 
-    def evaluate(self, cfg, model, data: Data) -> Report:
-        """Test metrics and tables; the default is Keras' evaluate on the test split."""
-        values = model.evaluate(data.test, verbose=0, return_dict=True)
-        return Report(metrics={f"test/{k}": float(v) for k, v in values.items()}, primary="test/loss")
+    def serving(self, cfg, model, data: Data) -> Served:
+        """The trained network behind the data's fitted preprocessing (raw inputs in)."""
+        from dlrun.serving import chain
+
+        example = data.examples["test"].inputs if "test" in data.examples else None
+        return Served(chain(data.preprocess, model), example=_head(example))
+
+    def evaluate(self, cfg, served: Served, data: Data) -> Report:
+        """The test report: `score` on the test split's raw examples, prefixed test/."""
+        return self.score(cfg, served, data.examples["test"]).prefixed("test")
+
+    def score(self, cfg, served: Served, examples: Examples) -> Report:
+        """Metrics (unprefixed names), tables and figures of `served` on labelled examples."""
+        raise DlrunError(f"task '{self.name}' cannot score examples")
+
+    def read(self, cfg, source: str, served: Served | None = None) -> Examples:
+        """A user's file or folder as raw examples (targets when the file has them); `served`
+        is the model that will take them (its inputs may say how to read the file)."""
+        raise DlrunError(f"task '{self.name}' does not read input files", "use dlrun eval run_id=...")
+
+    def predict(self, cfg, served: Served, examples: Examples):
+        """A pandas DataFrame with one row of answers per example, beside the example's row."""
+        from dlrun.serving import predict_frame
+
+        return predict_frame(served, examples)
+
+
+def _head(x, n: int = 5):
+    """The first n examples of an input (a dict of arrays or an array)."""
+    if x is None:
+        return None
+    if isinstance(x, dict):
+        return {k: v[:n] for k, v in x.items()}
+    return x[:n]

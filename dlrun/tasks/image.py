@@ -1,45 +1,36 @@
 """Image classification (course Day 2): CNN, small ResNet or a keras.applications model on
 digits (default, offline), synthetic shapes, MNIST/Fashion-MNIST/CIFAR, a folder or TFDS.
 
-Data and pipeline live in dlrun/data/images.py, models in dlrun/models/image.py. The report has
-accuracy, top-k accuracy (more than 5 classes), per-class precision/recall, the confusion
-matrix and a grid of misclassified test images.
+Sources and pipeline helpers live in dlrun/data/images.py, models in dlrun/models/image.py.
+Training feeds images already scaled to [0, 1] and resized; the served model takes raw pixel
+values of any size (Resizing + Rescaling inside) and answers with the class name and the
+probability of each class. The report has accuracy, top-k accuracy (more than 5 classes),
+per-class precision/recall, the confusion matrix and a grid of misclassified test images.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dlrun.contract import Data, DataInfo, DatasetRecord, Examples, Objective, Report, Served
+from dlrun.errors import DlrunError
 from dlrun.registry import TASKS
-from dlrun.tasks.base import Data, Report, Task
+from dlrun.tasks.base import Task
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
-def predict(model, dataset, keep: int = 0):
-    """Labels, class probabilities and up to `keep` misclassified images over a batched dataset.
+@dataclass
+class ImageInfo(DataInfo):
+    """DataInfo plus the raw pixel scale (raw * scale lies in [0, 1])."""
 
-    model.predict runs the whole split (it also distributes it under a tf.distribute strategy);
-    the test split is unshuffled, so a second pass lines the labels and images up with it.
-    """
-    import numpy as np
-
-    labels = [np.asarray(y).astype("int64").ravel() for _, y in dataset]
-    if not labels:
-        return np.zeros(0, "int64"), np.zeros((0, 0)), []
-    y_true = np.concatenate(labels)
-    proba = np.asarray(model.predict(dataset.map(lambda x, y: x), verbose=0), dtype="float64")
-    wrong_idx = np.flatnonzero(proba.argmax(axis=1) != y_true)[:keep]
-    wrong, start = [], 0
-    for x, _ in dataset:
-        if len(wrong) == len(wrong_idx):
-            break
-        x = np.asarray(x)
-        wrong += [(x[i - start], int(y_true[i]), int(proba[i].argmax()))
-                  for i in wrong_idx if start <= i < start + len(x)]
-        start += len(x)
-    return y_true, proba, wrong
+    scale: float = 1.0 / 255
 
 
 def top_k_accuracy(y_true, proba, k: int) -> float:
-    import numpy as np
-
     top = np.argsort(-proba, axis=1)[:, :k]
     return float(np.mean((top == np.asarray(y_true)[:, None]).any(axis=1)))
 
@@ -52,32 +43,186 @@ class ImageTask(Task):
     name = "image"
 
     def data(self, cfg, batch_size: int) -> Data:
-        from dlrun.data.images import build_data
+        import tensorflow as tf
 
-        return build_data(cfg, batch_size)
+        from dlrun.data import images as I
+        from dlrun.data.pipeline import fast_subset
+        from dlrun.data.preprocess import images as image_preprocess
 
-    def evaluate(self, cfg, model, data: Data) -> Report:
-        import numpy as np
+        task, seed = cfg.task, int(cfg.trainer.seed)
+        src = I.load_images(cfg.data)
+        size = I.image_size(cfg.data.get("image_size"))
+        n_fast = int(cfg.trainer.fast_examples) if cfg.trainer.fast else None
+        if len(src.class_names) < 2:
+            raise DlrunError(f"data '{cfg.data.name}' has {len(src.class_names)} class(es): nothing to learn",
+                             "an image folder needs one sub-folder per class, at least two")
+        if src.arrays is not None:
+            raw = I.split_arrays(src.arrays, task.split)
+            if n_fast:
+                for s in ("train", "val", "test"):
+                    keep = fast_subset(np.arange(len(raw[f"y_{s}"])), n_fast, seed)
+                    raw[f"x_{s}"], raw[f"y_{s}"] = raw[f"x_{s}"][keep], raw[f"y_{s}"][keep]
+            arrays = {}
+            for s in ("train", "val", "test"):
+                arrays[f"x_{s}"] = I.to_model_input(raw[f"x_{s}"], src.scale, size)
+                arrays[f"y_{s}"] = raw[f"y_{s}"]
+            splits = {s: tf.data.Dataset.from_tensor_slices((arrays[f"x_{s}"], arrays[f"y_{s}"]))
+                      for s in ("train", "val", "test")}
+            sizes = {s: len(arrays[f"y_{s}"]) for s in ("train", "val", "test")}
+            test_inputs, test_labels, scale = raw["x_test"], raw["y_test"], src.scale
+        else:  # tf.data sources (folder, tfds) yield images in [0, 1] at their final size
+            splits, sizes, arrays = dict(src.datasets), dict(src.sizes), {}
+            if n_fast:
+                splits = {s: ds.take(n_fast) for s, ds in splits.items()}
+                sizes = {s: min(n, n_fast) for s, n in sizes.items()}
+            scale = 1.0 / 255
+            test_inputs = splits["test"].map(lambda x, y: x * 255.0)
+            test_labels = np.asarray([int(y) for _, y in splits["test"]], dtype="int64")
+        input_shape = tuple(int(d) for d in splits["train"].element_spec[0].shape)
+        augment = I.augmentation(task.get("augment"), seed)
+        cache = cfg.data.get("cache", True)
 
+        def split_cache(split: str):  # a cache file per split: TF reuses an existing file as is
+            return cache if cache in (True, False, None) else f"{cache}.{split}"
+
+        train = I.pipeline(splits["train"], batch_size, training=True, seed=seed, augment=augment,
+                           cache=split_cache("train"), shuffle_buffer=int(task.get("shuffle_buffer", 10_000)))
+        val = I.pipeline(splits["val"], batch_size, cache=split_cache("val")) if sizes.get("val") else None
+        test = I.pipeline(splits["test"], batch_size, cache=split_cache("test"))
+        names = list(src.class_names)
+        name = Path(src.source).name if cfg.data.name == "folder" else str(cfg.data.name)
+        info = ImageInfo(name=name, input_shape=input_shape, target="multiclass", num_classes=len(names),
+                         class_names=names, source=src.source, sizes=sizes, scale=float(scale))
+        truth = np.asarray([names[int(k)] for k in test_labels], dtype=object)
+        examples = {"test": Examples(test_inputs, truth, None, name, src.source)}
+        records = [DatasetRecord(name, src.source, context,
+                                 _label_frame(arrays.get(f"y_{s}"), names) if arrays else None, "label")
+                   for s, context in (("train", "training"), ("val", "validation"), ("test", "testing"))]
+        records = [r if r.frame is not None else DatasetRecord(name, src.source, r.context,
+                                                                _count_frame(sizes, r.context)) for r in records]
+        pre = image_preprocess(input_shape[-1], scale, input_shape[:2])
+        return Data(info, train, val, test, arrays=arrays, examples=examples, records=records, preprocess=pre,
+                    warnings=list(src.warnings))
+
+    def objective(self, cfg, info: DataInfo) -> Objective:
+        return Objective("accuracy", maximize=True)
+
+    def serving(self, cfg, model, data: Data) -> Served:
+        """Raw pixels of any size -> {label, probability per class}."""
+        import keras
+
+        pre, names = data.preprocess, list(data.info.class_names)
+        proba = model(pre.output)
+        label = keras.layers.StringLookup(vocabulary=names, invert=True, num_oov_indices=0, name="label")(
+            keras.ops.argmax(proba, axis=-1))
+        served = keras.Model(pre.input, {"label": label, "probability": proba}, name=f"served_{model.name}")
+        example = data.examples["test"].inputs
+        example = next(iter(example.batch(4))).numpy() if hasattr(example, "batch") else np.asarray(example[:4])
+        info = data.info
+        meta = {"scale": info.scale, "size": list(info.input_shape[:2]), "channels": int(info.input_shape[-1])}
+        return Served(served, example=example.astype("float32"), output_columns={"probability": names}, meta=meta)
+
+    def read(self, cfg, source: str, served: Served | None = None) -> Examples:
+        """An image file, or a folder of them (recursively); files inside a sub-folder named after
+        a class carry that class as their true label."""
+        import tensorflow as tf
+
+        if not source:
+            raise DlrunError("no input", "input=<image file or folder>")
+        path = Path(source)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            files = [path]
+        else:
+            raise DlrunError(f"input '{source}' does not exist")
+        if not files:
+            raise DlrunError(f"input '{source}' holds no images", f"looked for {', '.join(IMAGE_SUFFIXES)}")
+        meta = served.meta if served is not None else {}
+        channels, scale = int(meta.get("channels", 3)), float(meta.get("scale", 1 / 255))
+        size = tuple(meta.get("size") or ())
+        out = []
+        for f in files:
+            try:
+                data = tf.io.read_file(str(f))
+                img = tf.io.decode_image(data, channels=channels, expand_animations=False)
+            except tf.errors.OpError as e:
+                raise DlrunError(f"{f}: not a readable image ({str(e).splitlines()[0][:120]})") from None
+            img = tf.cast(img, tf.float32)
+            if size:
+                img = tf.image.resize(img, size)
+            out.append(img.numpy() / 255.0 / scale)  # the source's own raw pixel range
+        classes = set(served.output_columns.get("probability", [])) if served is not None else set()
+        truth = [f.parent.name for f in files]
+        import pandas as pd
+
+        rows = pd.DataFrame({"file": [str(f) for f in files]})
+        targets = np.asarray(truth, dtype=object) if classes and all(t in classes for t in truth) else None
+        return Examples(np.stack(out).astype("float32"), targets, rows, path.stem or path.name, str(path.resolve()))
+
+    def score(self, cfg, served: Served, examples: Examples) -> Report:
+        return self._score(cfg, served, examples)[0]
+
+    def _score(self, cfg, served: Served, examples: Examples):
         from dlrun import metrics as M
         from dlrun import plots
-        from dlrun.plots import images as image_plots
+        from dlrun.serving import predict_frame
 
-        keep = int(cfg.task.get("misclassified", 32))
-        y_true, proba, wrong = predict(model, data.test, keep=keep)
-        if len(y_true) == 0:
-            return Report(metrics={}, primary="test/accuracy")
-        names = data.info.class_names
+        if examples.targets is None:
+            raise DlrunError(f"'{examples.name}': no true classes to score against",
+                             "put the images in sub-folders named after their classes, or use dlrun predict")
+        names = list(served.output_columns["probability"])
+        answers = predict_frame(served, examples)
+        proba = answers[[f"probability_{n}" for n in names]].to_numpy(dtype="float64")
+        index = {n: i for i, n in enumerate(names)}
+        y_true = np.asarray([index[str(t)] for t in examples.targets])
         y_pred = proba.argmax(axis=1)
         values, rows, cm = M.classification(y_true, y_pred, names, proba=proba)
         values["loss"] = float(-np.mean(np.log(np.clip(proba[np.arange(len(y_true)), y_true], 1e-12, 1.0))))
         k = int(cfg.task.get("top_k", 3))
-        if (data.info.num_classes or 0) > 5:
+        if len(names) > 5:
             values[f"top{k}_accuracy"] = top_k_accuracy(y_true, proba, k)
         figures = {"confusion_matrix.png": plots.confusion_matrix(cm, names, title="Confusion matrix (test)")}
-        if keep:
-            figures["misclassified.png"] = image_plots.misclassified(
-                [w[0] for w in wrong], [w[1] for w in wrong], [w[2] for w in wrong], names,
-                total=int((y_pred != y_true).sum()))
-        return Report(metrics=M.prefixed("test", values), tables={"per_class": rows}, figures=figures,
-                      primary="test/accuracy")
+        return Report(metrics=values, tables={"per_class": rows}, figures=figures, primary="accuracy"), y_true, y_pred
+
+    def evaluate(self, cfg, served: Served, data: Data) -> Report:
+        from dlrun.plots import images as image_plots
+
+        examples = data.examples["test"]
+        report, y_true, y_pred = self._score(cfg, served, examples)
+        keep = int(cfg.task.get("misclassified", 32))
+        wrong = np.flatnonzero(y_pred != y_true)
+        if keep and len(wrong):
+            shown = wrong[:keep]
+            pictures = _pick(examples.inputs, shown) * data.info.scale
+            names = data.info.class_names
+            report.figures["misclassified.png"] = image_plots.misclassified(
+                list(pictures), list(y_true[shown]), list(y_pred[shown]), names, total=len(wrong))
+        return report.prefixed("test")
+
+
+def _pick(inputs, indices) -> np.ndarray:
+    """Images at `indices` of an array or an unbatched tf.data.Dataset of images."""
+    if not hasattr(inputs, "batch"):
+        return np.asarray(inputs)[indices]
+    wanted, out = set(int(i) for i in indices), {}
+    for i, x in enumerate(inputs):
+        if i in wanted:
+            out[i] = x.numpy()
+        if len(out) == len(wanted):
+            break
+    return np.stack([out[int(i)] for i in indices])
+
+
+def _label_frame(y, names):
+    import pandas as pd
+
+    return None if y is None else pd.DataFrame({"label": [names[int(k)] for k in y]})
+
+
+def _count_frame(sizes: dict, context: str):
+    """A folder or TFDS split is logged by its size (its files stay where they are)."""
+    import pandas as pd
+
+    split = {"training": "train", "validation": "val", "testing": "test"}[context]
+    return pd.DataFrame({"split": [split], "images": [int(sizes.get(split, 0))]})

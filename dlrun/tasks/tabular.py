@@ -1,36 +1,34 @@
 """Tabular task: a feature table -> class or value, an MLP, and scikit-learn baselines.
 
-Rows are split (stratified for classes, seeded) into train/validation/test; numeric columns
-are standardised and text columns one-hot encoded with statistics from the training rows
-only. The report has the network's test metrics, per-class precision/recall/F1 and a
-confusion matrix, and the same metrics for a linear model and a random forest trained on the
-same split ("baseline/*").
+Rows are split (stratified for classes, seeded) into train/validation/test. Numeric columns
+are standardised and text columns one-hot encoded by a Keras preprocessing model fitted on the
+training rows only (data/preprocess.py); the served model puts it in front of the network and
+answers with class names and probabilities, or values in the target's own units. The report
+has the test metrics, per-class precision/recall/F1 and a confusion matrix, and the same
+metrics for a linear model and a random forest trained on the same split ("baseline/*").
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from dlrun.data.pipeline import split_indices
+from dlrun.contract import Data, DataInfo, DatasetRecord, Examples, Objective, Report, Served
+from dlrun.data.pipeline import fast_subset, from_arrays, split_indices
 from dlrun.errors import DlrunError
 from dlrun.registry import DATA, TASKS
-from dlrun.tasks.base import Data, DataInfo, Report, Task
+from dlrun.tasks.base import Task
 
 
-def encoder(frame, features: list[str], standardize: bool):
-    """ColumnTransformer: numeric -> (standardised) numbers, text -> one-hot."""
-    import pandas as pd
-    from sklearn.compose import ColumnTransformer
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+@dataclass
+class TableInfo(DataInfo):
+    """DataInfo plus what serving needs: raw feature columns, target values and scaling."""
 
-    numeric = [c for c in features if pd.api.types.is_numeric_dtype(frame[c])]
-    text = [c for c in features if c not in numeric]
-    parts = []
-    if numeric:
-        parts.append(("num", StandardScaler() if standardize else "passthrough", numeric))
-    if text:
-        parts.append(("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False), text))
-    return ColumnTransformer(parts, sparse_threshold=0.0)
+    columns: list[str] | None = None  # the raw feature columns the served model takes
+    class_values: list[str] | None = None  # the target's own values, as text, per class
+    y_mean: float = 0.0  # regression: the network learns (y - y_mean) / y_std
+    y_std: float = 1.0
 
 
 @TASKS.register("tabular", "Feature table -> class or value (MLP) with scikit-learn baselines")
@@ -38,86 +36,210 @@ class TabularTask(Task):
     name = "tabular"
 
     def data(self, cfg, batch_size: int) -> Data:
-        from dlrun.data.pipeline import from_arrays, subset
+        from dlrun.data import preprocess
 
         table = DATA.for_task(cfg.data.name, "tabular").obj(cfg.data)
-        frame = table.frame
-        features = [c for c in frame.columns if c != table.target]
-        y_raw = frame[table.target]
+        frame, target = table.frame, table.target
+        features = [c for c in frame.columns if c != target]
         classification = table.problem == "classification"
-        class_names = table.class_names
+        class_names = class_values = None
         if classification:
-            import pandas as pd
-
-            labels = y_raw.to_numpy() if pd.api.types.is_numeric_dtype(y_raw) else y_raw.astype(str).to_numpy()
-            values, y = np.unique(labels, return_inverse=True)
-            if len(values) < 2:
-                raise DlrunError(f"target '{table.target}' has a single class", "nothing to learn")
-            y = y.astype("int32")
-            if class_names is None or len(class_names) != len(values):
-                class_names = [str(v) for v in values]
+            class_values, y = _classes(frame[target])
+            if len(class_values) < 2:
+                raise DlrunError(f"target '{target}' has a single class"
+                                 f" ({class_values[0] if class_values else 'no rows'})",
+                                 "nothing to learn: check data.target and the file")
+            class_names = table.class_names if table.class_names and len(table.class_names) == len(class_values) \
+                else class_values
         else:
-            y = y_raw.to_numpy(dtype="float32")
+            y = frame[target].to_numpy(dtype="float32")
+            if np.nanstd(y) == 0:
+                raise DlrunError(f"target '{target}' is constant ({y[0]:g}): nothing to learn")
 
-        stratify = classification and bool(cfg.task.split.stratify)
-        tr, va, te = split_indices(len(frame), y, cfg.task.split, stratify, table.test_rows)
-        enc = encoder(frame, features, bool(cfg.data.get("standardize", True)))
-        x_train = enc.fit_transform(frame.iloc[tr][features]).astype("float32")
-        width = x_train.shape[1]
-        x_all = {s: enc.transform(frame.iloc[i][features]).astype("float32") if len(i) else np.zeros((0, width), "float32")
-                 for s, i in (("val", va), ("test", te))}
-        arrays = {"x_train": x_train, "y_train": y[tr], "x_val": x_all["val"], "y_val": y[va],
-                  "x_test": x_all["test"], "y_test": y[te]}
+        split = cfg.task.split
+        idx = dict(zip(("train", "val", "test"),
+                       split_indices(len(frame), y, split, classification and bool(split.stratify), table.test_rows),
+                       strict=True))
         if cfg.trainer.fast:
-            for split in ("train", "val", "test"):
-                small = subset({"x": arrays[f"x_{split}"], "y": arrays[f"y_{split}"]}, 64, int(cfg.trainer.seed))
-                arrays[f"x_{split}"], arrays[f"y_{split}"] = small["x"], small["y"]
-
+            idx = {s: fast_subset(i, cfg.trainer.fast_examples, int(cfg.trainer.seed)) for s, i in idx.items()}
+        _check_sizes(idx, len(frame))
+        pre, feature_names = preprocess.table(frame.iloc[idx["train"]], features,
+                                              bool(cfg.data.get("standardize", True)))
+        arrays = {}
+        for s, i in idx.items():
+            arrays[f"x_{s}"] = preprocess.transform(pre, preprocess.columns_of(frame.iloc[i], features))
+            arrays[f"y_{s}"] = y[i]
         y_mean, y_std = 0.0, 1.0
-        if not classification:  # train on a standardised target; report in original units
+        if not classification:  # train on a standardised target; the served model answers in its units
             y_mean, y_std = float(arrays["y_train"].mean()), float(arrays["y_train"].std() or 1.0)
         scale = (lambda v: (v - y_mean) / y_std) if not classification else (lambda v: v)
         seed = int(cfg.trainer.seed)
         train = from_arrays(arrays["x_train"], scale(arrays["y_train"]), batch_size, shuffle=True, seed=seed)
-        val = from_arrays(arrays["x_val"], scale(arrays["y_val"]), batch_size) if len(va) else None
+        val = from_arrays(arrays["x_val"], scale(arrays["y_val"]), batch_size) if len(idx["val"]) else None
         test = from_arrays(arrays["x_test"], scale(arrays["y_test"]), batch_size)
 
         n_classes = len(class_names) if classification else None
-        target = ("binary" if n_classes == 2 else "multiclass") if classification else "regression"
-        info = DataInfo(
-            name=cfg.data.name, input_shape=(x_train.shape[1],), target=target, num_classes=n_classes,
-            class_names=class_names, feature_names=[str(f) for f in enc.get_feature_names_out()],
-            source=table.source, sizes={s: len(arrays[f"y_{s}"]) for s in ("train", "val", "test")},
-            extra={"target_column": table.target, "y_mean": y_mean, "y_std": y_std},
+        name = table.name or str(cfg.data.name)
+        info = TableInfo(
+            name=name, input_shape=(len(feature_names),),
+            target=("binary" if n_classes == 2 else "multiclass") if classification else "regression",
+            num_classes=n_classes, class_names=class_names, feature_names=feature_names, target_column=target,
+            source=table.source, sizes={s: len(i) for s, i in idx.items()}, columns=features,
+            class_values=class_values, y_mean=y_mean, y_std=y_std,
         )
-        return Data(train, val, test, info, arrays, frame=frame)
+        examples, records = {}, []
+        for s, context in (("train", "training"), ("val", "validation"), ("test", "testing")):
+            rows = frame.iloc[idx[s]].reset_index(drop=True)
+            truth = [class_values[k] for k in y[idx[s]]] if classification else rows[target].to_numpy()
+            examples[s] = Examples(rows[features], np.asarray(truth), rows, name, table.source)
+            if len(rows):
+                records.append(DatasetRecord(name, table.source, context, rows, target))
+        return Data(info, train, val, test, arrays=arrays, examples=examples, records=records, preprocess=pre,
+                    warnings=list(table.warnings))
 
-    def evaluate(self, cfg, model, data: Data) -> Report:
+    def objective(self, cfg, info: DataInfo) -> Objective:
+        return Objective("rmse", maximize=False) if info.target == "regression" else Objective("accuracy", True)
+
+    def serving(self, cfg, model, data: Data) -> Served:
+        """Raw columns -> {label, probability per class} or {prediction}, in the target's own
+        values and units (as they are written in the data)."""
+        import keras
+
+        info, pre = data.info, data.preprocess
+        out = keras.ops.cast(model(pre.output), "float32")  # mixed precision heads may be 16-bit
+        if info.target == "regression":
+            value = keras.layers.Rescaling(info.y_std, offset=info.y_mean, name="target_units")(out)
+            outputs, columns = {"prediction": value}, {}
+        else:
+            proba = keras.layers.Concatenate(name="probability")([1.0 - out, out]) if info.target == "binary" else out
+            index = keras.ops.argmax(proba, axis=-1)
+            label = keras.layers.StringLookup(vocabulary=list(info.class_values), invert=True, num_oov_indices=0,
+                                              name="label")(index)
+            outputs, columns = {"label": label, "probability": proba}, {"probability": list(info.class_values)}
+        from dlrun.data.preprocess import dict_inputs
+
+        with dict_inputs():
+            served = keras.Model(pre.input, outputs, name=f"served_{model.name}")
+        return Served(served, example=data.examples["test"].inputs.head(5), output_columns=columns)
+
+    def read(self, cfg, source: str, served: Served | None = None) -> Examples:
+        """A CSV with the training file's options; the target column is optional."""
+        from dlrun.data.csv import read_csv
+
+        if not source:
+            raise DlrunError("no input file", "input=<rows.csv>")
+        header = bool(cfg.data.get("header", True))
+        frame = read_csv(source, sep=cfg.data.get("sep", "auto"), header=header, min_columns=1)
+        target = str(cfg.data.get("target")) if cfg.get("data") is not None and cfg.data.get("target") else None
+        if not header and served is not None:  # columns by position, as in training
+            frame = _name_like_training(frame, served, target)
+        if target is not None and target not in frame.columns:
+            try:
+                from dlrun.data.csv import column
+
+                target = column(frame, target, source)
+            except DlrunError:
+                target = None
+        truth = _as_text(frame[target]).to_numpy() if target is not None else None
+        return Examples(frame, truth, frame, _stem(source), str(source))
+
+    def score(self, cfg, served: Served, examples: Examples, names: list[str] | None = None) -> Report:
+        """Test metrics of the served model; `names` shows classes by name instead of value."""
         from dlrun import metrics as M
         from dlrun.plots import confusion_matrix
+        from dlrun.serving import predict_frame
 
-        info, a = data.info, data.arrays
-        x_test, y_test = a["x_test"], a["y_test"]
-        out = model.predict(x_test, verbose=0, batch_size=1024)
+        if examples.targets is None:
+            raise DlrunError(f"'{examples.name}' has no target column '{cfg.data.get('target')}' to score against",
+                             "use dlrun predict for files without answers")
+        answers = predict_frame(served, examples)
         report = Report()
-        if info.target == "regression":
-            pred = out.reshape(-1) * info.extra["y_std"] + info.extra["y_mean"]
-            net = M.regression(y_test, pred)
-            report.primary = "test/rmse"
-        else:
-            proba = np.concatenate([1 - out, out], axis=1) if info.target == "binary" else out
-            pred = proba.argmax(axis=1)
-            net, rows, cm = M.classification(y_test, pred, info.class_names, proba)
-            report.tables["classes"] = rows
-            report.figures["confusion_matrix.png"] = confusion_matrix(cm, info.class_names)
-            report.primary = "test/accuracy"
-        report.metrics.update(M.prefixed("test", net))
+        if "prediction" in answers:
+            truth = np.asarray(examples.targets, dtype="float64")
+            report.metrics.update(M.regression(truth, answers["prediction"].to_numpy()))
+            report.primary = "rmse"
+            return report
+        values_ = served.output_columns["probability"]
+        truth = _indices(examples.targets, values_)
+        proba = answers[[f"probability_{v}" for v in values_]].to_numpy()
+        names = names if names and len(names) == len(values_) else values_
+        values, rows, cm = M.classification(truth, proba.argmax(axis=1), names, proba)
+        report.metrics.update(values)
+        report.tables["classes"] = rows
+        report.figures["confusion_matrix.png"] = confusion_matrix(cm, names)
+        report.primary = "accuracy"
+        return report
+
+    def evaluate(self, cfg, served: Served, data: Data) -> Report:
+        from dlrun import metrics as M
+
+        report = self.score(cfg, served, data.examples["test"], data.info.class_names).prefixed("test")
+        info, a = data.info, data.arrays
+        net = {k.split("/", 1)[1]: v for k, v in report.metrics.items()}
         rows = [{"model": f"{cfg.model.name} (network)", **_headline(net, info.target)}]
-        for name, base in baselines(cfg, info, a["x_train"], a["y_train"], x_test, y_test).items():
+        for name, base in baselines(cfg, info, a["x_train"], a["y_train"], a["x_test"], a["y_test"]).items():
             report.metrics.update(M.prefixed(f"baseline/{name}", base))
             rows.append({"model": name, **_headline(base, info.target)})
         report.tables["comparison"] = rows
         return report
+
+
+def _as_text(col):
+    """Target values as text, written as `_classes` writes them (3.0 -> '3')."""
+    import pandas as pd
+
+    if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+        return col.map(lambda v: str(int(v)) if float(v).is_integer() else str(v))
+    return col.astype(str)
+
+
+def _classes(col) -> tuple[list[str], np.ndarray]:
+    """(class values as text, in numeric order for numbers, and each row's class index)."""
+    import pandas as pd
+
+    if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+        values, y = np.unique(col.to_numpy(dtype="float64"), return_inverse=True)
+        text = [str(int(v)) if float(v).is_integer() else str(v) for v in values]
+    else:
+        values, y = np.unique(col.astype(str).to_numpy(), return_inverse=True)
+        text = [str(v) for v in values]
+    return text, y.astype("int32")
+
+
+def _indices(targets, names: list[str]) -> np.ndarray:
+    """True labels (the target's own values, as text) as class indices."""
+    lookup = {n: i for i, n in enumerate(names)}
+    out = np.empty(len(targets), dtype=int)
+    for j, t in enumerate(np.asarray(targets)):
+        t = str(t)
+        if t not in lookup:
+            raise DlrunError(f"target value '{t}' is not a class the model knows", f"classes: {', '.join(names)}")
+        out[j] = lookup[t]
+    return out
+
+
+def _name_like_training(frame, served, target):
+    """A header-less file: columns c0, c1, ... as in training; when it has exactly the model's
+    feature count (no target column), name them after the model's inputs in order."""
+    spec = served.model.input
+    names = list(spec) if isinstance(spec, dict) else []
+    if names and frame.shape[1] == len(names):
+        frame.columns = names
+    return frame
+
+
+def _stem(source: str) -> str:
+    from pathlib import Path
+
+    return Path(str(source)).stem
+
+
+def _check_sizes(idx: dict, n: int) -> None:
+    """Every split needs rows to train, validate and test on (val may be empty by choice)."""
+    for split in ("train", "test"):
+        if len(idx[split]) < 2:
+            raise DlrunError(f"the {split} split has {len(idx[split])} row(s) of {n}: too few",
+                             "use a larger file or change task.split sizes")
 
 
 def _headline(m: dict, target: str) -> dict:
@@ -134,20 +256,27 @@ def baselines(cfg, info, x_train, y_train, x_test, y_test) -> dict[str, dict]:
 
     seed = int(cfg.task.split.seed)
     regression = info.target == "regression"
+    trees = int(cfg.task.get("forest_trees", 200))
     makers = {
         "linear": (lambda: LinearRegression()) if regression else (lambda: LogisticRegression(max_iter=2000)),
-        "random_forest": (lambda: RandomForestRegressor(n_estimators=200, random_state=seed, n_jobs=-1))
-        if regression else (lambda: RandomForestClassifier(n_estimators=200, random_state=seed, n_jobs=-1)),
+        "random_forest": (lambda: RandomForestRegressor(n_estimators=trees, random_state=seed, n_jobs=-1))
+        if regression else (lambda: RandomForestClassifier(n_estimators=trees, random_state=seed, n_jobs=-1)),
     }
     out = {}
     for name in cfg.task.get("baselines") or []:
         if name not in makers:
             raise DlrunError(f"task.baselines: unknown baseline '{name}'", f"valid: {', '.join(makers)}")
+        if not regression and len(np.unique(y_train)) < 2:
+            continue  # a tiny (smoke) subset with one class: nothing for a classifier to fit
         est = makers[name]().fit(x_train, y_train)
         pred = est.predict(x_test)
         if regression:
             out[name] = M.regression(y_test, pred)
         else:
             proba = est.predict_proba(x_test) if hasattr(est, "predict_proba") else None
+            if proba is not None and proba.shape[1] != len(info.class_names):  # a class missing in train
+                full = np.zeros((len(proba), len(info.class_names)))
+                full[:, est.classes_] = proba
+                proba = full
             out[name] = M.classification(y_test, pred, info.class_names, proba)[0]
     return out

@@ -1,39 +1,74 @@
 """Keras callbacks from the trainer config: early stopping, best-model checkpoint, LR on plateau.
 
-Progress display and MLflow logging are added by the runner (console.py, tracking.py); all of
-them act once per epoch, never per batch, so they cost nothing measurable in throughput.
+Every monitored metric has an explicit direction: `mode: min|max`, or under `mode: auto` the
+task's objective, a name Keras would call a loss, or a metric whose direction is known
+(contract.MAXIMIZED / MINIMIZED); anything else is a one-line error naming the key, as Keras'
+own EarlyStopping refuses to guess. Progress display and MLflow logging are added by the run
+handle; all of them act once per epoch, never per batch, so they cost nothing in throughput.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 
+from dlrun.contract import MAXIMIZED, Objective
+from dlrun.errors import DlrunError
 
-def trainer_callbacks(trainer, workdir: Path, has_val: bool) -> list:
+MINIMIZED = frozenset({"mae", "mse", "rmse", "mape", "msle", "bits_per_char", "perplexity", "frechet_distance"})
+MODES = ("auto", "min", "max")
+
+
+def resolve_monitor(key: str, monitor: str, mode: str, objective: Objective, has_val: bool) -> tuple[str, bool]:
+    """(metric name in Keras logs, maximise?) for the config key `key` (e.g. trainer.checkpoint).
+
+    `monitor: auto` is the task's objective on validation data (training data without it).
+    """
+    if mode not in MODES:
+        raise DlrunError(f"{key}.mode: unknown value '{mode}'", "valid: auto, min, max")
+    name = objective.val if monitor == "auto" else str(monitor)
+    if not has_val and name.startswith("val_"):  # without a validation split, watch the training counterpart
+        name = name[len("val_"):]
+    if mode != "auto":
+        return name, mode == "max"
+    base = name[len("val_"):] if name.startswith("val_") else name
+    if base == objective.name:
+        return name, objective.maximize
+    if "loss" in base:
+        return name, False
+    if base in MAXIMIZED or re.fullmatch(r"top\d+_accuracy", base):
+        return name, True
+    if base in MINIMIZED:
+        return name, False
+    raise DlrunError(f"{key}.monitor '{name}': cannot tell whether to minimise or maximise it",
+                     f"set {key}.mode=min or {key}.mode=max")
+
+
+def trainer_callbacks(trainer, workdir: Path, has_val: bool, objective: Objective, save: bool = True) -> tuple[list, object]:
+    """(callbacks, the best-model keeper or None) for a Keras fit."""
     import keras
 
     callbacks = []
-
-    def monitor(name: str) -> str:
-        # Without a validation split, watch the training counterpart.
-        return name if has_val or not name.startswith("val_") else name[len("val_"):]
-
     es = trainer.early_stopping
     if es.enabled:
+        name, up = resolve_monitor("trainer.early_stopping", es.monitor, es.mode, objective, has_val)
         callbacks.append(keras.callbacks.EarlyStopping(
-            monitor=monitor(es.monitor), patience=int(es.patience), min_delta=float(es.min_delta),
+            monitor=name, mode="max" if up else "min", patience=int(es.patience), min_delta=float(es.min_delta),
             restore_best_weights=bool(es.restore_best_weights), verbose=0))
-    if trainer.lr_schedule.name == "reduce_on_plateau":
-        s = trainer.lr_schedule
+    s = trainer.lr_schedule
+    if s.name == "reduce_on_plateau":
+        name, up = resolve_monitor("trainer.lr_schedule", s.monitor, s.mode, objective, has_val)
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
-            monitor=monitor(s.monitor), factor=float(s.factor), patience=int(s.patience),
+            monitor=name, mode="max" if up else "min", factor=float(s.factor), patience=int(s.patience),
             min_lr=float(s.min_lr), verbose=0))
     ck = trainer.checkpoint
+    best = None
     if ck.enabled:
-        workdir.mkdir(parents=True, exist_ok=True)
-        callbacks.append(best_checkpoint(workdir / "best.keras", monitor(ck.monitor), bool(ck.save_best_only),
-                                         float(ck.min_interval_s)))
-    return callbacks
+        name, up = resolve_monitor("trainer.checkpoint", ck.monitor, ck.mode, objective, has_val)
+        best = best_checkpoint(workdir / "best.keras" if save else None, name, up, float(ck.min_interval_s))
+        callbacks.append(best)
+    return callbacks, best
 
 
 def tensorboard(log_dir: Path):
@@ -43,8 +78,6 @@ def tensorboard(log_dir: Path):
 
     import keras
 
-    from dlrun.errors import DlrunError
-
     if importlib.util.find_spec("tensorboard") is None:
         raise DlrunError("tracking.tensorboard=true needs the tensorboard package",
                          'pip install "dlrun[tensorboard]" (or pip install tensorboard)')
@@ -52,57 +85,126 @@ def tensorboard(log_dir: Path):
                                        update_freq="epoch", profile_batch=0)
 
 
-def best_checkpoint(path: Path, monitor: str, save_best_only: bool, min_interval_s: float):
-    """Keep the best model (by `monitor`) as a .keras file, acting at epoch ends only.
+class BestKeeper:
+    """The best model of a run by one metric: weights in memory, a .keras file on disk.
+
+    Shared by the Keras callback below and by custom loops (RunHandle.keep_best). Disk writes
+    happen at most every `min_interval_s` seconds and at `finish()`, so fast epochs are not
+    slowed by saving; `path=None` keeps memory only (workers of a multi-worker run).
+    """
+
+    def __init__(self, path: Path | None, monitor: str, maximize: bool, min_interval_s: float = 30.0):
+        import time
+
+        self.path, self.monitor, self.maximize = path, monitor, maximize
+        self.min_interval_s = min_interval_s
+        self.value: float | None = None
+        self.step: int | None = None
+        self.weights = None  # numpy copies of the best weights
+        self.model = None  # the model the weights belong to
+        self._dirty = False
+        self._last_write = time.monotonic()  # short runs write once, at the end
+
+    def offer(self, model, value: float, step: int) -> bool:
+        """Keep the model if `value` beats the best so far; True when it does."""
+        import math
+        import time
+
+        if value is None or not math.isfinite(float(value)):
+            return False
+        value = float(value)
+        if self.value is not None and not (value > self.value if self.maximize else value < self.value):
+            return False
+        self.value, self.step, self.model = value, step, model
+        self.weights = model.get_weights()
+        self._dirty = True
+        if self.path is not None and time.monotonic() - self._last_write >= self.min_interval_s:
+            self._write()
+        return True
+
+    def _write(self) -> None:
+        import time
+
+        if self.path is None or self.model is None or self.weights is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        current = self.model.get_weights()
+        self.model.set_weights(self.weights)
+        try:
+            self.model.save(self.path)
+        finally:
+            self.model.set_weights(current)
+        self._dirty, self._last_write = False, time.monotonic()
+
+    def finish(self) -> None:
+        """Write the best state if it is not on disk yet."""
+        if self._dirty:
+            self._write()
+
+    def restore(self, model) -> bool:
+        """Put the best weights into `model`; False if there are none."""
+        if self.weights is None:
+            return False
+        model.set_weights(self.weights)
+        return True
+
+
+def best_checkpoint(path: Path | None, monitor: str, maximize: bool, min_interval_s: float):
+    """A Keras callback keeping the best model by `monitor`, acting at epoch ends only.
 
     Keras' ModelCheckpoint has a per-batch hook, which turns off Keras' asynchronous batch
-    dispatch and costs small models a large share of their throughput. This one keeps the
-    best weights in memory, writes them at most every `min_interval_s` seconds, and always
-    writes the best state when training ends (the final weights are restored afterwards).
+    dispatch and costs small models a large share of their throughput; this one has none.
+    A monitor missing from the logs is a one-line error listing the logged names.
     """
-    import time
-
     import keras
-    import numpy as np
 
     class BestCheckpoint(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
-            self.best = np.inf if not _maximise(monitor) else -np.inf
-            self.best_weights = None
-            self.last_write = 0.0
-
-        def on_train_begin(self, logs=None):
-            self.last_write = time.monotonic()  # short runs write once, at the end
+            self.keeper = BestKeeper(path, monitor, maximize, min_interval_s)
 
         def on_epoch_end(self, epoch, logs=None):
-            value = (logs or {}).get(monitor)
-            better = value is not None and (value > self.best if _maximise(monitor) else value < self.best)
-            if save_best_only and not better:
-                return
-            if value is not None and better:
-                self.best = value
-            now = time.monotonic()
-            if now - self.last_write >= min_interval_s:
-                self.model.save(path)
-                self.last_write, self.best_weights = now, None
-            else:
-                self.best_weights = self.model.get_weights()  # numpy copies
+            logs = logs or {}
+            if monitor not in logs:
+                raise DlrunError(f"trainer.checkpoint.monitor '{monitor}' is not a logged metric",
+                                 f"logged: {', '.join(sorted(logs))}")
+            self.keeper.offer(self.model, logs[monitor], epoch + 1)
 
         def on_train_end(self, logs=None):
-            if self.best_weights is None:
-                return
-            final = self.model.get_weights()
-            self.model.set_weights(self.best_weights)
-            self.model.save(path)
-            self.model.set_weights(final)
-            self.best_weights = None
+            self.keeper.finish()
 
     return BestCheckpoint()
 
 
-def _maximise(monitor: str) -> bool:
-    return any(k in monitor for k in ("acc", "auc", "precision", "recall", "f1", "r2"))
+NAN_HINT = "lower trainer.learning_rate or set trainer.clipnorm (gradient clipping)"
+
+
+def nan_guard():
+    """A Keras callback that fails the run at the first batch whose loss is not finite.
+
+    Keras' TerminateOnNaN only stops training, and the run would then finish with a useless
+    model; this one raises a DlrunError naming the epoch and batch (Python, between steps).
+    """
+    import keras
+
+    class NanGuard(keras.callbacks.Callback):
+        epoch = 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                self.model.stop_training = True
+                raise DlrunError(f"loss became {_nan_name(loss)} at epoch {self.epoch + 1}, batch {batch + 1}",
+                                 NAN_HINT)
+
+    return NanGuard()
+
+
+def _nan_name(value) -> str:
+    return "NaN" if math.isnan(float(value)) else "infinite"
 
 
 def epoch_end(fn):

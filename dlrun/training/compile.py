@@ -29,9 +29,9 @@ def compile_model(model, cfg, info, loss=None, metrics=None):
     if loss is None:
         _, loss, _ = head_spec(info, cfg.model)
     model.compile(
-        optimizer=make_optimizer(cfg.trainer, info.extra.get("steps_per_epoch")),
+        optimizer=make_optimizer(cfg.trainer, info.steps_per_epoch),
         loss=loss,
-        metrics=metrics if metrics is not None else metrics_for(info),
+        metrics=metrics if metrics is not None else metrics_for(info, int(cfg.task.get("top_k", 3))),
         jit_compile=bool(cfg.trainer.jit_compile),
         steps_per_execution=int(cfg.trainer.steps_per_execution),
     )

@@ -7,17 +7,18 @@ one to one. The custom loop exists for teaching and debugging: every step is vis
 from __future__ import annotations
 
 
-def fit(cfg, model, data, callbacks: list) -> dict:
-    """Train `model` on data.train (validating on data.val); returns history as lists per key."""
+def fit(cfg, model, data, callbacks: list, initial_epoch: int = 0) -> dict:
+    """Train `model` on data.train (validating on data.val) from `initial_epoch` (a resumed run);
+    returns history as lists per key."""
     epochs = int(cfg.trainer.epochs)
     if cfg.trainer.loop == "custom":
-        return custom_fit(model, data.train, data.val, epochs, callbacks)
+        return custom_fit(model, data.train, data.val, epochs, callbacks, initial_epoch)
     history = model.fit(data.train, validation_data=data.val, epochs=epochs, callbacks=callbacks, verbose=0,
-                        shuffle=False)  # tf.data shuffles itself
+                        shuffle=False, initial_epoch=initial_epoch)  # tf.data shuffles itself
     return {k: [float(v) for v in vals] for k, vals in history.history.items()}
 
 
-def custom_fit(model, train, val, epochs: int, callbacks: list) -> dict:
+def custom_fit(model, train, val, epochs: int, callbacks: list, initial_epoch: int = 0) -> dict:
     """An explicit loop: forward pass under GradientTape, gradients, optimizer step, metrics.
 
     Runs under the model's distribution strategy (each replica does `step` on its shard;
@@ -53,7 +54,7 @@ def custom_fit(model, train, val, epochs: int, callbacks: list) -> dict:
     cb = keras.callbacks.CallbackList(callbacks, add_history=True, model=model, epochs=epochs, verbose=0)
     model.stop_training = False
     cb.on_train_begin()
-    for epoch in range(epochs):
+    for epoch in range(initial_epoch, epochs):
         model.reset_metrics()
         cb.on_epoch_begin(epoch)
         for x, y in train_dist:

@@ -1,0 +1,147 @@
+"""Reading CSV files: one reader, one wording of its errors, for every task that takes a table.
+
+`sep: auto` sniffs the separator among `,` `;` tab `|` (csv.Sniffer on the first lines, then
+the separator that splits every sampled line into the same number of fields); `header: false`
+names the columns c0, c1, ...; a target may be named by column or by integer index (negative
+counts from the end). Errors name the file, the column and the line.
+"""
+
+from __future__ import annotations
+
+import csv as _csv
+from pathlib import Path
+
+import numpy as np
+
+from dlrun.errors import DlrunError
+
+SEPARATORS = {",": ",", ";": ";", "tab": "\t", "\\t": "\t", "\t": "\t", "|": "|"}
+
+
+def sniff_separator(path: Path, sample_bytes: int = 64_000) -> str:
+    """The field separator of a text table: csv.Sniffer restricted to , ; tab |, checked by
+    consistency (every sampled line splits into the same number of fields > 1)."""
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        sample = f.read(sample_bytes)
+    lines = [ln for ln in sample.splitlines()[:50] if ln.strip()]
+    if len(sample) == sample_bytes and len(lines) > 1:
+        lines = lines[:-1]  # the last line may be cut off
+    try:
+        sniffed = _csv.Sniffer().sniff("\n".join(lines), delimiters=",;\t|").delimiter
+    except _csv.Error:
+        sniffed = None
+    best, best_fields = ",", 1
+    for sep in ([sniffed] if sniffed else []) + [",", ";", "\t", "|"]:
+        counts = {len(next(_csv.reader([ln], delimiter=sep))) for ln in lines}
+        if len(counts) == 1 and (n := counts.pop()) > best_fields:
+            best, best_fields = sep, n
+            if sep == sniffed:
+                break
+    return best
+
+
+def separator(path: Path, sep) -> str:
+    """data.sep as a one-character separator: auto, a name (tab) or the character itself."""
+    sep = "auto" if sep is None else str(sep)
+    if sep == "auto":
+        return sniff_separator(path)
+    if sep in SEPARATORS:
+        return SEPARATORS[sep]
+    if len(sep) == 1:
+        return sep
+    raise DlrunError(f"data.sep: '{sep}' is not a separator", "use auto, ',', ';', tab or '|'")
+
+
+def read_csv(path, sep="auto", header: bool = True, min_columns: int = 2):
+    """pandas.read_csv with one-line errors for the usual ways a file is wrong."""
+    import pandas as pd
+
+    p = Path(str(path)).expanduser()
+    if not p.exists():
+        raise DlrunError(f"CSV file '{path}' does not exist")
+    if p.is_dir():
+        raise DlrunError(f"CSV file '{path}' is a folder, not a file")
+    if p.stat().st_size == 0:
+        raise DlrunError(f"CSV file '{path}' is empty")
+    sep_char = separator(p, sep)
+    try:
+        frame = pd.read_csv(p, sep=sep_char, header=0 if header else None, skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise DlrunError(f"CSV file '{path}' is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
+        raise DlrunError(f"CSV file '{path}' cannot be parsed: {str(e).splitlines()[0]}") from None
+    frame.attrs["first_line"] = 2 if header else 1  # file line of the first data row
+    if not header:
+        frame.columns = [f"c{i}" for i in range(frame.shape[1])]
+    else:
+        frame.columns = [str(c).strip() for c in frame.columns]
+    if frame.empty or len(frame.columns) < min_columns:
+        shown = {"\t": "tab"}.get(sep_char, sep_char)
+        raise DlrunError(f"CSV file '{path}' has no data rows or fewer than {min_columns} columns",
+                         f"separator used: '{shown}' (data.sep={sep}); header: {header}")
+    return frame
+
+
+def column(frame, key, path, what: str = "data.target") -> str:
+    """A column named by `key`: its name, or an integer index (negative counts from the end)."""
+    columns = [str(c) for c in frame.columns]
+    name = str(key)
+    if name in columns:
+        return name
+    try:
+        index = int(name)
+    except ValueError:
+        index = None
+    if index is not None and -len(columns) <= index < len(columns):
+        return columns[index]
+    raise DlrunError(f"{path}: no column '{key}' ({what})", f"columns: {', '.join(columns)}")
+
+
+def numeric(col, name: str, path, max_bad: float = 0.2):
+    """A column as numbers. A mostly-numeric column with a few non-numbers is junk: an error
+    naming the column and the file line (the header is line 1). Text columns stay text."""
+    import pandas as pd
+
+    if pd.api.types.is_numeric_dtype(col):
+        return col
+    parsed = pd.to_numeric(col, errors="coerce")
+    bad = parsed.isna() & col.notna()
+    if bad.any() and bad.mean() <= max_bad and parsed.notna().sum() > 0:
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DlrunError(f"{path}: column '{name}' has a non-numeric value {col.iloc[row]!r} at line {_line(col, row)}",
+                         "fix the file or list the column in data.categorical")
+    return parsed if not bad.any() else col.astype(str)
+
+
+def strictly_numeric(col, name: str, path):
+    """A column that must be numbers (series values): any non-number is an error."""
+    import pandas as pd
+
+    parsed = pd.to_numeric(col, errors="coerce")
+    bad = parsed.isna() & col.notna()
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dates = pd.to_datetime(col, errors="coerce").notna().mean() > 0.5
+        hint = (f"a date column? name it with data.time_column={name} (values must all be dates)" if dates
+                else "every feature and target column must be numeric")
+        raise DlrunError(f"{path}: column '{name}' has a non-numeric value {col.iloc[row]!r} at line {_line(col, row)}",
+                         hint)
+    return parsed
+
+
+def first_empty(col, name: str, path, hint: str):
+    """An error naming the first empty cell of `col`, if it has one."""
+    if col.isna().any():
+        row = int(np.flatnonzero(col.isna().to_numpy())[0])
+        raise DlrunError(f"{path}: column '{name}' has an empty value at line {_line(col, row)}", hint)
+
+
+def _line(col, row: int) -> int:
+    """File line of positional row `row` (index labels are the rows as read from the file)."""
+    first = int(col.attrs.get("first_line", 2))
+    label = col.index[row]
+    return int(label) + first if isinstance(label, int | np.integer) else row + first

@@ -1,0 +1,340 @@
+"""`dlrun eval` and `dlrun predict`: a trained run's served model on the run's test split, on
+another labelled file, or on a user's inputs.
+
+A run is found by MLflow run id (`run_id=`) or by its output folder (`run_dir=`, also for
+tracking=off runs). Its logged config is the base; overrides are checked against it (not
+against the defaults) and applied on top. Nothing is re-fitted: the served model carries the
+training-time preprocessing. A failing eval never changes the run it reads, and metrics on
+other data go under their own prefix (eval/<file stem>/...), never over the run's test/*.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+from dlrun import console
+from dlrun.contract import DatasetRecord, Served
+from dlrun.errors import DlrunError, did_you_mean
+
+# Arguments of eval/predict that are not config keys.
+RUN_KEYS = ("run_id", "run_dir")
+EVAL_OPTIONS = ("input",)
+PREDICT_OPTIONS = ("input", "output", "rows")  # tasks may take more (prompt, length, temperature)
+EXPORT_OPTIONS = ("format", "output", "quantize")
+
+
+def from_run(command: str, args: list[str]) -> int:
+    """eval/predict on a logged run: `run_id=<id>` or `run_dir=<output folder>`, then overrides."""
+    from dlrun.runner import quiet_tensorflow
+
+    quiet_tensorflow()
+    with tempfile.TemporaryDirectory(prefix="dlrun-run-") as tmp:
+        where, options, overrides = _split_args(command, args)
+        cfg, served_dir, tracking_uri = _load_run(where, overrides, Path(tmp))
+        if command == "eval":
+            evaluate(cfg, where, served_dir, options, overrides, tracking_uri)
+        elif command == "export":
+            export(cfg, where, served_dir, options)
+        else:
+            predict(cfg, where, served_dir, options)
+    return 0
+
+
+def _split_args(command: str, args: list[str]):
+    where, options, overrides = {}, {}, []
+    for arg in args:
+        if arg.startswith("-"):
+            raise DlrunError(f"dlrun {command} with run_id/run_dir takes key=value arguments, got '{arg}'")
+        if "=" not in arg:
+            raise DlrunError(f"cannot parse '{arg}'", "use key=value")
+        key, value = arg.split("=", 1)
+        if key in RUN_KEYS:
+            where[key] = value
+        elif "." in key or key.lstrip("+~") in _groups():
+            overrides.append(arg)
+        elif command == "eval" and key not in EVAL_OPTIONS:
+            raise DlrunError(f"dlrun eval: unknown argument '{key}'",
+                             did_you_mean(key, [*RUN_KEYS, *EVAL_OPTIONS, "data.path", "tracking.uri"]))
+        elif command == "export" and key not in EXPORT_OPTIONS:
+            raise DlrunError(f"dlrun export: unknown argument '{key}'", did_you_mean(key, [*RUN_KEYS, *EXPORT_OPTIONS]))
+        else:
+            options[key] = value
+    return where, options, overrides
+
+
+def _groups():
+    from dlrun.cli import GROUPS
+
+    return GROUPS
+
+
+# -- loading a run ------------------------------------------------------------------------
+
+
+def _load_run(where: dict, overrides: list[str], tmp: Path):
+    """(config with overrides applied, served-model folder, tracking URI read from)."""
+    from omegaconf import OmegaConf
+
+    if "run_dir" in where:
+        folder = Path(where["run_dir"])
+        config_file = folder / ".hydra" / "config.yaml"
+        served_dir = folder / "served"
+        if not config_file.is_file():
+            raise DlrunError(f"run_dir '{folder}' is not a dlrun output folder (no .hydra/config.yaml)")
+        if not (served_dir / "model.keras").is_file():
+            raise DlrunError(f"run_dir '{folder}' has no served model (did the run finish?)")
+        logged, uri = OmegaConf.load(config_file), None
+    else:
+        tracking_uri = _override_value(overrides, "tracking.uri")
+        logged, served_dir, uri = _download(str(where["run_id"]), tracking_uri, tmp)
+    OmegaConf.set_struct(logged, False)
+    with contextlib.suppress(Exception):
+        logged.pop("hydra")
+    cfg = apply_overrides(logged, overrides)
+    if uri is not None:
+        cfg.tracking.uri = uri
+    return cfg, served_dir, uri
+
+
+def _override_value(overrides: list[str], key: str):
+    for item in overrides:
+        k, _, v = item.lstrip("+").partition("=")
+        if k == key:
+            return v or None
+    return None
+
+
+def _download(run_id: str, tracking_uri: str | None, tmp: Path):
+    """The logged config and served model of an MLflow run."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+    from omegaconf import OmegaConf
+
+    from dlrun.tracking import check_reachable, quiet_mlflow_logs
+
+    quiet_mlflow_logs()
+    client = MlflowClient(tracking_uri=tracking_uri or None)
+    check_reachable(client.tracking_uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as e:
+        raise DlrunError(f"run '{run_id}': {str(e.message).splitlines()[0]}",
+                         "check run_id and tracking.uri / MLFLOW_TRACKING_URI") from None
+    status = run.info.status
+    try:
+        config_file = client.download_artifacts(run_id, "config.yaml", str(tmp))
+        served_dir = client.download_artifacts(run_id, "served", str(tmp))
+    except (MlflowException, OSError):
+        why = f"it ended {status}" + (f": {run.data.tags['dlrun.error']}" if run.data.tags.get("dlrun.error") else "")
+        raise DlrunError(f"run '{run_id}' has no served model ({why})" if status != "FINISHED"
+                         else f"run '{run_id}' has no served model (logged with tracking.log_model=false?)") from None
+    return OmegaConf.load(config_file), Path(served_dir), client.tracking_uri
+
+
+def apply_overrides(cfg, overrides: list[str]):
+    """Hydra-syntax overrides on a logged config: a key must exist in it (or be added with +);
+    a group override (data=csv) takes that group's defaults from the config tree."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from omegaconf import DictConfig, OmegaConf
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as e:
+        raise DlrunError(f"cannot parse overrides: {str(e).splitlines()[0]}") from None
+    for o in parsed:
+        key = o.key_or_group
+        if o.is_sweep_override():
+            raise DlrunError(f"{key}: eval and predict take one value, not a sweep")
+        if o.is_delete():
+            raise DlrunError(f"~{key}: deleting keys is not supported here")
+        value = o.value()
+        if "." not in key and key in _groups():
+            if key == "task":
+                raise DlrunError("a logged run's task cannot be changed", "train a new run for another task")
+            cfg[key] = _group_node(key, str(value))
+            continue
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        # list the keys: OmegaConf says a ??? (missing) value is not "in" its node
+        known = [str(k) for k in node] if isinstance(node, DictConfig) else []
+        if not o.is_add() and leaf not in known:
+            raise DlrunError(f"{key}: not a key of this run's config", did_you_mean(leaf, known) if known else None)
+        OmegaConf.update(cfg, key, value, force_add=True)
+    return cfg
+
+
+def _group_node(group: str, option: str):
+    """The composed node of one group option (its own defaults list applied)."""
+    from hydra import compose, initialize_config_dir
+
+    from dlrun.cli import config_dir, group_options
+
+    if option not in group_options(group):
+        raise DlrunError(f"unknown {group} '{option}'", did_you_mean(option, group_options(group)))
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose("config", overrides=[f"{group}={option}"])[group]
+
+
+# -- eval ---------------------------------------------------------------------------------
+
+
+def evaluate(cfg, where: dict, served_dir: Path, options: dict, overrides: list[str], tracking_uri) -> dict:
+    """Score the served model: on a file (`input=` or a new data.path) every row, logged as
+    eval/<stem>/*; on other generated data its test split as eval/<name>/*; with no data
+    override the run's own test split (test/*, the same values as at training)."""
+    from dlrun.runner import build_data, prepare
+    from dlrun.serving import load
+
+    cfg, task_name, strategy = prepare(cfg)
+    from dlrun.registry import TASKS
+
+    task = TASKS.get(task_name)()
+    served = load(served_dir)
+    data_keys = [o.split("=", 1)[0].lstrip("+") for o in overrides
+                 if o.lstrip("+").startswith("data.") or o.split("=", 1)[0] == "data"]
+    source = options.get("input") or (cfg.data.get("path") if "data.path" in data_keys else None)
+    record = None
+    if source:
+        examples = task.read(cfg, str(source), served)
+        name = Path(str(source)).stem or Path(str(source)).name
+        prefix = f"eval/{_safe(name)}"
+        console.header("eval", task_name, cfg.model.name, name, {"rows": len(examples)}, where.get("run_id"))
+        report = task.score(cfg, served, examples).prefixed(prefix)
+        record = DatasetRecord(name, examples.source or str(Path(str(source)).resolve()), "evaluation",
+                               examples.rows, cfg.data.get("target") if cfg.get("data") else None)
+    else:
+        data, _, _ = build_data(task, cfg, strategy)
+        console.header("eval", task_name, cfg.model.name, data.info.name, {"split": "test"}, where.get("run_id"))
+        report = task.evaluate(cfg, served, data)
+        if data_keys:  # other data than the run's: never over the run's own test metrics
+            prefix = f"eval/{_safe(data.info.name)}"
+            report.metrics = {f"{prefix}/{k.split('/', 1)[1]}": v for k, v in report.metrics.items()
+                              if k.startswith("test/")}
+            record = next((r for r in data.records if r.context == "testing"), None)
+            if record is not None:
+                record.context = "evaluation"
+        else:
+            prefix = "test"
+            report.metrics = {k: v for k, v in report.metrics.items() if k.startswith("test/")}
+    console.report(report, title=f"{task_name} eval")
+    from dlrun.plots import close
+
+    close(report.figures)
+    if "run_id" in where and cfg.tracking.enabled:
+        from dlrun.tracking import log_to_existing_run
+
+        log_to_existing_run(cfg.tracking, where["run_id"], report.metrics, report.tables, record,
+                            prefix=prefix.replace("/", "_"))
+        console.console.print(f"[green]logged[/] {len(report.metrics)} metrics ({prefix}/*) to run {where['run_id']}")
+    return report.metrics
+
+
+def _safe(name: str) -> str:
+    import re
+
+    return re.sub(r"[^0-9A-Za-z_\-.]", "_", name)[:80] or "data"
+
+
+# -- predict ------------------------------------------------------------------------------
+
+
+def predict(cfg, where: dict, served_dir: Path, options: dict):
+    """Answers for a user's inputs: written as CSV beside the input rows, previewed on screen."""
+    from omegaconf import OmegaConf
+
+    from dlrun.registry import TASKS
+    from dlrun.runner import prepare
+    from dlrun.serving import load
+
+    with contextlib.suppress(Exception):
+        cfg.predict = OmegaConf.create(dict(options))
+    cfg, task_name, _ = prepare(cfg)
+    task = TASKS.get(task_name)()
+    served: Served = load(served_dir)
+    source = options.get("input")
+    examples = task.read(cfg, str(source) if source else "", served)
+    frame = task.predict(cfg, served, examples)
+    rows = examples.rows
+    if rows is not None and len(rows) == len(frame):
+        import pandas as pd
+
+        frame = pd.concat([rows.reset_index(drop=True), frame.reset_index(drop=True)], axis=1)
+    output = Path(options.get("output") or "predictions.csv")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        frame.to_csv(output, index=False)
+    except OSError as e:
+        raise DlrunError(f"cannot write predictions to '{output}': {e.strerror}") from None
+    shown = int(options.get("rows", 10))
+    console.print_rows(frame.head(shown).to_dict("records"), f"predictions ({len(frame)} rows, first {min(shown, len(frame))})")
+    console.console.print(f"[green]wrote[/] {len(frame)} predictions to {output}"
+                          + (f" ({os.path.abspath(output)})" if not output.is_absolute() else ""))
+    return frame
+
+
+def export(cfg, where: dict, served_dir: Path, options: dict) -> dict:
+    """Write the served model in a serving format, check it with its own runtime, log the check."""
+    from dlrun import export as E
+    from dlrun.serving import load
+
+    fmt = options.get("format")
+    if not fmt:
+        raise DlrunError("dlrun export needs format=", f"one of {', '.join(E.FORMATS)}")
+    output = Path(options.get("output") or f"export/{fmt}")
+    served = load(served_dir)
+    result = E.export(served, served_dir, fmt, output, options.get("quantize"))
+    diff = result.get("max_abs_diff")
+    checked = f"max abs diff vs the Keras model {diff:.3g}" if diff is not None else "not checked (no runtime)"
+    console.console.print(f"[green]exported[/] {fmt} to {result['path']} ({checked})")
+    if diff is not None and "run_id" in where and cfg.tracking.enabled:
+        from dlrun.tracking import log_to_existing_run
+
+        log_to_existing_run(cfg.tracking, where["run_id"], {f"export/{fmt}/max_abs_diff": diff})
+    return result
+
+
+def evaluate_checkpoint(cfg) -> dict:
+    """`dlrun eval checkpoint=<best.keras> task=...` (no MLflow): the data is rebuilt as in
+    training (same config, same seed), the saved network is put behind it and scored."""
+    import keras
+
+    from dlrun.registry import TASKS
+    from dlrun.runner import build_data, prepare
+
+    path = Path(str(cfg.checkpoint))
+    if not path.is_file():
+        raise DlrunError(f"checkpoint '{path}' does not exist" if not path.exists()
+                         else f"checkpoint '{path}' is not a file", "give the path of a .keras file")
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        raise DlrunError(f"checkpoint '{path}' is not a Keras model file (a .keras file is a zip archive)")
+    cfg, task_name, strategy = prepare(cfg)
+    task = TASKS.get(task_name)()
+    data, _, _ = build_data(task, cfg, strategy)
+    console.header("eval", task_name, cfg.model.name, data.info.name, {"model": path.name}, None)
+    try:
+        with strategy.scope():
+            model = keras.saving.load_model(path)
+    except (ValueError, OSError, TypeError) as e:
+        raise DlrunError(f"cannot load model '{path}': {str(e).splitlines()[0][:300]}") from None
+    expects = tuple(getattr(model, "input_shape", ())[1:]) if not isinstance(model.input, dict) else None
+    given = tuple(data.info.input_shape or ())
+    if expects and given and len(expects) == len(given) and any(
+            a is not None and a != b for a, b in zip(expects, given, strict=True)):
+        what = f"{expects[-1]} features" if len(expects) == 1 else f"inputs of shape {expects}"
+        raise DlrunError(f"checkpoint '{path.name}' expects {what}; data '{data.info.name}' gives "
+                         f"{given[-1] if len(given) == 1 else given}",
+                         "evaluate it with the data (and data options) it was trained on")
+    with strategy.scope():
+        served = task.serving(cfg, model, data)
+    report = task.evaluate(cfg, served, data)
+    console.report(report, title=f"{task_name} eval")
+    from dlrun.plots import close
+
+    close(report.figures)
+    return report.metrics

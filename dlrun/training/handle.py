@@ -1,0 +1,108 @@
+"""The runner's side of the run contract: the `RunHandle` a task's `fit` receives.
+
+It owns the run's Keras callbacks (checkpoint, early stopping, LR on plateau, progress and
+MLflow logging per epoch), the best-model keeper, the stop flag set by Ctrl-C or SIGTERM, and
+buffered metric logging in any step unit. What it shows and where it logs come in as plain
+functions from the runner, so neither tasks nor this module import MLflow or rich.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+from dlrun.contract import Fit, Objective
+from dlrun.errors import DlrunError
+from dlrun.training.callbacks import NAN_HINT, BestKeeper, _nan_name, epoch_end, nan_guard, trainer_callbacks
+
+
+class Handle:
+    """A RunHandle (see contract.py) for one training run."""
+
+    def __init__(self, trainer, workdir: Path, objective: Objective, has_val: bool, is_chief: bool = True,
+                 log: Callable[[int, dict], None] | None = None,
+                 log_epoch: Callable[[int, dict], None] | None = None,
+                 progress: Callable[[int, str], object] | None = None):
+        self.trainer, self.workdir, self.objective, self.is_chief = trainer, workdir, objective, is_chief
+        self._log = log or (lambda step, metrics: None)
+        self._log_epoch = log_epoch or (lambda epoch, logs: None)
+        self._progress_factory = progress
+        self._bar = None
+        self._model = None
+        self.stop_reason: str | None = None
+        self.callbacks, keras_best = trainer_callbacks(trainer, workdir, has_val, objective, save=is_chief)
+        self.best: BestKeeper | None = keras_best.keeper if keras_best is not None else None
+        self.callbacks += [nan_guard(), epoch_end(self._on_epoch)]
+        self.global_batch = int(trainer.batch_size)  # the runner sets batch_size x replicas
+        self.initial_epoch = 0  # a resumed run starts after its backup's epochs
+
+    # -- for the runner -------------------------------------------------------------------
+    def attach(self, model) -> None:
+        """The model whose `stop_training` a stop request sets (Keras stops after the current step)."""
+        self._model = model
+
+    def request_stop(self, reason: str) -> None:
+        self.stop_reason = self.stop_reason or reason
+        if self._model is not None:
+            self._model.stop_training = True
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        if self.best is not None:
+            self.best.finish()
+
+    # -- the RunHandle protocol -----------------------------------------------------------
+    @property
+    def should_stop(self) -> bool:
+        return self.stop_reason is not None
+
+    def log(self, step: int, metrics: dict) -> None:
+        self._log(int(step), {k: float(v) for k, v in metrics.items() if v is not None})
+
+    def progress(self, total: int, unit: str) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        self._bar = self._progress_factory(int(total), unit) if self._progress_factory else None
+
+    def advance(self, done: int, metrics: dict | None = None) -> None:
+        if self._bar is not None:
+            self._bar.update(int(done), metrics or {})
+
+    def keep_best(self, model, value: float, step: int) -> bool:
+        if self.best is None:
+            return False
+        return self.best.offer(model, value, step)
+
+    def fit_result(self, history: dict, unit: str = "epoch", steps=None, seen=None) -> Fit:
+        b = self.best
+        path = b.path if b is not None and b.weights is not None and b.path is not None else None
+        return Fit(history={k: [float(v) for v in vals] for k, vals in history.items()}, unit=unit, steps=steps,
+                   seen=seen, best_value=b.value if b else None, best_step=b.step if b else None, best_path=path)
+
+    # -- Keras epoch end -------------------------------------------------------------------
+    def _on_epoch(self, epoch: int, logs: dict) -> None:
+        loss = logs.get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            if self._model is not None:
+                self._model.stop_training = True
+            raise DlrunError(f"loss became {_nan_name(loss)} in epoch {epoch + 1}", NAN_HINT)
+        self.advance(epoch + 1, logs)
+        self._log_epoch(epoch, logs)
+
+
+def keras_fit(cfg, model, data, run: Handle) -> Fit:
+    """The default `Task.fit`: Keras fit (or the explicit GradientTape loop) with the run's callbacks."""
+    from dlrun.training.loop import fit
+
+    epochs = int(cfg.trainer.epochs)
+    run.progress(epochs, "epoch")
+    history = fit(cfg, model, data, run.callbacks, initial_epoch=run.initial_epoch)
+    n = len(next(iter(history.values()), []))
+    seen = None
+    if data.info.steps_per_epoch and n:
+        per_epoch = data.info.steps_per_epoch * run.global_batch
+        seen = min(data.info.sizes.get("train") or per_epoch, per_epoch) * n
+    return run.fit_result(history, "epoch", seen=seen)
