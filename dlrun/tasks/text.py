@@ -1,0 +1,227 @@
+"""Text task: raw strings -> class (sentiment), with a TF-IDF + logistic regression baseline.
+
+Texts are split (stratified, seeded) into train/validation/test. A keras TextVectorization
+layer is adapted on the training texts only (max tokens, standardisation; for `bow` also
+n-grams and multi-hot / count / TF-IDF output, otherwise padded token ids of a fixed length)
+and becomes the first layer of the served model, which takes a column `text` of raw strings
+and answers `label` plus `probability_<class>`. The report has accuracy, precision/recall/F1,
+a confusion matrix, ROC AUC for two classes, the most confidently wrong test examples, and
+scikit-learn's TF-IDF + logistic regression on the same split as baseline/tfidf_logreg/*.
+
+Not done yet (docs/text.md): mode=generate (char-RNN), mode=embed (word2vec), mode=translate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dlrun.contract import Data, DataInfo, DatasetRecord, Examples, Objective, Report, Served
+from dlrun.data.pipeline import fast_subset, split_indices
+from dlrun.errors import DlrunError
+from dlrun.registry import DATA, TASKS
+from dlrun.tasks.base import Task
+
+BAG_MODES = ("multi_hot", "count", "tf_idf")
+
+
+@dataclass
+class TextInfo(DataInfo):
+    vocab_size: int = 0
+    class_values: list[str] | None = None
+
+
+@TASKS.register("text", "Raw text -> class (bag of words, embeddings, RNN, CNN, transformer) vs TF-IDF + logistic")
+class TextTask(Task):
+    name = "text"
+
+    def data(self, cfg, batch_size: int) -> Data:
+        import pandas as pd
+
+        mode = str(cfg.task.get("mode", "classify"))
+        if mode != "classify":
+            raise DlrunError(f"task.mode '{mode}' is not built yet", "valid: classify (see docs/text.md)")
+        table = DATA.for_task(cfg.data.name, "text").obj(cfg.data)
+        frame = table.frame.reset_index(drop=True)
+        given_test = table.test is not None
+        if given_test:
+            frame = pd.concat([frame, table.test], ignore_index=True)
+        class_values = sorted(set(frame["label"].astype(str)))
+        if len(class_values) < 2:
+            raise DlrunError(f"the labels have a single class ({', '.join(class_values) or 'no rows'})",
+                             "nothing to learn: check the data")
+        y = np.searchsorted(class_values, frame["label"].astype(str).to_numpy()).astype("int32")
+        split = cfg.task.split
+        test_rows = len(table.test) if given_test else None
+        idx = dict(zip(("train", "val", "test"),
+                       split_indices(len(frame), y, split, bool(split.stratify), test_rows), strict=True))
+        if cfg.trainer.fast:
+            idx = {s: fast_subset(i, cfg.trainer.fast_examples, int(cfg.trainer.seed)) for s, i in idx.items()}
+        for s in ("train", "test"):
+            if len(idx[s]) < 2:
+                raise DlrunError(f"the {s} split has {len(idx[s])} text(s) of {len(frame)}: too few",
+                                 "use more data or change task.split sizes")
+        texts = frame["text"].astype(str).to_numpy(dtype=object)
+        pre, input_shape, vocab = vectorizer(cfg, texts[idx["train"]])
+
+        import tensorflow as tf
+
+        vec = pre.layers[-1]
+
+        def split_ds(s, shuffle=False):
+            ds = tf.data.Dataset.from_tensor_slices((texts[idx[s]].astype(str), y[idx[s]]))
+            if shuffle:
+                ds = ds.shuffle(len(idx[s]), seed=int(cfg.trainer.seed), reshuffle_each_iteration=True)
+            return ds.batch(batch_size).map(lambda x, t: (vec(x), t), num_parallel_calls=tf.data.AUTOTUNE) \
+                .prefetch(tf.data.AUTOTUNE)
+
+        n_classes = len(class_values)
+        info = TextInfo(name=table.name, input_shape=input_shape, target="binary" if n_classes == 2 else "multiclass",
+                        num_classes=n_classes, class_names=class_values, target_column="label",
+                        source=table.source, sizes={s: len(i) for s, i in idx.items()}, vocab_size=vocab,
+                        class_values=class_values)
+        examples, records = {}, []
+        for s, context in (("train", "training"), ("val", "validation"), ("test", "testing")):
+            rows = frame.iloc[idx[s]][["text", "label"]].reset_index(drop=True)
+            examples[s] = Examples(rows[["text"]], rows["label"].astype(str).to_numpy(), rows, table.name, table.source)
+            if len(rows):
+                records.append(DatasetRecord(table.name, table.source, context, rows, "label"))
+        arrays = {f"{k}_{s}": v for s, i in idx.items() for k, v in (("text", texts[i]), ("y", y[i]))}
+        return Data(info, split_ds("train", True), split_ds("val") if len(idx["val"]) else None, split_ds("test"),
+                    arrays=arrays, examples=examples, records=records, preprocess=pre, warnings=list(table.warnings))
+
+    def objective(self, cfg, info: DataInfo) -> Objective:
+        return Objective("accuracy", True)
+
+    def serving(self, cfg, model, data: Data) -> Served:
+        """A column `text` of raw strings -> label + probability per class."""
+        import keras
+
+        info, pre = data.info, data.preprocess
+        out = keras.ops.cast(model(pre.output), "float32")
+        proba = keras.layers.Concatenate(name="probability")([1.0 - out, out]) if info.target == "binary" else out
+        index = keras.ops.argmax(proba, axis=-1)
+        label = keras.layers.StringLookup(vocabulary=list(info.class_values), invert=True, num_oov_indices=0,
+                                          name="label")(index)
+        served = keras.Model(pre.input, {"label": label, "probability": proba}, name=f"served_{model.name}")
+        return Served(served, example=data.examples["test"].inputs.head(5),
+                      output_columns={"probability": list(info.class_values)})
+
+    def read(self, cfg, source: str, served: Served | None = None) -> Examples:
+        """A CSV (text column by data.text_column, label optional) or a folder of .txt files
+        (class sub-folders give the truth)."""
+        from pathlib import Path
+
+        from dlrun.data.text import read_csv_text, read_texts
+
+        if not source:
+            raise DlrunError("no input", "input=<reviews.csv> or input=<folder of .txt files>")
+        p = Path(source).expanduser()
+        if p.is_dir():
+            frame = read_texts(p)
+        else:
+            data_cfg = cfg.data if cfg.get("data") is not None and cfg.data.get("name") == "csv_text" else {}
+            frame = read_csv_text(p, _csv_options(data_cfg))
+        truth = frame["label"].astype(str).to_numpy() if "label" in frame else None
+        rows = frame.rename(columns={"label": "truth"})  # written beside the answers' own `label`
+        return Examples(frame[["text"]], truth, rows, p.stem, str(p))
+
+    def score(self, cfg, served: Served, examples: Examples) -> Report:
+        from dlrun import metrics as M
+        from dlrun.plots import confusion_matrix
+        from dlrun.serving import predict_frame
+
+        if examples.targets is None:
+            raise DlrunError(f"'{examples.name}' has no label column to score against",
+                             "use dlrun predict for texts without labels")
+        names = served.output_columns["probability"]
+        lookup = {n: i for i, n in enumerate(names)}
+        unknown = sorted({str(t) for t in examples.targets} - set(lookup))
+        if unknown:
+            raise DlrunError(f"label '{unknown[0]}' is not a class the model knows", f"classes: {', '.join(names)}")
+        truth = np.array([lookup[str(t)] for t in examples.targets])
+        answers = predict_frame(served, examples)
+        proba = answers[[f"probability_{n}" for n in names]].to_numpy()
+        values, rows, cm = M.classification(truth, proba.argmax(axis=1), names, proba)
+        report = Report(values, primary="accuracy")
+        report.tables["classes"] = rows
+        report.tables["confidently_wrong"] = wrong_table(examples.inputs["text"].to_numpy(), truth, proba, names,
+                                                         int(cfg.task.get("wrong_examples", 10)))
+        report.figures["confusion_matrix.png"] = confusion_matrix(cm, names)
+        return report
+
+    def evaluate(self, cfg, served: Served, data: Data) -> Report:
+        from dlrun import metrics as M
+
+        report = self.score(cfg, served, data.examples["test"]).prefixed("test")
+        a, info = data.arrays, data.info
+        rows = [{"model": f"{cfg.model.name} (network)", **_headline(
+            {k.split("/", 1)[1]: v for k, v in report.metrics.items()})}]
+        if "tfidf_logreg" in (cfg.task.get("baselines") or []) and len(np.unique(a["y_train"])) > 1:
+            base = tfidf_logreg(a["text_train"], a["y_train"], a["text_test"], a["y_test"], info.class_names)
+            report.metrics.update(M.prefixed("baseline/tfidf_logreg", base))
+            rows.append({"model": "tfidf_logreg", **_headline(base)})
+        report.tables["comparison"] = rows
+        return report
+
+
+def _csv_options(data_cfg) -> dict:
+    get = data_cfg.get
+    return {"sep": get("sep", "auto"), "header": get("header", True), "text_column": get("text_column", "text"),
+            "label_column": get("label_column", "label")}
+
+
+def vectorizer(cfg, train_texts):
+    """(a Keras model: string column `text` -> TextVectorization output, input shape, vocabulary size).
+    Adapted on `train_texts` only: a word that only the validation or test texts have is
+    out of vocabulary (id 1, or no entry of the bag)."""
+    import keras
+
+    t = cfg.task
+    mode = str(cfg.model.get("output_mode", "int"))
+    if mode not in ("int", *BAG_MODES):
+        raise DlrunError(f"model.output_mode '{mode}' is unknown", f"valid: int, {', '.join(BAG_MODES)}")
+    bag = mode in BAG_MODES
+    if bag != (cfg.model.name == "bow"):
+        raise DlrunError(f"model '{cfg.model.name}' does not take output_mode '{mode}'",
+                         "bow takes multi_hot, count or tf_idf; the others take int")
+    length = int(t.get("sequence_length", 40))
+    ngrams = cfg.model.get("ngrams") if bag else None
+    layer = keras.layers.TextVectorization(
+        max_tokens=int(t.get("max_tokens", 20000)), standardize=str(t.get("standardize", "lower_and_strip_punctuation")),
+        output_mode=mode, output_sequence_length=None if bag else length,
+        ngrams=int(ngrams) if ngrams else None, name="vectorize")
+    layer.adapt(np.asarray(train_texts, dtype=str), batch_size=1024)
+    vocab = int(layer.vocabulary_size())
+    inp = keras.Input(shape=(), dtype="string", name="text")
+    model = keras.Model({"text": inp}, layer(inp), name="vectorizer")
+    return model, ((vocab,) if bag else (length,)), vocab
+
+
+def wrong_table(texts, truth, proba, names, n: int = 10) -> list[dict]:
+    """The n test texts the model got wrong with the highest probability for its (wrong) answer."""
+    pred = proba.argmax(axis=1)
+    wrong = np.flatnonzero(pred != truth)
+    order = wrong[np.argsort(-proba[wrong, pred[wrong]], kind="stable")][:n]
+    return [{"text": str(texts[i])[:200], "truth": names[truth[i]], "prediction": names[pred[i]],
+             "probability": round(float(proba[i, pred[i]]), 4)} for i in order]
+
+
+def tfidf_logreg(train_texts, y_train, test_texts, y_test, names) -> dict:
+    """The classic baseline: scikit-learn TF-IDF (words and bigrams) + logistic regression."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    from dlrun import metrics as M
+
+    model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True), LogisticRegression(max_iter=2000, C=4.0))
+    model.fit(list(map(str, train_texts)), y_train)
+    proba = np.zeros((len(test_texts), len(names)))
+    proba[:, model.classes_] = model.predict_proba(list(map(str, test_texts)))
+    return M.classification(y_test, proba.argmax(axis=1), names, proba)[0]
+
+
+def _headline(m: dict) -> dict:
+    return {k: m[k] for k in ("accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc") if k in m}
