@@ -1,0 +1,597 @@
+"""Autoencoder task: reconstruct, denoise, or flag outliers by reconstruction error.
+
+Data comes from the existing sources: image sources (dlrun.data.images: digits embedded,
+mnist, fashion_mnist, folder) and tabular ones (the DATA entries tagged "tabular", including
+the embedded `anomalies` generator). Modes (task.mode):
+
+- reconstruct: input -> input; report MSE (and BCE for images).
+- denoise: Gaussian or salt-and-pepper noise on the inputs only (added per batch, so each
+  epoch sees fresh noise); report MSE(denoised, clean) next to MSE(noisy, clean).
+- outlier: train on normal examples only; score = mean squared reconstruction error per
+  example; the threshold maximising task.threshold_metric (accuracy or f1) on the labelled
+  validation split is applied unchanged to the test split. The served model returns score and
+  flag for raw inputs (threshold inside). Baselines on the same split: IsolationForest and PCA
+  reconstruction error (baseline/<name>/*), thresholds chosen the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dlrun.contract import Data, DataInfo, DatasetRecord, Examples, Objective, Report, Served
+from dlrun.errors import DlrunError
+from dlrun.registry import DATA, TASKS
+from dlrun.tasks.base import Task
+
+MODES = ("reconstruct", "denoise", "outlier")
+NOISES = ("gaussian", "salt_pepper")
+THRESHOLD_METRICS = ("accuracy", "f1")
+
+DATA.also_serves("autoencoder", ("image", "tabular", "sequence"))
+
+
+@dataclass
+class AEInfo(DataInfo):
+    kind: str = "tabular"  # image | tabular | series
+    labelled: bool = True  # series: the source labels anomalous steps
+    bounded: bool = False  # model inputs lie in [0, 1] (images): sigmoid output, BCE reported
+    columns: list[str] | None = None  # tabular: the raw columns the served model takes
+    scale: float = 1.0  # images: raw pixel * scale in [0, 1]
+    mean: list[float] | None = None  # tabular, all-numeric: model units -> user units
+    std: list[float] | None = None
+
+
+def _labels(split_cfg_or_task, y, kind, class_names):
+    """0 normal / 1 anomaly per example: tabular sources have the label as target; image
+    sources call the classes outside task.normal_classes anomalies."""
+    if kind != "image":  # tables and series carry the 0/1 label
+        return np.asarray(y).astype("int64")
+    normal = split_cfg_or_task.get("normal_classes")
+    if not normal:
+        raise DlrunError("task.mode=outlier on images needs task.normal_classes", "e.g. task.normal_classes=[0]")
+    names = [str(n) for n in normal]
+    bad = [n for n in names if n not in class_names]
+    if bad:
+        raise DlrunError(f"task.normal_classes: unknown class {bad[0]}", f"classes: {', '.join(class_names)}")
+    idx = [class_names.index(n) for n in names]
+    return (~np.isin(y, idx)).astype("int64")
+
+
+def choose_threshold(scores, labels, metric: str = "f1") -> tuple[float, float]:
+    """(threshold, value): flag score > threshold; the candidate (midpoints of sorted unique
+    scores, plus 'flag nothing') that maximises `metric` on labelled scores."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    if metric not in THRESHOLD_METRICS:
+        raise DlrunError(f"task.threshold_metric: unknown '{metric}'", f"valid: {', '.join(THRESHOLD_METRICS)}")
+    s, y = np.asarray(scores, "float64"), np.asarray(labels).astype(int)
+    u = np.unique(s)
+    candidates = np.concatenate([(u[:-1] + u[1:]) / 2, [u[-1]]]) if len(u) > 1 else u
+    fn = (lambda t, p: accuracy_score(t, p)) if metric == "accuracy" else (lambda t, p: f1_score(t, p, zero_division=0))
+    best_t, best_v = float(candidates[-1]), -1.0
+    for t in candidates:
+        v = fn(y, (s > t).astype(int))
+        if v > best_v:
+            best_t, best_v = float(t), float(v)
+    return best_t, best_v
+
+
+def outlier_metrics(scores, labels, threshold: float) -> dict:
+    """Precision/recall/F1 per class, accuracy, ROC AUC, PR AUC of `score > threshold`."""
+    from sklearn.metrics import (
+        accuracy_score,
+        average_precision_score,
+        precision_recall_fscore_support,
+        roc_auc_score,
+    )
+
+    y, s = np.asarray(labels).astype(int), np.asarray(scores, "float64")
+    pred = (s > threshold).astype(int)
+    p, r, f, _ = precision_recall_fscore_support(y, pred, labels=[0, 1], zero_division=0)
+    out = {"accuracy": float(accuracy_score(y, pred)), "threshold": float(threshold)}
+    for i, name in enumerate(("normal", "anomaly")):
+        out[f"precision_{name}"], out[f"recall_{name}"], out[f"f1_{name}"] = float(p[i]), float(r[i]), float(f[i])
+    out["f1"] = out["f1_anomaly"]
+    if len(np.unique(y)) == 2:
+        out["roc_auc"] = float(roc_auc_score(y, s))
+        out["pr_auc"] = float(average_precision_score(y, s))
+    return out
+
+
+@TASKS.register("autoencoder", "Autoencoders: reconstruct, denoise, outlier scores (images, tables)")
+class AutoencoderTask(Task):
+    name = "autoencoder"
+
+    # -- data -----------------------------------------------------------------------------
+    def data(self, cfg, batch_size: int) -> Data:
+        t = cfg.task
+        mode = str(t.mode)
+        if mode not in MODES:
+            raise DlrunError(f"task.mode: unknown '{mode}'", f"valid: {', '.join(MODES)}")
+        entry = DATA.for_task(cfg.data.name, self.name)
+        if "image" in entry.tags:
+            arrays, info, examples, records, pre, warn = self._images(cfg)
+        elif "sequence" in entry.tags:
+            arrays, info, examples, records, pre, warn = self._series(cfg, entry)
+        else:
+            arrays, info, examples, records, pre, warn = self._table(cfg)
+        if mode == "outlier":
+            if not info.labelled:
+                raise DlrunError(f"task.mode=outlier needs labelled anomalies; '{info.name}' has none",
+                                 "data=series_anomalies (series), data=anomalies (tables)")
+            for s in ("train", "val", "test"):
+                arrays[f"a_{s}"] = _labels(t, arrays[f"y_{s}"], info.kind, info.class_names or [])
+            keep = arrays["a_train"] == 0  # train on normal examples only
+            arrays["x_train"], arrays["y_train"], arrays["a_train"] = (arrays["x_train"][keep], arrays["y_train"][keep],
+                                                                       arrays["a_train"][keep])
+            for s in ("val", "test"):
+                if len(np.unique(arrays[f"a_{s}"])) < 2:
+                    warn.append(f"the {s} split has no {'anomalies' if arrays[f'a_{s}'].max(initial=0) == 0 else 'normal examples'}")
+        if cfg.trainer.fast:
+            from dlrun.data.pipeline import fast_subset
+
+            n = int(cfg.trainer.fast_examples)
+            for s in ("train", "val", "test"):
+                i = fast_subset(np.arange(len(arrays[f"x_{s}"])), n, int(cfg.trainer.seed))
+                for k in [k for k in arrays if k.endswith(f"_{s}")]:
+                    arrays[k] = arrays[k][i]
+                if s in examples:
+                    examples[s] = _take(examples[s], i)
+        info.sizes = {s: len(arrays[f"x_{s}"]) for s in ("train", "val", "test")}
+        if info.sizes["train"] < 2:
+            raise DlrunError(f"the train split has {info.sizes['train']} example(s): too few")
+        train = self._pipeline(cfg, arrays["x_train"], batch_size, training=True)
+        val = self._pipeline(cfg, arrays["x_val"], batch_size) if info.sizes["val"] else None
+        test = self._pipeline(cfg, arrays["x_test"], batch_size)
+        return Data(info, train, val, test, arrays=arrays, examples=examples, records=records, preprocess=pre,
+                    warnings=warn)
+
+    def _images(self, cfg):
+        from dlrun.data.images import image_size, load_images, split_arrays, to_model_input
+
+        src = load_images(cfg.data)
+        if src.arrays is None:
+            raise DlrunError(f"data source '{cfg.data.name}' streams tf.data splits; task=autoencoder takes "
+                             "in-memory image sources", "data=digits, mnist, fashion_mnist")
+        split = split_arrays(src.arrays, cfg.task.split)
+        size = image_size(cfg.data.get("image_size"))
+        arrays = {}
+        for s in ("train", "val", "test"):
+            arrays[f"x_{s}"] = to_model_input(split[f"x_{s}"], src.scale, size)
+            arrays[f"y_{s}"] = np.asarray(split[f"y_{s}"])
+        shape = tuple(arrays["x_train"].shape[1:])
+        info = AEInfo(name=str(cfg.data.name), input_shape=shape, target="reconstruction",
+                      num_classes=len(src.class_names), class_names=list(src.class_names), source=src.source,
+                      kind="image", bounded=True, scale=float(src.scale))
+        # the served model takes raw pixels (the source's own range), as the image task's does
+        examples = {s: Examples(arrays[f"x_{s}"] / np.float32(src.scale), arrays[f"y_{s}"], None, info.name,
+                                src.source) for s in ("train", "val", "test")}
+        return arrays, info, examples, [], None, list(src.warnings)
+
+    def _table(self, cfg):
+        from dlrun.data import preprocess
+        from dlrun.data.pipeline import split_indices
+
+        table = DATA.for_task(cfg.data.name, "tabular").obj(cfg.data)
+        frame, target = table.frame, table.target
+        features = [c for c in frame.columns if c != target]
+        y = frame[target].to_numpy()
+        idx = dict(zip(("train", "val", "test"), split_indices(len(frame), y, cfg.task.split,
+                                                                bool(cfg.task.split.get("stratify", True)),
+                                                                table.test_rows), strict=True))
+        pre, names = preprocess.table(frame.iloc[idx["train"]], features, True)
+        arrays = {}
+        for s, i in idx.items():
+            arrays[f"x_{s}"] = preprocess.transform(pre, preprocess.columns_of(frame.iloc[i], features)).astype("float32")
+            arrays[f"y_{s}"] = y[i]
+        mean = std = None
+        if names == features:  # all numeric: the served reconstruction can answer in the columns' units
+            v = frame.iloc[idx["train"]][features].to_numpy(dtype="float64")
+            mean, std = v.mean(axis=0).tolist(), [float(s) if s > 0 else 1.0 for s in v.std(axis=0)]
+        name = table.name or str(cfg.data.name)
+        info = AEInfo(name=name, input_shape=(len(names),), target="reconstruction", num_classes=None,
+                      class_names=table.class_names, feature_names=names, target_column=target, source=table.source,
+                      kind="tabular", columns=features, mean=mean, std=std)
+        examples, records = {}, []
+        for s, context in (("train", "training"), ("val", "validation"), ("test", "testing")):
+            rows = frame.iloc[idx[s]].reset_index(drop=True)
+            examples[s] = Examples(rows[features], rows[target].to_numpy(), rows, name, table.source)
+            if len(rows):
+                records.append(DatasetRecord(name, table.source, context, rows, target))
+        return arrays, info, examples, records, pre, list(table.warnings)
+
+    def _series(self, cfg, entry):
+        """Windows of a sequence source, split in time order, standardised on the training part;
+        a window is anomalous when it holds a labelled step (labelled sources only)."""
+        import pandas as pd
+
+        from dlrun.data.preprocess import affine
+        from dlrun.data.series import split_sizes
+
+        series = entry.obj(cfg.data)
+        cols = [str(c) for c in (cfg.data.get("features") or series.frame.select_dtypes("number").columns)]
+        missing = [c for c in cols if c not in series.frame.columns]
+        if missing:
+            raise DlrunError(f"data.features: no column '{missing[0]}'", f"columns: {', '.join(series.frame.columns)}")
+        values = series.frame[cols].to_numpy("float32")
+        steps = getattr(series, "labels", None)
+        labelled = steps is not None
+        steps = np.zeros(len(values), "int64") if steps is None else np.asarray(steps)
+        window, stride = int(cfg.data.get("window", 48)), int(cfg.data.get("stride", 1))
+        split = cfg.data.get("split") or {}
+        n_tr, n_va, _ = split_sizes(len(values), split.get("val_size", 0.2), split.get("test_size", 0.2))
+        bounds = {"train": (0, n_tr), "val": (n_tr, n_tr + n_va), "test": (n_tr + n_va, len(values))}
+        mean, std = values[:n_tr].mean(axis=0), values[:n_tr].std(axis=0)
+        std = np.where(std > 0, std, 1.0).astype("float32")
+        arrays, examples, records = {}, {}, []
+        for s, (a, b) in bounds.items():
+            raw, lab, starts = windows(values[a:b], steps[a:b], window, stride)
+            if not len(raw) and s != "val":
+                raise DlrunError(f"the {s} part has {b - a} steps, fewer than data.window={window}")
+            arrays[f"x_{s}"], arrays[f"y_{s}"] = (raw - mean) / std, lab
+            rows = pd.DataFrame({"start": starts + a, "anomaly": lab})
+            examples[s] = Examples(raw, lab, rows, series.name or str(cfg.data.name), series.source)
+        frame = series.frame[cols].assign(anomaly=steps)
+        records.append(DatasetRecord(series.name or str(cfg.data.name), series.source, "training", frame, None))
+        info = AEInfo(name=series.name or str(cfg.data.name), input_shape=(window, len(cols)), target="reconstruction",
+                      class_names=["normal", "anomaly"], feature_names=cols, source=series.source, kind="series",
+                      labelled=labelled, columns=cols, mean=mean.tolist(), std=std.tolist())
+        pre = affine((window, len(cols)), 1.0 / std, -mean / std)
+        return arrays, info, examples, records, pre, []
+
+    def _pipeline(self, cfg, x, batch_size: int, training: bool = False):
+        """(noisy or clean input, clean target) batches; noise is drawn per batch."""
+        import tensorflow as tf
+
+        ds = tf.data.Dataset.from_tensor_slices(x)
+        if training:
+            ds = ds.shuffle(len(x), seed=int(cfg.trainer.seed), reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size)
+        t = cfg.task
+        if str(t.mode) == "denoise":
+            noise = str(t.noise.kind)
+            if noise not in NOISES:
+                raise DlrunError(f"task.noise.kind: unknown '{noise}'", f"valid: {', '.join(NOISES)}")
+            level, clip = float(t.noise.level), "image" in DATA.entry(cfg.data.name).tags
+            seed = int(cfg.trainer.seed) + (0 if training else 1)
+            if not training:  # fixed noise on validation so val_loss is comparable across epochs
+                noisy = add_noise(x, noise, level, clip, seed)
+                return tf.data.Dataset.from_tensor_slices((noisy, x)).batch(batch_size).prefetch(2)
+            return ds.map(lambda b: (_tf_noise(b, noise, level, clip), b)).prefetch(2)
+        return ds.map(lambda b: (b, b)).prefetch(2)
+
+    # -- model ----------------------------------------------------------------------------
+    def objective(self, cfg, info: DataInfo) -> Objective:
+        return Objective("loss", maximize=False)
+
+    def build_model(self, cfg, info: DataInfo):
+        from dlrun.models import build_model
+        from dlrun.training.compile import make_optimizer
+
+        model = build_model(cfg.model, info, task=self.name)
+        model.compile(optimizer=make_optimizer(cfg.trainer, info.steps_per_epoch), loss="mse")
+        return model
+
+    # -- serving --------------------------------------------------------------------------
+    def serving(self, cfg, model, data: Data) -> Served:
+        """outlier: raw input -> {score, anomaly} (threshold inside); otherwise -> {reconstruction, error}."""
+        import keras
+
+        info = data.info
+        if hasattr(model, "deterministic"):  # VAE: serve decoder(mean), a plain functional model
+            model = model.deterministic()
+        if info.kind == "image":
+            from dlrun.data.preprocess import images
+
+            pre = images(int(info.input_shape[-1]), info.scale, tuple(info.input_shape[:2]))
+            inputs, x = pre.input, pre.output
+        else:
+            pre = data.preprocess
+            inputs, x = pre.input, pre.output
+        rec = model(x)
+        axes = tuple(range(1, len(info.input_shape) + 1))
+        err = keras.ops.mean(keras.ops.square(rec - x), axis=axes)
+        meta = {"mode": str(cfg.task.mode), "kind": info.kind}
+        if info.kind == "series":
+            meta.update({"columns": info.columns, "window": int(info.input_shape[0]),
+                         "stride": int(cfg.data.get("stride", 1))})
+        if info.kind == "image":
+            meta.update({"scale": info.scale, "size": list(info.input_shape[:2]),
+                         "channels": int(info.input_shape[-1])})
+        if cfg.task.mode == "outlier":
+            scores = _errors(model, data.arrays["x_val"])
+            threshold, _ = choose_threshold(scores, data.arrays["a_val"], str(cfg.task.threshold_metric))
+            meta["threshold"] = threshold
+            flag = keras.ops.cast(keras.ops.greater(err, threshold), "int32")
+            outputs = {"score": err, "anomaly": flag}
+        else:
+            out = rec
+            if info.kind != "image" and info.mean is not None:
+                out = rec * np.asarray(info.std, "float32") + np.asarray(info.mean, "float32")
+            outputs = {"reconstruction": out, "error": err}
+        from dlrun.data.preprocess import dict_inputs
+
+        with dict_inputs():
+            served = keras.Model(inputs, outputs, name=f"served_{model.name}")
+        columns = {"reconstruction": list(info.columns)} if info.kind == "tabular" and info.mean is not None else {}
+        ex = data.examples["test"].inputs
+        example = ex.head(5) if hasattr(ex, "head") else np.asarray(ex[:4], "float32")
+        return Served(served, example=example, output_columns=columns, meta=meta)
+
+    # -- report ---------------------------------------------------------------------------
+    def evaluate(self, cfg, served: Served, data: Data) -> Report:
+        from dlrun.serving import predict_frame
+
+        info, a, mode = data.info, data.arrays, str(cfg.task.mode)
+        model = _inner(served)
+        report = Report()
+        x = a["x_test"]
+        if mode == "denoise":
+            noisy = add_noise(x, str(cfg.task.noise.kind), float(cfg.task.noise.level), info.kind == "image",
+                              int(cfg.trainer.seed) + 2)
+            rec = model.predict(noisy, verbose=0)
+            report.metrics["test/mse"] = _mse(rec, x)
+            report.metrics["test/noisy_mse"] = _mse(noisy, x)
+            report.metrics["test/denoise_ratio"] = report.metrics["test/mse"] / max(report.metrics["test/noisy_mse"], 1e-12)
+            report.primary = "test/mse"
+        else:
+            rec = model.predict(x, verbose=0)
+            noisy = None
+            report.metrics["test/mse"] = _mse(rec, x)
+            report.primary = "test/mse"
+        if info.bounded:
+            p = np.clip(rec, 1e-7, 1 - 1e-7)
+            report.metrics["test/bce"] = float(-np.mean(x * np.log(p) + (1 - x) * np.log(1 - p)))
+        if info.kind == "image":
+            report.figures.update(_grids(x, noisy, rec))
+            if isinstance(model.get_layer("encoder").output, list | tuple):
+                report.figures.update(_vae_figures(model.get_layer("decoder"), int(cfg.trainer.seed)))
+        report.figures["latent.png"] = _latent(model, x, a.get("a_test") if mode == "outlier" else a["y_test"],
+                                               ["normal", "anomaly"] if mode == "outlier" else info.class_names)
+        if mode == "outlier":
+            answers = predict_frame(served, data.examples["test"])
+            scores, labels = answers["score"].to_numpy(), a["a_test"]
+            threshold = float(served.meta["threshold"])
+            m = outlier_metrics(scores, labels, threshold)
+            report.metrics.update({f"test/{k}": v for k, v in m.items()})
+            report.primary = "test/roc_auc" if "roc_auc" in m else "test/f1"
+            rows = [{"model": f"{cfg.model.name} (autoencoder)", **_headline(m)}]
+            report.figures.update(_outlier_figures(scores, labels, threshold))
+            for name, base in outlier_baselines(cfg, a).items():
+                report.metrics.update({f"baseline/{name}/{k}": v for k, v in base.items()})
+                rows.append({"model": name, **_headline(base)})
+            report.tables["comparison"] = rows
+        return report
+
+    def score(self, cfg, served: Served, examples: Examples) -> Report:
+        from dlrun.serving import predict_frame
+
+        answers = predict_frame(served, examples)
+        if "score" in answers and examples.targets is not None:
+            labels = np.asarray(examples.targets).astype(int)
+            return Report({k: v for k, v in outlier_metrics(answers["score"], labels,
+                                                           float(served.meta["threshold"])).items()}, primary="f1")
+        return Report({"mse": float(np.mean(answers["error"]))}, primary="mse")
+
+    def read(self, cfg, source: str, served: Served | None = None) -> Examples:
+        """Tabular: a CSV of rows (the label column optional); images: an image file or folder."""
+        meta = served.meta if served is not None else {}
+        if meta.get("kind") == "series":
+            return _read_series(cfg, source, meta)
+        if meta.get("kind", "tabular") == "image":
+            from dlrun.tasks.image import ImageTask
+
+            ex = ImageTask().read(cfg, source, served)
+            return Examples(ex.inputs, None, ex.rows, ex.name, ex.source)
+        from pathlib import Path
+
+        from dlrun.data.csv import read_csv
+
+        if not source:
+            raise DlrunError("no input file", "input=<rows.csv>")
+        frame = read_csv(source, sep=cfg.data.get("sep", "auto"), header=True, min_columns=1)
+        target = cfg.data.get("target")
+        truth = frame[target].to_numpy() if target and target in frame.columns else None
+        return Examples(frame, truth, frame, Path(str(source)).stem, str(source))
+
+
+def windows(values, steps, window: int, stride: int):
+    """(windows (n, window, columns), window labels (any labelled step), start rows) of a part."""
+    if len(values) < window:
+        return np.zeros((0, window, values.shape[1]), "float32"), np.zeros(0, "int64"), np.zeros(0, int)
+    w = np.lib.stride_tricks.sliding_window_view(values, window, axis=0)[::stride]  # (n, columns, window)
+    lab = np.lib.stride_tricks.sliding_window_view(steps, window)[::stride].max(axis=1)
+    return np.ascontiguousarray(w.transpose(0, 2, 1)).astype("float32"), lab.astype("int64"), np.arange(len(w)) * stride
+
+
+def _read_series(cfg, source: str, meta: dict) -> Examples:
+    """A CSV series in time order -> the windows the model takes (training window and stride);
+    an `anomaly` column, when present, labels the steps."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from dlrun.data.csv import read_csv
+
+    if not source:
+        raise DlrunError("no input file", "input=<series.csv>")
+    frame = read_csv(source, sep=cfg.data.get("sep", "auto"), header=True, min_columns=1)
+    cols = list(meta["columns"])
+    missing = [c for c in cols if c not in frame.columns]
+    if missing:
+        raise DlrunError(f"{source}: no column '{missing[0]}'", f"the model takes: {', '.join(cols)}")
+    steps = frame["anomaly"].to_numpy() if "anomaly" in frame.columns else np.zeros(len(frame), "int64")
+    raw, lab, starts = windows(frame[cols].to_numpy("float32"), steps, int(meta["window"]), int(meta["stride"]))
+    if not len(raw):
+        raise DlrunError(f"{source}: {len(frame)} rows, fewer than the model's window of {meta['window']}")
+    truth = lab if "anomaly" in frame.columns else None
+    return Examples(raw, truth, pd.DataFrame({"start": starts}), Path(str(source)).stem, str(source))
+
+
+def add_noise(x, kind: str, level: float, clip: bool, seed: int):
+    """Noisy copy of numpy inputs: Gaussian (sd = level) or salt-and-pepper (fraction = level)."""
+    rng = np.random.default_rng(seed)
+    if kind == "gaussian":
+        out = x + rng.normal(0, level, x.shape).astype("float32")
+    else:
+        out = x.copy()
+        hit = rng.random(x.shape) < level
+        out[hit] = (rng.random(int(hit.sum())) < 0.5).astype("float32") * (x.max() if not clip else 1.0)
+    return np.clip(out, 0, 1).astype("float32") if clip else out.astype("float32")
+
+
+def _tf_noise(b, kind: str, level: float, clip: bool):
+    import tensorflow as tf
+
+    if kind == "gaussian":
+        out = b + tf.random.normal(tf.shape(b), stddev=level)
+    else:
+        hit = tf.random.uniform(tf.shape(b)) < level
+        salt = tf.cast(tf.random.uniform(tf.shape(b)) < 0.5, b.dtype)
+        out = tf.where(hit, salt, b)
+    return tf.clip_by_value(out, 0.0, 1.0) if clip else out
+
+
+def _mse(a, b) -> float:
+    return float(np.mean((np.asarray(a, "float64") - np.asarray(b, "float64")) ** 2))
+
+
+def _errors(model, x) -> np.ndarray:
+    rec = model.predict(x, verbose=0, batch_size=256)
+    return np.mean((rec - x) ** 2, axis=tuple(range(1, x.ndim)))
+
+
+def _inner(served: Served):
+    """The trained autoencoder inside the served model (model units in, model units out)."""
+    for layer in served.model.layers:
+        if hasattr(layer, "get_layer") and any(s.name == "encoder" for s in getattr(layer, "layers", [])):
+            return layer
+    raise DlrunError("the served model holds no autoencoder")
+
+
+def _take(ex: Examples, i) -> Examples:
+    inputs = ex.inputs.iloc[i].reset_index(drop=True) if hasattr(ex.inputs, "iloc") else ex.inputs[i]
+    rows = ex.rows.iloc[i].reset_index(drop=True) if ex.rows is not None else None
+    return Examples(inputs, None if ex.targets is None else np.asarray(ex.targets)[i], rows, ex.name, ex.source)
+
+
+def _headline(m: dict) -> dict:
+    return {k: round(m[k], 4) for k in ("roc_auc", "pr_auc", "f1", "precision_anomaly", "recall_anomaly",
+                                        "threshold") if k in m}
+
+
+def outlier_baselines(cfg, a: dict) -> dict[str, dict]:
+    """IsolationForest and PCA reconstruction error, fitted on the same normal training rows,
+    thresholds chosen on validation like the autoencoder's."""
+    from sklearn.decomposition import PCA
+    from sklearn.ensemble import IsolationForest
+
+    flat = {s: a[f"x_{s}"].reshape(len(a[f"x_{s}"]), -1) for s in ("train", "val", "test")}
+    seed, metric = int(cfg.task.split.seed), str(cfg.task.threshold_metric)
+    out = {}
+    for name in cfg.task.get("baselines") or []:
+        if name == "zscore":  # the largest |z| in the example, z from the training mean and sd
+            mu, sd = flat["train"].mean(axis=0), flat["train"].std(axis=0) + 1e-8
+            score = {s: np.abs((flat[s] - mu) / sd).max(axis=1) for s in ("val", "test")}
+        elif name == "isolation_forest":
+            est = IsolationForest(n_estimators=200, random_state=seed).fit(flat["train"])
+            score = {s: -est.score_samples(flat[s]) for s in ("val", "test")}
+        elif name == "pca":
+            k = min(int(cfg.model.get("latent_dim", 2)), flat["train"].shape[1], len(flat["train"]))
+            pca = PCA(n_components=k, random_state=seed).fit(flat["train"])
+            score = {s: np.mean((pca.inverse_transform(pca.transform(flat[s])) - flat[s]) ** 2, axis=1)
+                     for s in ("val", "test")}
+        else:
+            raise DlrunError(f"task.baselines: unknown baseline '{name}'", "valid: isolation_forest, pca, zscore")
+        t, _ = choose_threshold(score["val"], a["a_val"], metric)
+        out[name] = outlier_metrics(score["test"], a["a_test"], t)
+    return out
+
+
+def _grids(x, noisy, rec, n: int = 8) -> dict:
+    from dlrun.plots.images import image_grid
+
+    rows = [x[:n]] + ([noisy[:n]] if noisy is not None else []) + [rec[:n]]
+    names = ["input"] + (["noisy"] if noisy is not None else []) + ["reconstruction"]
+    titles = [nm for nm in names for _ in range(len(rows[0]))]
+    return {"reconstructions.png": image_grid(np.concatenate(rows), titles, "input / noisy / reconstruction",
+                                              cols=len(rows[0]))}
+
+
+def _vae_figures(decoder, seed: int, n: int = 8) -> dict:
+    """Samples decoded from the prior N(0, I), and a walk over the first two latent axes."""
+    from dlrun.plots.images import image_grid
+
+    dim = int(decoder.input.shape[-1])
+    z = np.random.default_rng(seed).normal(0, 1, (n * n, dim)).astype("float32")
+    samples = decoder.predict(z, verbose=0)
+    grid = np.linspace(-2, 2, n, dtype="float32")
+    walk = np.zeros((n * n, dim), "float32")
+    walk[:, 0] = np.repeat(grid, n)
+    if dim > 1:
+        walk[:, 1] = np.tile(grid, n)
+    walked = decoder.predict(walk, verbose=0)
+    return {"prior_samples.png": image_grid(samples, [""] * len(samples), "samples from the prior", cols=n),
+            "latent_walk.png": image_grid(walked, [f"{a:.1f},{b:.1f}" for a, b in walk[:, :2]],
+                                          "latent walk (z0 rows, z1 columns, others 0)", cols=n)}
+
+
+def _latent(model, x, labels, names):
+    """2-D scatter of the latent codes (PCA when the latent has more than 2 dimensions)."""
+    from dlrun.plots import new_figure
+
+    z = model.get_layer("encoder").predict(x, verbose=0)
+    z = z[0] if isinstance(z, list | tuple) else z  # VAE: the mean
+    z = z.reshape(len(z), -1)
+    if z.shape[1] > 2:
+        from sklearn.decomposition import PCA
+
+        z = PCA(2, random_state=0).fit_transform(z)
+    elif z.shape[1] == 1:
+        z = np.concatenate([z, np.zeros_like(z)], axis=1)
+    fig, ax = new_figure(figsize=(5, 4.5))
+    labels = np.asarray(labels) if labels is not None else np.zeros(len(z), int)
+    for k in np.unique(labels):
+        m = labels == k
+        name = names[int(k)] if names is not None and int(k) < len(names) else str(k)
+        ax.scatter(z[m, 0], z[m, 1], s=6, label=name)
+    ax.legend(fontsize=7, markerscale=2)
+    ax.set_title("latent space" + (" (PCA)" if z.shape[1] == 2 else ""))
+    fig.tight_layout()
+    return fig
+
+
+def _outlier_figures(scores, labels, threshold) -> dict:
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    from dlrun.plots import new_figure
+
+    y = np.asarray(labels).astype(int)
+    fig, ax = new_figure(figsize=(5.5, 3.5))
+    bins = np.histogram_bin_edges(scores, bins=50)
+    for k, name in ((0, "normal"), (1, "anomaly")):
+        ax.hist(scores[y == k], bins=bins, alpha=0.6, label=name)
+    ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.4g}")
+    ax.set_xlabel("reconstruction error")
+    ax.legend()
+    fig.tight_layout()
+    figs = {"score_histogram.png": fig}
+    if len(np.unique(y)) == 2:
+        fpr, tpr, _ = roc_curve(y, scores)
+        fig, ax = new_figure(figsize=(4, 4))
+        ax.plot(fpr, tpr)
+        ax.plot([0, 1], [0, 1], "k:")
+        ax.set_xlabel("false positive rate")
+        ax.set_ylabel("true positive rate")
+        ax.set_title("ROC")
+        figs["roc_curve.png"] = fig
+        p, r, _ = precision_recall_curve(y, scores)
+        fig, ax = new_figure(figsize=(4, 4))
+        ax.plot(r, p)
+        ax.set_xlabel("recall")
+        ax.set_ylabel("precision")
+        ax.set_title("precision-recall")
+        figs["pr_curve.png"] = fig
+    return figs
