@@ -1,0 +1,95 @@
+"""Keras networks of the agents and the served policy built on them.
+
+The agent model (what training updates, what the best-model keeper saves) maps a raw
+observation row to the agent's outputs: {"logits", "value"} for discrete PPO, {"mean",
+"log_std", "value"} for continuous PPO, {"q_values"} for DQN and tabular Q. The served
+policy wraps it: observation in, {"action", "probabilities" | "q_values"} out.
+"""
+
+from __future__ import annotations
+
+import keras
+
+
+@keras.saving.register_keras_serializable(package="dlrun_rl")
+class LogStd(keras.layers.Layer):
+    """A state-independent log standard deviation (PPO's diagonal Gaussian), batch-broadcast."""
+
+    def __init__(self, dim: int, init: float = 0.0, **kw):
+        super().__init__(**kw)
+        self.dim, self.init = int(dim), float(init)
+        self.log_std = self.add_weight(shape=(self.dim,), initializer=keras.initializers.Constant(self.init),
+                                       name="log_std")
+
+    def call(self, x):
+        return keras.ops.zeros_like(x[:, :1]) + self.log_std
+
+    def get_config(self):
+        return {**super().get_config(), "dim": self.dim, "init": self.init}
+
+
+@keras.saving.register_keras_serializable(package="dlrun_rl")
+class Argmax(keras.layers.Layer):
+    """The greedy action (int32) from logits or Q-values."""
+
+    def call(self, x):
+        return keras.ops.cast(keras.ops.argmax(x, axis=-1), "int32")
+
+
+def _mlp(x, hidden, activation, name, out_init=1.0):
+    for i, units in enumerate(hidden):
+        x = keras.layers.Dense(int(units), activation=activation, name=f"{name}_{i}",
+                               kernel_initializer=keras.initializers.Orthogonal(2 ** 0.5))(x)
+    return x
+
+
+def _head(x, units, name, gain):
+    return keras.layers.Dense(units, name=name, kernel_initializer=keras.initializers.Orthogonal(gain))(x)
+
+
+def actor_critic(obs_dim: int, n_out: int, continuous: bool, hidden, activation: str = "tanh",
+                 obs_scale: float = 1.0, shared: bool = False) -> keras.Model:
+    """PPO's actor and critic MLPs (separate by default) on one observation input."""
+    inp = keras.Input((obs_dim,), name="observation", dtype="float32")
+    x = keras.layers.Rescaling(1.0 / float(obs_scale), name="obs_scale")(inp)
+    a = _mlp(x, hidden, activation, "actor")
+    c = a if shared else _mlp(x, hidden, activation, "critic")
+    out = {"value": _head(c, 1, "value", 1.0)}
+    if continuous:
+        out["mean"] = _head(a, n_out, "mean", 0.01)
+        out["log_std"] = LogStd(n_out, name="log_std")(x)
+    else:
+        out["logits"] = _head(a, n_out, "logits", 0.01)
+    return keras.Model(inp, out, name="ppo_actor_critic")
+
+
+def q_network(obs_dim: int, n_actions: int, hidden, activation: str = "relu", obs_scale: float = 1.0) -> keras.Model:
+    inp = keras.Input((obs_dim,), name="observation", dtype="float32")
+    x = keras.layers.Rescaling(1.0 / float(obs_scale), name="obs_scale")(inp)
+    x = _mlp(x, hidden, activation, "q")
+    return keras.Model(inp, {"q_values": keras.layers.Dense(n_actions, name="q_values")(x)}, name="q_network")
+
+
+def q_table(n_states: int, n_actions: int) -> keras.Model:
+    """A tabular Q function as a Keras model (an Embedding row per state), so it is served and saved
+    like every other policy."""
+    inp = keras.Input((1,), name="observation", dtype="float32")
+    s = keras.layers.Reshape(())(keras.ops.cast(inp, "int32"))
+    q = keras.layers.Embedding(n_states, n_actions, embeddings_initializer="zeros", name="q_table")(s)
+    return keras.Model(inp, {"q_values": q}, name="q_table")
+
+
+def served_policy(model: keras.Model) -> keras.Model:
+    """Observation row in, the greedy action (plus probabilities or Q-values) out. Continuous
+    actions are the Gaussian's mean; the env (or the evaluation loop) clips them to its bounds."""
+    inp = keras.Input(model.input.shape[1:], name="observation", dtype="float32")
+    out = model(inp)
+    if "logits" in out:
+        probs = keras.layers.Softmax(name="probabilities")(out["logits"])
+        return keras.Model(inp, {"action": Argmax(name="action")(out["logits"]), "probabilities": probs},
+                           name="policy")
+    if "mean" in out:
+        action = keras.layers.Activation("linear", name="action")(out["mean"])
+        return keras.Model(inp, {"action": action}, name="policy")
+    return keras.Model(inp, {"action": Argmax(name="action")(out["q_values"]), "q_values": out["q_values"]},
+                       name="policy")

@@ -1,0 +1,237 @@
+"""Reinforcement learning task (task=rl): an agent (agent=ppo | dqn | q_learning | sarsa |
+value_iteration | policy_iteration) learns on a gymnasium environment (env=cartpole | orso |
+gridworld | ..., or any id through env.id=...).
+
+Data is an environment factory; fit is the agent's own loop (progress and metrics in
+environment steps, periodic greedy evaluation kept as the best model); the served model is the
+greedy policy (observation row in, action and probabilities or Q-values out). The report runs
+it on `task.eval.episodes` fixed seeds next to a random policy on the same seeds and, where an
+exact answer exists (dlrun/Orso-v1's solver, value iteration on envs with a known model), the
+optimum and the ratio agent/optimum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dlrun.contract import Data, DataInfo, Examples, Objective, Report, Served
+from dlrun.errors import DlrunError
+from dlrun.registry import DATA, TASKS
+from dlrun.tasks.base import Task
+
+AGENTS = ("ppo", "dqn", "q_learning", "sarsa", "value_iteration", "policy_iteration")
+TABULAR = ("q_learning", "sarsa", "value_iteration", "policy_iteration")
+
+
+@dataclass
+class RLInfo(DataInfo):
+    """DataInfo plus what the agent's networks need from the env's spaces."""
+
+    agent: dict = field(default_factory=dict)
+    action_dim: int = 1  # actions (discrete) or action components (continuous)
+    continuous: bool = False
+    obs_scale: float = 1.0
+    n_states: int = 0  # discrete observation spaces (tabular agents)
+    env_id: str = ""
+
+
+def greedy(model):
+    """rows -> greedy actions of an agent model or a served policy (one batched call per step)."""
+    import tensorflow as tf
+
+    fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+    def act(rows):
+        out = {k: v.numpy() for k, v in fn(tf.constant(rows)).items()}
+        if "action" in out:
+            return out["action"]
+        if "mean" in out:
+            return out["mean"]
+        return np.argmax(out["logits"] if "logits" in out else out["q_values"], axis=-1)
+
+    return act
+
+
+@TASKS.register("rl", "Reinforcement learning on gymnasium envs: PPO, DQN, tabular Q-learning/SARSA, DP")
+class RLTask(Task):
+    name = "rl"
+
+    def data(self, cfg, batch_size: int) -> Data:
+        import gymnasium as gym
+
+        import dlrun.rl  # noqa: F401  (registers dlrun's envs)
+
+        agent = cfg.agent.name
+        if agent not in AGENTS:
+            raise DlrunError(f"unknown agent '{agent}'", f"valid agents: {', '.join(AGENTS)}")
+        factory = DATA.for_task(cfg.data.name, "rl").obj(cfg.env)
+        env = factory()
+        obs_space, act_space = env.observation_space, env.action_space
+        env.close()
+        continuous = isinstance(act_space, gym.spaces.Box)
+        if continuous and agent != "ppo":
+            raise DlrunError(f"agent={agent} needs discrete actions; {cfg.env.id} has continuous ones", "use agent=ppo")
+        if agent in TABULAR and not isinstance(obs_space, gym.spaces.Discrete):
+            raise DlrunError(f"agent={agent} needs a discrete state space; {cfg.env.id} has {obs_space}",
+                             "use agent=ppo or agent=dqn, or env=gridworld / FrozenLake-v1 / Taxi-v3")
+        from dlrun.rl.rollout import obs_dim
+
+        info = RLInfo(name=str(cfg.env.id), input_shape=(obs_dim(obs_space),), target="policy",
+                      num_classes=None if continuous else int(act_space.n), source=f"gymnasium:{cfg.env.id}",
+                      agent=dict(cfg.agent), action_dim=int(np.prod(act_space.shape)) if continuous else int(act_space.n),
+                      continuous=continuous, obs_scale=float(cfg.env.get("obs_scale", 1.0)),
+                      n_states=int(obs_space.n) if isinstance(obs_space, gym.spaces.Discrete) else 0,
+                      env_id=str(cfg.env.id))
+        return Data(info=info, train=factory, test=factory)
+
+    def objective(self, cfg, info: DataInfo) -> Objective:
+        return Objective("mean_return", maximize=True)
+
+    def build_model(self, cfg, info: DataInfo):
+        from dlrun.models import build_model
+
+        return build_model(cfg.model, info, task=self.name)
+
+    def fit(self, cfg, model, data: Data, run):
+        import tensorflow as tf
+
+        from dlrun.rl.rollout import run_episodes
+
+        seed = int(cfg.trainer.seed)
+        tf.random.set_seed(seed)
+        np.random.seed(seed)
+        t = cfg.task
+        total = int(t.total_steps)
+        factory, info = data.train, data.info
+        seeds = [int(t.eval.seed) + 100_000 + i for i in range(int(t.eval.during))]  # not the test seeds
+
+        def evaluate():
+            return float(run_episodes(factory, seeds, greedy(model))[0].mean())
+
+        every = int(t.eval.every_steps)
+        name = cfg.agent.name
+        if name == "ppo":
+            from dlrun.rl.ppo import PPO
+
+            env = factory()
+            agent = PPO(model, env.observation_space, env.action_space, cfg.agent)
+            history, steps, seen = agent.train(factory, run, total, seed, evaluate, cfg.env, every)
+        elif name == "dqn":
+            from dlrun.rl.dqn import DQN
+
+            env = factory()
+            agent = DQN(model, env.observation_space, env.action_space, cfg.agent)
+            history, steps, seen = agent.train(factory, run, total, seed, evaluate, every, int(cfg.env.num_envs))
+        elif name in ("q_learning", "sarsa"):
+            from dlrun.rl.tabular import TabularQ
+
+            agent = TabularQ(model, info.n_states, info.action_dim, cfg.agent)
+            history, steps, seen = agent.train(factory, run, total, seed, evaluate, every)
+        else:
+            from dlrun.rl.tabular import DynamicProgramming
+
+            history, steps, seen, _ = DynamicProgramming(model, cfg.agent).train(factory, run, evaluate)
+        return run.fit_result(history, unit="update", steps=steps, seen=seen)
+
+    def serving(self, cfg, model, data: Data) -> Served:
+        from dlrun.rl.nets import served_policy
+        from dlrun.rl.rollout import as_rows
+
+        env = data.train()
+        rows = as_rows([env.reset(seed=int(cfg.task.eval.seed) + i)[0] for i in range(3)], env.observation_space)
+        info = data.info
+        cols = {} if info.continuous else {"probabilities": [str(a) for a in range(info.action_dim)],
+                                           "q_values": [str(a) for a in range(info.action_dim)]}
+        return Served(served_policy(model), example=rows, output_columns=cols,
+                      meta={"env_id": info.env_id, "agent": cfg.agent.name})
+
+    def evaluate(self, cfg, served: Served, data: Data) -> Report:
+        from dlrun.rl.rollout import random_actions, run_episodes
+
+        factory = data.test
+        seeds = [int(cfg.task.eval.seed) + i for i in range(int(cfg.task.eval.episodes))]
+        ret, length, infos = run_episodes(factory, seeds, greedy(served.model))
+        rnd = run_episodes(factory, seeds, random_actions(factory, int(cfg.trainer.seed)))[0]
+        m = {"test/mean_return": float(ret.mean()), "test/std_return": float(ret.std()),
+             "test/min_return": float(ret.min()), "test/max_return": float(ret.max()),
+             "test/mean_length": float(length.mean()), "test/episodes": float(len(seeds)),
+             "baseline/random/mean_return": float(rnd.mean())}
+        report = Report(m, primary="test/mean_return")
+        optimum = None
+        if "optimal_return" in infos[0]:  # dlrun/Orso-v1: the exact solver, per episode
+            optimum = np.array([i["optimal_return"] for i in infos])
+        env = factory()
+        if hasattr(env.unwrapped, "P") and optimum is None:  # a known model: value iteration
+            from dlrun.rl.envs import value_iteration
+
+            gamma = float(cfg.agent.get("gamma", 0.99))
+            _, _, q = value_iteration(env, gamma)
+            optimum = run_episodes(factory, seeds, lambda rows: q[rows[:, 0].astype(int)].argmax(axis=1))[0]
+            states = [s for s in range(len(q)) if len(env.unwrapped.P[s][0]) > 1 or not env.unwrapped.P[s][0][0][3]]
+            agent_a = np.asarray(greedy(served.model)(np.array(states, np.float32)[:, None]))
+            ok = [q[s, a] >= q[s].max() - 1e-9 for s, a in zip(states, agent_a, strict=True)]
+            m["test/optimal_action_fraction"] = float(np.mean(ok))
+        if optimum is not None:
+            m["baseline/optimal/mean_return"] = float(optimum.mean())
+            if abs(optimum.mean()) > 1e-12:
+                m["test/optimal_ratio"] = float(ret.mean() / optimum.mean())
+        report.tables["episodes"] = [{"seed": s, "return": float(r), "length": int(n)}
+                                     for s, r, n in zip(seeds[:20], ret, length, strict=False)]
+        if str(cfg.env.id).startswith("dlrun/Orso"):
+            report.figures["orso_greedy_path.png"] = orso_path_figure(factory, seeds[0], greedy(served.model))
+        return report
+
+    def read(self, cfg, source: str, served: Served | None = None) -> Examples:
+        """A CSV of observation rows (one column per observation component, header optional)."""
+        import pandas as pd
+
+        try:
+            frame = pd.read_csv(source)
+        except (OSError, ValueError) as e:
+            raise DlrunError(f"cannot read observations from {source}: {e}") from None
+        try:
+            rows = frame.to_numpy(np.float32)
+        except ValueError:
+            raise DlrunError(f"{source}: observation columns must be numbers") from None
+        return Examples(rows, rows=frame, name=str(source), source=str(source))
+
+
+def orso_path_figure(factory, seed: int, act):
+    """The bear's greedy path on the graph (edges coloured by cost, pots as gold circles)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dlrun.rl.envs import EDGES, NODES
+    from dlrun.rl.rollout import as_rows
+
+    pos = {"S": (0, 0), "A": (-2, 2), "B": (0, 1.5), "C": (2, 1), "D": (-3.5, 3), "E": (-2, 3.5), "F": (-3, 4.5),
+           "G": (-1, 6), "H": (0, 4), "K": (1, 3), "L": (3.5, 2.5), "M": (2.5, 3), "N": (2.5, 4.5), "O": (1.5, 6)}
+    env = factory()
+    obs, info = env.reset(seed=seed)
+    pots, total, done = list(info["pots"]), 0.0, False
+    while not done:
+        obs, r, term, trunc, _ = env.step(int(act(as_rows([obs], env.observation_space))[0]))
+        total += r
+        done = term or trunc
+    path = env.unwrapped.path
+    fig, ax = plt.subplots(figsize=(6, 6))
+    cmap = plt.get_cmap("viridis")
+    for i, edges in enumerate(EDGES):
+        for j, c in edges:
+            (x0, y0), (x1, y1) = pos[NODES[i]], pos[NODES[j]]
+            ax.plot([x0, x1], [y0, y1], color=cmap(c / 300), lw=1.5, zorder=1)
+    for a, b in zip(path, path[1:], strict=False):
+        (x0, y0), (x1, y1) = pos[NODES[a]], pos[NODES[b]]
+        ax.annotate("", (x1, y1), (x0, y0), arrowprops={"arrowstyle": "->", "color": "red", "lw": 2})
+    for k, name in enumerate(NODES):
+        x, y = pos[name]
+        ax.scatter([x], [y], s=500, color="gold" if k in pots else "lightgrey", edgecolor="k", zorder=2)
+        ax.text(x, y, name, ha="center", va="center", zorder=3)
+    ax.set_title(f"greedy episode (seed {seed}): return {total:.3f}, optimum {info['optimal_return']:.3f}, "
+                 f"{len(path) - 1} moves", fontsize=9)
+    ax.axis("off")
+    return fig

@@ -1,0 +1,67 @@
+"""Train the RL presets with the real CLI and print mean evaluation return, the baselines, env
+steps and wall time.
+
+    python scripts/rl_quality.py                          # cartpole_ppo gridworld_q policy_iteration
+    python scripts/rl_quality.py orso_ppo cartpole_dqn    # the longer ones (minutes on 2 cores)
+    python scripts/rl_quality.py cartpole_ppo trainer.seed=1
+
+Each preset runs as `dlrun train experiment=NAME [overrides]` in a temporary folder with its own
+MLflow store, and the metrics are read back from the run. Exit code 1 when a preset misses its bar.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+PRESETS = ("cartpole_ppo", "gridworld_q", "policy_iteration")
+# preset -> (metric, minimum)
+BARS = {"cartpole_ppo": ("test/mean_return", 475.0), "cartpole_dqn": ("test/mean_return", 475.0),
+        "orso_ppo": ("test/optimal_ratio", 0.95), "gridworld_q": ("test/optimal_action_fraction", 1.0),
+        "policy_iteration": ("test/optimal_ratio", 1.0)}
+SHOWN = ("test/mean_return", "test/std_return", "baseline/random/mean_return", "baseline/optimal/mean_return",
+         "test/optimal_ratio", "test/optimal_action_fraction", "timing/fit_seconds", "timing/steps_per_second")
+
+
+def run(preset: str, overrides: list[str]) -> dict:
+    from mlflow.tracking import MlflowClient
+
+    with tempfile.TemporaryDirectory(prefix=f"dlrun-{preset}-") as tmp:
+        uri = f"sqlite:///{tmp}/mlflow.db"
+        env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+        cmd = ["dlrun", "train", f"experiment={preset}", *overrides]
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            print(proc.stdout[-3000:], proc.stderr[-3000:], sep="\n")
+            return {"preset": preset, "command": " ".join(cmd), "error": proc.returncode, "wall_s": round(wall, 1)}
+        client = MlflowClient(tracking_uri=uri)
+        r = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])][0]
+        m = r.data.metrics
+        steps = [x.step for x in client.get_metric_history(r.info.run_id, "val/mean_return")]
+    result = {"preset": preset, "command": " ".join(cmd), "wall_s": round(wall, 1),
+              "env_steps": max(steps, default=0)}
+    result.update({k: round(m[k], 4) for k in SHOWN if k in m})
+    if preset in BARS:
+        key, bar = BARS[preset]
+        result["pass"] = result.get(key, float("-inf")) >= bar
+    print(f"experiment={preset}: " + ", ".join(f"{k}={result[k]}" for k in result if k not in ("preset", "command")),
+          flush=True)
+    return result
+
+
+def main(argv: list[str]) -> int:
+    presets = [a for a in argv if "=" not in a] or list(PRESETS)
+    overrides = [a for a in argv if "=" in a]
+    results = [run(p, overrides) for p in presets]
+    print(json.dumps(results, indent=1))
+    return 0 if all(r.get("pass", "error" not in r) for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
