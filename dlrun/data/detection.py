@@ -1,0 +1,407 @@
+"""Object detection data: images with labelled boxes (course "Detection").
+
+Sources, each a DATA entry tagged "detection" that takes the `data` config and returns `Boxes`:
+  shapes   generated scenes of 1-6 circles, squares and triangles (exact boxes; offline default)
+  coco     a COCO-format annotations JSON and its image folder
+  voc      Pascal VOC XML annotations and their JPEG folder, or one CSV of
+           filename,width,height,class,xmin,ymin,xmax,ymax rows (a common export)
+
+Boxes are pixel corners (xmin, ymin, xmax, ymax) of the image as stored. Every box is checked
+(inside the image, positive area): `on_bad_box: skip` drops it and reports it by file in the
+run's warnings, `error` stops with the first one. The tf.data pipeline (`pipeline`) resizes,
+pads the box counts, flips with Keras' bounding-box-aware RandomFlip and matches boxes to the
+model's default boxes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dlrun.errors import DlrunError
+from dlrun.registry import DATA
+
+SHAPES = ["circle", "square", "triangle"]
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+@dataclass
+class Boxes:
+    """Images (uint8 HxWx3 arrays, any sizes) with their boxes (n, 4) pixel xyxy and labels (n,)."""
+
+    images: list
+    boxes: list
+    labels: list
+    class_names: list[str]
+    source: str
+    files: list[str] = field(default_factory=list)
+    split: dict[str, Any] | None = None  # the source's own split: name -> indices
+    warnings: list[str] = field(default_factory=list)  # bad annotations, by file
+
+
+# -- validation ---------------------------------------------------------------------------------
+
+
+def check_box(box, width: int, height: int) -> str | None:
+    """Why a pixel xyxy box is bad for an image of width x height, or None."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    if not all(np.isfinite([x1, y1, x2, y2])):
+        return "not a number"
+    if x2 <= x1 or y2 <= y1:
+        return f"no area ({x1:g}, {y1:g}, {x2:g}, {y2:g})"
+    tol = 1.0  # one pixel of slack: exports often write xmax = width
+    if x1 < -tol or y1 < -tol or x2 > width + tol or y2 > height + tol:
+        return f"outside the {width}x{height} image ({x1:g}, {y1:g}, {x2:g}, {y2:g})"
+    return None
+
+
+def _keep_good(name: str, boxes, labels, width: int, height: int, policy: str, warnings: list):
+    good_b, good_l = [], []
+    for box, label in zip(boxes, labels, strict=False):
+        why = check_box(box, width, height)
+        if why is None:
+            good_b.append([min(max(float(box[0]), 0), width), min(max(float(box[1]), 0), height),
+                           min(max(float(box[2]), 0), width), min(max(float(box[3]), 0), height)])
+            good_l.append(int(label))
+        elif policy == "error":
+            raise DlrunError(f"{name}: bad box {why}", "fix the annotation or set data.on_bad_box=skip")
+        else:
+            warnings.append(f"{name}: skipped a bad box: {why}")
+    return np.asarray(good_b, dtype="float32").reshape(-1, 4), np.asarray(good_l, dtype="int64")
+
+
+def _policy(data_cfg) -> str:
+    policy = str(data_cfg.get("on_bad_box", "skip"))
+    if policy not in ("skip", "error"):
+        raise DlrunError(f"data.on_bad_box: unknown value '{policy}'", "valid: skip, error")
+    return policy
+
+
+# -- shapes -------------------------------------------------------------------------------------
+
+
+def shapes_scene(rng, size: int, max_objects: int, min_size: float, max_size: float, noise: float):
+    """One image (size, size, 3) uint8 with 1..max_objects shapes; (image, boxes, labels).
+
+    Background: a random colour, a random sinusoidal texture and Gaussian noise. Each shape has
+    a random class, colour and box side (min_size..max_size of the image side); a new shape may
+    overlap earlier ones partially (at most 40% of the smaller box) and is drawn over them. Boxes are the exact
+    pixel extent of the shape's full mask.
+    """
+    yy, xx = np.mgrid[0:size, 0:size].astype("float32") + 0.5
+    bg = rng.uniform(0.1, 0.9, 3)
+    freq, angle, amp = rng.uniform(2, 10), rng.uniform(0, np.pi), rng.uniform(0.05, 0.2)
+    wave = np.sin(2 * np.pi * freq * (xx * np.cos(angle) + yy * np.sin(angle)) / size)
+    img = bg[None, None, :] + amp * wave[..., None] * rng.choice([-1, 1], 3)[None, None, :]
+    boxes, labels, colours = [], [], []
+    n = int(rng.integers(1, max_objects + 1))
+    for _ in range(30 * n):
+        if len(boxes) == n:
+            break
+        label = int(rng.integers(len(SHAPES)))
+        side = rng.uniform(min_size, max_size) * size
+        r = side / 2
+        cx, cy = rng.uniform(r, size - r), rng.uniform(r, size - r)
+        dx, dy = xx - cx, yy - cy
+        if label == 0:
+            mask = dx**2 + dy**2 <= r**2
+        elif label == 1:
+            mask = (np.abs(dx) <= r) & (np.abs(dy) <= r)
+        else:  # upright triangle: apex at the top, base at the bottom
+            mask = (dy <= r) & (np.abs(dx) <= (dy + r) / 2)
+        if mask.sum() < 12:
+            continue
+        ys, xs = np.nonzero(mask)
+        box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype="float32")
+        if boxes and _overlap_np(box, np.asarray(boxes)).max() > 0.4:
+            continue
+        for _ in range(10):  # contrast to the background and to the shapes drawn so far
+            colour = (bg + rng.uniform(0.3, 0.6, 3) * rng.choice([-1, 1], 3)) % 1.0
+            if all(np.abs(colour - c).sum() > 0.5 for c in colours):
+                break
+        colours.append(colour)
+        img = np.where(mask[..., None], colour[None, None, :], img)
+        boxes.append(box)
+        labels.append(label)
+    img = img + rng.normal(0.0, noise, img.shape)
+    img = (np.clip(img, 0.0, 1.0) * 255).round().astype("uint8")
+    return img, np.asarray(boxes, dtype="float32").reshape(-1, 4), np.asarray(labels, dtype="int64")
+
+
+def _overlap_np(box, others):
+    """Intersection over the smaller box's area: > 0.4 would hide too much of one shape."""
+    x1 = np.maximum(box[0], others[:, 0])
+    y1 = np.maximum(box[1], others[:, 1])
+    x2 = np.minimum(box[2], others[:, 2])
+    y2 = np.minimum(box[3], others[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
+    return inter / np.minimum(area(box), area(others))
+
+
+@DATA.register("shapes", "Generated scenes of 1-6 circles, squares and triangles with exact boxes (offline)",
+               tags=("detection",))
+def load_shapes(data_cfg) -> Boxes:
+    size = int(data_cfg.image_size)
+    n = {s: int(data_cfg[f"n_{s}"]) for s in ("train", "val", "test")}
+    lo, hi = float(data_cfg.min_size), float(data_cfg.max_size)
+    if size < 32 or not 0 < lo <= hi <= 0.9 or int(data_cfg.max_objects) < 1 or min(n.values()) < 1:
+        raise DlrunError("data=shapes needs image_size >= 32, 0 < min_size <= max_size <= 0.9, "
+                         f"max_objects >= 1 and n_train/n_val/n_test >= 1 (got {size}, {lo}, {hi}, "
+                         f"{data_cfg.max_objects}, {n})")
+    images, boxes, labels, split, start = [], [], [], {}, 0
+    for i, s in enumerate(("train", "val", "test")):  # one stream per split: sizes change no other split
+        rng = np.random.default_rng([int(data_cfg.seed), i])
+        for _ in range(n[s]):
+            img, b, lab = shapes_scene(rng, size, int(data_cfg.max_objects), lo, hi, float(data_cfg.noise))
+            images.append(img)
+            boxes.append(b)
+            labels.append(lab)
+        split[s] = np.arange(start, start + n[s])
+        start += n[s]
+    spec = f"dlrun:shapes?size={size}&n={n['train']},{n['val']},{n['test']}&seed={data_cfg.seed}"
+    return Boxes(images, boxes, labels, list(SHAPES), spec, split=split)
+
+
+# -- files --------------------------------------------------------------------------------------
+
+
+def read_image(path: Path):
+    import tensorflow as tf
+
+    try:
+        img = tf.io.decode_image(tf.io.read_file(str(path)), channels=3, expand_animations=False)
+    except tf.errors.OpError as e:
+        raise DlrunError(f"{path}: not a readable image ({str(e).splitlines()[0][:120]})") from None
+    return img.numpy()
+
+
+def _required_path(data_cfg, key: str, hint: str) -> Path:
+    value = data_cfg.get(key)
+    if value in (None, "", "???"):
+        raise DlrunError(f"data.{key} is required for data={data_cfg.name}", hint)
+    path = Path(str(value))
+    if not path.exists():
+        raise DlrunError(f"data.{key}: '{path}' does not exist")
+    return path
+
+
+def _assemble(records, class_names, source: str, policy: str, warnings: list) -> Boxes:
+    """records: (file, width or None, height or None, boxes, class indices) per image."""
+    images, boxes, labels, files = [], [], [], []
+    for path, width, height, b, lab in records:
+        if not Path(path).is_file():
+            raise DlrunError(f"{path}: image file not found (named in the annotations)")
+        img = read_image(Path(path))
+        h, w = img.shape[:2]
+        if (width and int(width) != w) or (height and int(height) != h):
+            warnings.append(f"{path}: annotated size {width}x{height} differs from the image's {w}x{h}")
+        b, lab = _keep_good(str(path), b, lab, w, h, policy, warnings)
+        images.append(img)
+        boxes.append(b)
+        labels.append(lab)
+        files.append(str(path))
+    if not images:
+        raise DlrunError(f"{source}: no annotated images")
+    return Boxes(images, boxes, labels, list(class_names), source, files=files, warnings=warnings)
+
+
+@DATA.register("coco", "A COCO-format annotations JSON and its image folder", tags=("detection",))
+def load_coco(data_cfg) -> Boxes:
+    ann_file = _required_path(data_cfg, "annotations", "data.annotations=instances.json data.images=folder/")
+    folder = _required_path(data_cfg, "images", "data.images=<folder the JSON's file_name entries are in>")
+    try:
+        spec = json.loads(ann_file.read_text())
+        cats = sorted(spec["categories"], key=lambda c: c["id"])
+        index = {int(c["id"]): k for k, c in enumerate(cats)}
+        per_image = {int(im["id"]): (im, [], []) for im in spec["images"]}
+        annotations = spec.get("annotations", [])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise DlrunError(f"{ann_file}: not a COCO annotations file ({type(e).__name__}: {e})") from None
+    warnings: list[str] = []
+    for a in annotations:
+        im = per_image.get(int(a.get("image_id", -1)))
+        name = im[0]["file_name"] if im else f"image_id {a.get('image_id')}"
+        if im is None or int(a.get("category_id", -1)) not in index or len(a.get("bbox", [])) != 4:
+            msg = f"{ann_file.name}: annotation {a.get('id')} of {name}: unknown image/category or no 4-number bbox"
+            if _policy(data_cfg) == "error":
+                raise DlrunError(msg)
+            warnings.append(msg + "; skipped")
+            continue
+        if a.get("iscrowd", 0):
+            continue
+        x, y, w, h = (float(v) for v in a["bbox"])
+        im[1].append([x, y, x + w, y + h])
+        im[2].append(index[int(a["category_id"])])
+    records = [(folder / im["file_name"], im.get("width"), im.get("height"), b, lab)
+               for im, b, lab in per_image.values()]
+    return _assemble(records, [c["name"] for c in cats], str(ann_file.resolve()), _policy(data_cfg), warnings)
+
+
+@DATA.register("voc", "Pascal VOC XML annotations + JPEG folder, or a CSV of filename,width,height,class,"
+               "xmin,ymin,xmax,ymax rows", tags=("detection",))
+def load_voc(data_cfg) -> Boxes:
+    path = _required_path(data_cfg, "path", "data.path=<folder of VOC .xml files, or a .csv file>")
+    images = data_cfg.get("images")
+    policy = _policy(data_cfg)
+    if path.is_file() and path.suffix.lower() == ".csv":
+        folder = Path(str(images)) if images else path.parent
+        return _voc_csv(path, folder, policy)
+    folder = Path(str(images)) if images else (path.parent / "JPEGImages" if path.name == "Annotations" else path)
+    return _voc_xml(path, folder, policy, data_cfg.get("classes"))
+
+
+def _voc_xml(folder: Path, images: Path, policy: str, classes) -> Boxes:
+    import xml.etree.ElementTree as ET
+
+    files = sorted(folder.glob("*.xml"))
+    if not files:
+        raise DlrunError(f"data.path: no .xml annotation files in '{folder}'")
+    parsed, warnings = [], []
+    for f in files:
+        try:
+            root = ET.parse(f).getroot()
+            size = root.find("size")
+            width = int(float(size.findtext("width"))) if size is not None else None
+            height = int(float(size.findtext("height"))) if size is not None else None
+            objects = []
+            for obj in root.iter("object"):
+                bb = obj.find("bndbox")
+                objects.append((obj.findtext("name").strip(),
+                                [float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")]))
+        except (ET.ParseError, AttributeError, TypeError, ValueError) as e:
+            raise DlrunError(f"{f}: not a readable VOC annotation ({type(e).__name__}: {e})") from None
+        parsed.append((images / (root.findtext("filename") or f.stem + ".jpg"), width, height, objects))
+    names = list(classes) if classes else sorted({n for *_, objs in parsed for n, _ in objs})
+    records = []
+    for file, width, height, objs in parsed:
+        known = [(n, b) for n, b in objs if n in names]
+        for n, _ in objs:
+            if n not in names:
+                warnings.append(f"{file}: skipped a box of class '{n}' (not in data.classes)")
+        records.append((file, width, height, [b for _, b in known], [names.index(n) for n, _ in known]))
+    return _assemble(records, names, str(folder.resolve()), policy, warnings)
+
+
+def _voc_csv(csv: Path, images: Path, policy: str) -> Boxes:
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(csv)
+    except (OSError, ValueError) as e:
+        raise DlrunError(f"{csv}: cannot read ({e})") from None
+    needed = ["filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax"]
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise DlrunError(f"{csv}: missing column(s) {', '.join(missing)}", f"expected {','.join(needed)}")
+    names = sorted(frame["class"].astype(str).unique())
+    records = []
+    for name, rows in frame.groupby("filename", sort=True):
+        b = rows[["xmin", "ymin", "xmax", "ymax"]].to_numpy(dtype="float64")
+        records.append((images / str(name), int(rows["width"].iloc[0]), int(rows["height"].iloc[0]), b,
+                        [names.index(str(c)) for c in rows["class"]]))
+    return _assemble(records, names, str(csv.resolve()), policy, [])
+
+
+# -- splits and the tf.data pipeline ------------------------------------------------------------
+
+
+def split_indices(src: Boxes, val_size: float, test_size: float, seed: int) -> dict[str, np.ndarray]:
+    if src.split is not None:
+        return src.split
+    n = len(src.images)
+    order = np.random.default_rng(seed).permutation(n)
+    n_test = max(1, int(round(n * test_size)))
+    n_val = max(1, int(round(n * val_size)))
+    if n - n_test - n_val < 1:
+        raise DlrunError(f"{n} annotated image(s) are too few for train/val/test splits", "add images")
+    return {"test": np.sort(order[:n_test]), "val": np.sort(order[n_test:n_test + n_val]),
+            "train": np.sort(order[n_test + n_val:])}
+
+
+def model_arrays(src: Boxes, indices, size: int, max_boxes: int, warnings: list | None = None):
+    """(images float32 (n, size, size, 3) in [0, 1], boxes (n, M, 4) relative xyxy, labels (n, M)
+    with -1 padding). Images with more than `max_boxes` boxes keep the largest ones (reported)."""
+    import tensorflow as tf
+
+    n = len(indices)
+    x = np.zeros((n, size, size, 3), dtype="float32")
+    b = np.zeros((n, max_boxes, 4), dtype="float32")
+    lab = -np.ones((n, max_boxes), dtype="int32")
+    for row, i in enumerate(indices):
+        img = src.images[i]
+        h, w = img.shape[:2]
+        x[row] = img / 255.0 if (h, w) == (size, size) else tf.image.resize(img, (size, size)).numpy() / 255.0
+        boxes, labels = np.asarray(src.boxes[i]).reshape(-1, 4), np.asarray(src.labels[i])
+        if len(boxes) > max_boxes:
+            area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+            keep = np.sort(np.argsort(-area)[:max_boxes])
+            if warnings is not None:
+                warnings.append(f"{src.files[i] if src.files else f'image {i}'}: {len(boxes)} boxes, "
+                                f"kept the {max_boxes} largest (model.max_boxes)")
+            boxes, labels = boxes[keep], labels[keep]
+        k = len(boxes)
+        b[row, :k] = boxes / np.array([w, h, w, h], dtype="float32")
+        lab[row, :k] = labels
+    return x, b, lab
+
+
+def augmenter(augment_cfg, seed: int):
+    """Keras augmentation layers that move boxes with the pixels (bounding_box_format), or None."""
+    import keras
+
+    layers = []
+    flip = str(augment_cfg.get("flip", "horizontal")) if augment_cfg else "none"
+    if flip not in ("none", "horizontal", "vertical", "horizontal_and_vertical"):
+        raise DlrunError(f"task.augment.flip: unknown value '{flip}'",
+                         "valid: none, horizontal, vertical, horizontal_and_vertical")
+    if flip != "none":
+        layers.append(keras.layers.RandomFlip(flip, bounding_box_format="rel_xyxy", seed=seed))
+    jitter = float(augment_cfg.get("color_jitter", 0.0)) if augment_cfg else 0.0
+    if jitter > 0:  # pixel-only: boxes stay where they are
+        layers.append(keras.layers.RandomBrightness(jitter, value_range=(0.0, 1.0), seed=seed + 1))
+        layers.append(keras.layers.RandomContrast(jitter, value_range=(0.0, 1.0), seed=seed + 2))
+    return layers or None
+
+
+def augment_fn(layers):
+    """A tf.data map function: (image, boxes, labels) -> the same, augmented together."""
+    import tensorflow as tf
+
+    def apply(image, boxes, labels):
+        data = {"images": image, "bounding_boxes": {"boxes": boxes, "labels": tf.cast(labels, tf.float32)}}
+        for layer in layers:
+            if "bounding_box_format" in layer.get_config():
+                data = layer(data, training=True)
+            else:
+                data = dict(data, images=layer(data["images"], training=True))
+        return data["images"], data["bounding_boxes"]["boxes"], tf.cast(data["bounding_boxes"]["labels"], tf.int32)
+
+    return apply
+
+
+def pipeline(x, b, lab, anchors, batch_size: int, positive: float, negative: float, training: bool = False,
+             seed: int = 0, augment=None, with_targets: bool = True):
+    """Batched tf.data of (image, {"loc", "cls"}) matched to `anchors` (training/validation loss)."""
+    import tensorflow as tf
+
+    from dlrun.detection.boxes import match
+
+    ds = tf.data.Dataset.from_tensor_slices((x, b, lab))
+    if training:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    if training and augment:
+        fn = augment_fn(augment)
+        ds = ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+    anchors = tf.constant(anchors)
+
+    def targets(image, boxes, labels):
+        loc, cls = match(anchors, boxes, labels, positive, negative)
+        return image, {"loc": loc, "cls": cls}
+
+    ds = ds.map(targets, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

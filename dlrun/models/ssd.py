@@ -1,0 +1,117 @@
+"""SSD (course "Detection"): a small CNN backbone, feature maps at several scales and, on each
+map, a 3x3 convolution predicting per default box 4 offsets and C + 1 class scores (class 0 =
+background). The network maps images in [0, 1] to one tensor (B, A, 4 + C + 1): offsets first,
+then class logits; A is the number of default boxes (dlrun/detection/boxes.default_boxes, same
+order). Decoding and NMS are outside the network (the served model adds them).
+"""
+
+from __future__ import annotations
+
+from dlrun.errors import DlrunError
+from dlrun.registry import MODELS
+
+
+def feature_sizes(model_cfg, size: int) -> list[int]:
+    """Side of each feature map for a square input of `size` pixels."""
+    extras = len(model_cfg.extra_filters)
+    # the small backbone halves once per stage; a keras.applications backbone is cut at stride 8
+    stages = len(model_cfg.filters) if str(model_cfg.get("backbone", "small")) == "small" else 3
+    first = size
+    for _ in range(stages):
+        first = -(-first // 2)
+    sizes = [first]
+    for _ in range(extras):
+        sizes.append(-(-sizes[-1] // 2))
+    return sizes
+
+
+def layout(model_cfg, info) -> tuple[list[int], list[float], list[float]]:
+    """(feature sizes, scales, aspect ratios): from the config, or the data's k-means (info)."""
+    size = int(info.input_shape[0])
+    sizes = feature_sizes(model_cfg, size)
+    scales = list(getattr(info, "scales", None) or model_cfg.scales)
+    ratios = list(getattr(info, "aspect_ratios", None) or model_cfg.aspect_ratios)
+    if len(scales) != len(sizes) + 1:
+        raise DlrunError(f"model.scales: {len(sizes)} feature maps need {len(sizes) + 1} scales, got {len(scales)}",
+                         "one per map plus one (the last map's extra box)")
+    if not ratios or min(ratios) <= 0:
+        raise DlrunError(f"model.aspect_ratios must be positive numbers, got {ratios}")
+    return sizes, [float(s) for s in scales], [float(r) for r in ratios]
+
+
+def app_features(name: str, model_cfg, inputs, side: int):
+    """A keras.applications model (include_top=False) cut at its last layer with a side x side
+    output (stride 8 of the input: the first SSD feature map), behind the app's own preprocessing
+    (a frozen 1x1 conv, as in models/image.py). weights=imagenet downloads once, then Keras caches."""
+    import contextlib
+
+    import keras
+
+    from dlrun.download import downloading
+    from dlrun.models.image import application, preprocess_affine
+
+    fn = application(name)
+    weights = model_cfg.get("weights") or None
+    if weights not in (None, "imagenet"):
+        raise DlrunError(f"model.weights: unknown value '{weights}'", "valid: null, imagenet")
+    size = tuple(int(d) for d in inputs.shape[1:3])
+    hint = "Keras caches weights under $KERAS_HOME/models (~/.keras) after one online run; weights=null works offline"
+    guard = downloading(f"ImageNet weights for {name}", model_cfg.get("download_timeout", 30), hint) \
+        if weights else contextlib.nullcontext()
+    try:
+        with guard:
+            base = fn(include_top=False, weights=weights, input_shape=(*size, 3))
+    except (ValueError, TypeError) as e:
+        raise DlrunError(f"model.backbone={name}: {str(e).strip().splitlines()[0][:200]}") from None
+    cut = [layer for layer in base.layers if tuple(layer.output.shape[1:3]) == (side, side)]
+    if not cut:
+        raise DlrunError(f"model.backbone={name}: no layer with a {side}x{side} output (stride 8) at {size}")
+    features = keras.Model(base.input, cut[-1].output, name=f"{name}_stride8")
+    features.trainable = not bool(model_cfg.get("freeze_backbone", False))
+    M, b = preprocess_affine(fn)
+    pre = keras.layers.Conv2D(3, 1, trainable=False, name="app_preprocess")
+    x = pre(inputs)
+    pre.set_weights([(M * 255.0).reshape(1, 1, 3, 3).astype("float32"), b.astype("float32")])
+    return features(x)
+
+
+@MODELS.register("ssd", "Single-shot detector: small CNN backbone, multi-scale heads over default boxes",
+                 tags=("detection",))
+def build_ssd(model_cfg, info):
+    import keras
+    from keras import layers
+
+    sizes, scales, ratios = layout(model_cfg, info)
+    k = len(ratios) + 1
+    classes = int(info.num_classes) + 1
+    reg = keras.regularizers.l2(float(model_cfg.get("l2", 0.0))) if model_cfg.get("l2") else None
+
+    def conv(x, filters, stride=1, name=None):
+        x = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, kernel_regularizer=reg,
+                          name=name)(x)
+        x = layers.BatchNormalization(momentum=float(model_cfg.get("bn_momentum", 0.9)))(x)
+        return layers.Activation(str(model_cfg.activation))(x)
+
+    inputs = keras.Input(shape=tuple(info.input_shape), name="image")
+    backbone = str(model_cfg.get("backbone", "small"))
+    if backbone == "small":
+        x = inputs
+        for filters in model_cfg.filters:  # each stage halves first (stride-2 conv), then a conv: cheap on CPU
+            x = conv(x, int(filters), stride=2)
+            x = conv(x, int(filters))
+    else:
+        x = app_features(backbone, model_cfg, inputs, sizes[0])
+    maps = [conv(x, int(model_cfg.filters[-1]))]
+    for filters in model_cfg.extra_filters:  # extra layers, each halving the map
+        maps.append(conv(conv(maps[-1], int(filters) // 2), int(filters), stride=2))
+    loc, conf = [], []
+    for i, (m, side) in enumerate(zip(maps, sizes, strict=False)):
+        h = conv(m, int(model_cfg.head_filters)) if model_cfg.get("head_filters") else m
+        loc.append(layers.Reshape((side * side * k, 4))(layers.Conv2D(4 * k, 3, padding="same",
+                                                                          name=f"loc_{i}")(h)))
+        conf.append(layers.Reshape((side * side * k, classes))(layers.Conv2D(
+            classes * k, 3, padding="same", name=f"conf_{i}")(h)))
+    loc = layers.Concatenate(axis=1, name="offsets")(loc)
+    conf = layers.Concatenate(axis=1, name="logits")(conf)
+    out = layers.Concatenate(axis=-1, name="ssd", dtype="float32")([loc, conf])
+    return keras.Model(inputs, out, name="ssd")

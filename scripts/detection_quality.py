@@ -1,0 +1,64 @@
+"""Train the detection preset with the real CLI and print its COCO-style test mAP and wall time.
+
+    python scripts/detection_quality.py                      # shapes_ssd (bar: mAP@.5 >= 0.9, mAP >= 0.6)
+    python scripts/detection_quality.py shapes_ssd trainer.epochs=40
+
+Each preset runs as `dlrun train experiment=NAME [overrides]` in a temporary folder with its own
+MLflow store (sqlite); the metrics are read back from the MLflow run, so the numbers are what a
+user gets. Exit code 1 when shapes_ssd misses the bar.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+PRESETS = ("shapes_ssd",)
+BARS = {"shapes_ssd": {"test/map50": 0.9, "test/map": 0.6}}
+SHOWN = ("test/map", "test/map50", "test/map75", "test/map_small", "test/map_medium", "test/ar100",
+         "val/map50", "baseline/untrained_ssd/map50", "test/images_per_second_batch1",
+         "test/images_per_second_batch32")
+
+
+def run(preset: str, overrides: list[str]) -> dict:
+    from mlflow.tracking import MlflowClient
+
+    with tempfile.TemporaryDirectory(prefix=f"dlrun-{preset}-") as tmp:
+        uri = f"sqlite:///{tmp}/mlflow.db"
+        env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+        cmd = ["dlrun", "train", f"experiment={preset}", *overrides]
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            print(proc.stdout[-3000:], proc.stderr[-3000:], sep="\n")
+            return {"preset": preset, "command": " ".join(cmd), "error": proc.returncode, "wall_s": round(wall, 1)}
+        client = MlflowClient(tracking_uri=uri)
+        runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+        m = runs[0].data.metrics
+    result = {"preset": preset, "command": " ".join(cmd), "wall_s": round(wall, 1),
+              "fit_s": round(m.get("timing/fit_seconds", float("nan")), 1),
+              "epochs": int(m.get("timing/epochs", 0)), "params": int(runs[0].data.params.get("model.params", 0))}
+    result.update({k: round(m[k], 4) for k in SHOWN if k in m})
+    if preset in BARS:
+        result["pass"] = all(result.get(k, 0.0) >= v for k, v in BARS[preset].items())
+    print(f"experiment={preset}: test mAP@.5 {result.get('test/map50')}, mAP@[.5:.95] {result.get('test/map')} "
+          f"in {wall:.1f} s wall ({result['fit_s']} s fit, {result['epochs']} epochs, {result['params']:,} params)",
+          flush=True)
+    return result
+
+
+def main(argv: list[str]) -> int:
+    presets = [a for a in argv if "=" not in a] or list(PRESETS)
+    overrides = [a for a in argv if "=" in a]
+    results = [run(p, overrides) for p in presets]
+    print(json.dumps(results, indent=1))
+    return 0 if all(r.get("pass", "error" not in r) for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
