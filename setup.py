@@ -5,9 +5,13 @@ being listed), and the top-level configs/ folder -- the Hydra tree people edit -
 dlrun.configs, so a non-editable install finds its configs from any directory.
 """
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, find_packages, setup
+
+# every config group folder is a (data-only) sub-package of dlrun.configs; listing them keeps
+# setuptools from warning about "importable packages absent from the configuration"
+CONFIG_PACKAGES = ["dlrun.configs", *(f"dlrun.configs.{p}" for p in find_namespace_packages(where="configs"))]
 
 setup(
-    packages=[*find_packages(include=["dlrun", "dlrun.*"]), "dlrun.configs"],
+    packages=[*find_packages(include=["dlrun", "dlrun.*"]), *CONFIG_PACKAGES],
     package_dir={"dlrun.configs": "configs"},
 )
