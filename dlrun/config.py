@@ -58,6 +58,7 @@ class TrainerConfig:
     learning_rate: float = 1e-3
     momentum: float = 0.9  # sgd and rmsprop
     weight_decay: float = 0.004  # adamw
+    beta_1: float = 0.9  # adam, adamw: decay of the first moment (GANs train steadier at 0.5)
     clipnorm: float | None = None
     lr_schedule: LRScheduleConfig = field(default_factory=LRScheduleConfig)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
@@ -179,6 +180,8 @@ def validate(cfg) -> Any:
         raise DlrunError(f"trainer.batch_size must be >= 1, got {t.batch_size}")
     if not t.learning_rate > 0:
         raise DlrunError(f"trainer.learning_rate must be > 0, got {t.learning_rate}")
+    if not 0 <= t.beta_1 < 1:
+        raise DlrunError(f"trainer.beta_1 must be in [0, 1), got {t.beta_1}")
     if t.limit_batches is not None and t.limit_batches < 1:
         raise DlrunError(f"trainer.limit_batches must be >= 1 or null, got {t.limit_batches}")
     _choice("trainer.optimizer", t.optimizer, OPTIMIZERS)

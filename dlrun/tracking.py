@@ -277,11 +277,16 @@ class Tracker:
 
 
 def signature_input(example):
-    """MLflow takes DataFrames and arrays: a dict of column arrays becomes a DataFrame."""
+    """MLflow takes DataFrames and arrays: a dict of column arrays becomes a DataFrame; a dict
+    holding a vector per example (a GAN's noise) stays a dict of arrays (a tensor signature)."""
+    import numpy as np
+
     if isinstance(example, dict):
+        if any(np.ndim(v) > 1 for v in example.values()):
+            return {k: np.asarray(v) for k, v in example.items()}
         import pandas as pd
 
-        return pd.DataFrame({k: list(v.reshape(len(v), -1)[:, 0]) for k, v in example.items()})
+        return pd.DataFrame({k: list(np.asarray(v)) for k, v in example.items()})
     return example
 
 

@@ -65,6 +65,7 @@ def test_unknown_names_list_the_valid_ones(run_dlrun, workdir, args, needle):
 @pytest.mark.parametrize(("args", "needle"), [
     (["trainer.learning_rate=0"], "trainer.learning_rate must be > 0"),
     (["trainer.learning_rate=-1e-3"], "trainer.learning_rate must be > 0"),
+    (["trainer.beta_1=1"], "trainer.beta_1 must be in [0, 1)"),
     (["trainer.epochs=0"], "trainer.epochs must be >= 1"),
     (["trainer.epochs=abc"], "trainer.epochs"),
     (["+trainer.epoch=3"], "trainer.epoch: unknown key"),

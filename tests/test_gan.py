@@ -43,6 +43,16 @@ def test_cgan_smoke_run_logs_losses_grids_at_fixed_noise_and_quality(run_dlrun, 
     assert len(hist) == 2
     arts = [a.path for a in mlflow_client.list_artifacts(run.info.run_id, "plots")]
     assert any("samples_epoch_0001" in a for a in arts) and any("samples_epoch_0002" in a for a in arts)
+    # the logged generator takes noise vectors and the labels asked for, reloaded from MLflow
+    import mlflow
+
+    mlflow.set_tracking_uri(mlflow_client.tracking_uri)
+    gen = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    z = np.random.default_rng(1).normal(0, 1, (3, 32)).astype("float32")
+    images = gen.predict({"noise": z, "label": np.array([7, 1, 7], "int32")})
+    pixels = np.stack([np.asarray(v, "float32").reshape(16, 16) for v in images["image"]])
+    assert pixels.shape == (3, 16, 16) and 0 <= pixels.min() and pixels.max() <= 1
+    assert not np.allclose(pixels[0], pixels[2])  # same label, different noise
 
 
 def test_fixed_noise_is_the_same_for_every_grid(compose):

@@ -233,7 +233,11 @@ def _classifier(a: dict, classes: int, seed: int):
     x = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(inputs)
     x = keras.layers.MaxPooling2D(2)(x)
     x = keras.layers.Conv2D(64, 3, padding="same", activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.MaxPooling2D(2)(x)
+    # flatten, not global pooling: where the strokes are is what tells digits apart (pooled
+    # features judged real 16x16 digits at 0.81 accuracy, flattened ones at 0.98)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dropout(0.3)(x)
     feats = keras.layers.Dense(64, activation="relu", name="features")(x)
     out = keras.layers.Dense(classes, activation="softmax")(feats)
     clf = keras.Model(inputs, out, name="judge")

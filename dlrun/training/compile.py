@@ -16,7 +16,8 @@ def make_optimizer(trainer, steps_per_epoch: int | None = None):
         steps = max(1, int(trainer.epochs) * int(steps_per_epoch or 1))
         alpha = float(schedule.min_lr) / lr if lr else 0.0
         lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=steps, alpha=alpha)
-    extra = {"adamw": {"weight_decay": float(trainer.weight_decay)},
+    extra = {"adam": {"beta_1": float(trainer.beta_1)},
+             "adamw": {"weight_decay": float(trainer.weight_decay), "beta_1": float(trainer.beta_1)},
              "sgd": {"momentum": float(trainer.momentum)},
              "rmsprop": {"momentum": float(trainer.momentum)}}.get(trainer.optimizer, {})
     if trainer.clipnorm:
