@@ -2,12 +2,15 @@
 
 Every package under dlrun/ is found (a new task family's sub-package ships in the wheel without
 being listed), and the top-level configs/ folder -- the Hydra tree people edit -- ships as
-dlrun.configs, so a non-editable install finds its configs from any directory.
+dlrun.configs, so a non-editable install finds its configs from any directory. The Optuna
+sweeper ships as hydra_plugins.dlrun_optuna, where Hydra discovers plugins.
 """
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, find_packages, setup
 
 setup(
-    packages=[*find_packages(include=["dlrun", "dlrun.*"]), "dlrun.configs"],
+    # hydra_plugins is a namespace package shared with other Hydra plugins (no __init__.py): only ours ships
+    packages=[*find_packages(include=["dlrun", "dlrun.*"]), "dlrun.configs",
+              *find_namespace_packages(include=["hydra_plugins.dlrun_*"])],
     package_dir={"dlrun.configs": "configs"},
 )
