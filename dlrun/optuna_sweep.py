@@ -175,11 +175,17 @@ def _retry_interrupted(study, trial) -> None:
 def fail_vanished(study) -> None:
     """Trials left RUNNING by a process of this machine that no longer exists (Ctrl-C, SIGKILL,
     a crash) are failed as interrupted at once (other machines': by heartbeat)."""
+    import datetime
+
     import optuna
 
     host = socket.gethostname()
+    old = datetime.datetime.now() - datetime.timedelta(seconds=60)
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if t.user_attrs.get("host") != host or _alive(t.user_attrs.get("pid")):
+        if "host" not in t.user_attrs:  # killed between ask and its attributes: orphaned once a minute old
+            if t.datetime_start is None or t.datetime_start > old:
+                continue
+        elif t.user_attrs.get("host") != host or _alive(t.user_attrs.get("pid")):
             continue
         with contextlib.suppress(Exception):  # another worker may be failing it at the same moment
             study._storage.set_trial_user_attr(t._trial_id, "interrupted", "its process ended without an answer")

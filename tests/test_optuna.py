@@ -77,7 +77,8 @@ def test_interrupted_study_resumes_with_the_same_command(run_dlrun, workdir):
     try:  # kill it (SIGKILL: no clean-up at all) while trial 1 runs, after trial 0 finished
         while time.time() < deadline and proc.poll() is None:
             with contextlib.suppress(Exception):  # the file may exist before the study does
-                if states(study(workdir)) == ["COMPLETE", "RUNNING"]:
+                running = states(study(workdir)) == ["COMPLETE", "RUNNING"]
+                if running and (workdir / "multirun" / "optuna" / "tabular-mlp" / "1").is_dir():
                     break
             time.sleep(0.5)
         assert proc.poll() is None, "the sweep ended before it could be interrupted"
