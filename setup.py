@@ -2,7 +2,8 @@
 
 Every package under dlrun/ is found (a new task family's sub-package ships in the wheel without
 being listed), and the top-level configs/ folder -- the Hydra tree people edit -- ships as
-dlrun.configs, so a non-editable install finds its configs from any directory.
+dlrun.configs, so a non-editable install finds its configs from any directory. The Optuna
+sweeper ships as hydra_plugins.dlrun_optuna, where Hydra discovers plugins.
 """
 
 from setuptools import find_namespace_packages, find_packages, setup
@@ -12,6 +13,8 @@ from setuptools import find_namespace_packages, find_packages, setup
 CONFIG_PACKAGES = ["dlrun.configs", *(f"dlrun.configs.{p}" for p in find_namespace_packages(where="configs"))]
 
 setup(
-    packages=[*find_packages(include=["dlrun", "dlrun.*"]), *CONFIG_PACKAGES],
+    # hydra_plugins is a namespace package shared with other Hydra plugins (no __init__.py): only ours ships
+    packages=[*find_packages(include=["dlrun", "dlrun.*"]), *CONFIG_PACKAGES,
+              *find_namespace_packages(include=["hydra_plugins.dlrun_*"])],
     package_dir={"dlrun.configs": "configs"},
 )

@@ -200,6 +200,10 @@ def _train(cfg, overrides, workdir: Path, task_name: str, strategy, tracker, sto
         run.callbacks.append(backup_cb)
     elif resume is not None:
         raise DlrunError(f"task '{task_name}' cannot resume from a backup", "trainer.resume works for Keras-fit tasks")
+    # Optuna trial (hparams_search=optuna): per-epoch report and pruning; [] otherwise (dlrun/optuna_sweep.py)
+    from dlrun.optuna_sweep import trial_callbacks
+
+    run.callbacks += trial_callbacks(objective, tracker)
     run.attach(model)
     start = time.perf_counter()
     try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,8 @@ class SweepRun(Callback):
         quiet_mlflow_logs()
         client = MlflowClient(tracking_uri=tracking.get("uri") or None)
         open_store(client.tracking_uri)
+        if reopen(client, config.hydra.sweep.dir):  # the folder's sweep goes on (hparams_search=optuna)
+            return
         experiment = tracking.get("experiment") or config.task.name
         overrides = list(config.hydra.overrides.task)
         with store_errors(client.tracking_uri):
@@ -56,13 +59,27 @@ class SweepRun(Callback):
 
     def on_multirun_end(self, config, **kwargs: Any) -> None:
         parent = parent_of(config.hydra.sweep.dir)
-        if parent is None:
+        if parent is None or os.environ.get("DLRUN_SWEEP_WORKER"):  # an Optuna worker: its first process summarizes
             return
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(tracking_uri=config.tracking.get("uri") or None)
         with contextlib.suppress(Exception):  # a summary must never turn a finished sweep into a crash
             summarize(client, parent)
+
+
+def reopen(client, sweep_dir) -> bool:
+    """A sweep folder that already has a parent run (an Optuna study resumed with the same command,
+    or one of its worker processes): that run is the parent again, RUNNING until the summary."""
+    parent = parent_of(sweep_dir)
+    if parent is None:
+        return False
+    try:
+        if client.get_run(parent).info.status != "RUNNING":
+            client.update_run(parent, status="RUNNING")
+    except Exception:  # gone from this store: start a new parent
+        return False
+    return True
 
 
 def record_failure(cfg, overrides: list[str], reason: str, sweep_dir) -> None:

@@ -26,6 +26,8 @@ def test_wheel_installs_and_runs_from_another_folder(tmp_path):
     shipped = {n.rsplit("/", 1)[0].replace("/", ".") for n in names if n.endswith("/__init__.py")}
     assert packages <= shipped, packages - shipped
     assert "dlrun/configs/config.yaml" in names and "dlrun/configs/task/tabular.yaml" in names
+    assert "hydra_plugins/dlrun_optuna/__init__.py" in names  # the Optuna sweeper, where Hydra finds plugins
+    assert "hydra_plugins/__init__.py" not in names  # a namespace package shared with other plugins
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
