@@ -61,9 +61,69 @@ def read_text_file(path) -> str:
     return text.replace("\r\n", "\n")
 
 
-@DATA.register("text_file", "A UTF-8 text file as one corpus (data.path)", tags=TAGS)
+@DATA.register("text_file", "A UTF-8 text file as one corpus (data.path); word2vec: one sentence a line",
+               tags=(*TAGS, "word2vec"))
 def text_file(cfg) -> Corpus:
     if not cfg.get("path"):
         raise DlrunError("data=text_file needs data.path", "data.path=<book.txt>")
     text = _cap(read_text_file(cfg.path), cfg.get("max_chars"))
     return Corpus(text, Path(str(cfg.path)).stem, str(Path(str(cfg.path)).expanduser().resolve()))
+
+
+# -- word2vec: a generated corpus with planted relations ---------------------------------
+
+CAPITALS = [("france", "paris", "french"), ("germany", "berlin", "german"), ("italy", "rome", "italian"),
+            ("spain", "madrid", "spanish"), ("japan", "tokyo", "japanese"), ("china", "beijing", "chinese"),
+            ("russia", "moscow", "russian"), ("egypt", "cairo", "egyptian"), ("greece", "athens", "greek"),
+            ("poland", "warsaw", "polish"), ("peru", "lima", "peruvian"), ("kenya", "nairobi", "kenyan")]
+GENDER = [("king", "queen", "crown"), ("man", "woman", "adult"), ("boy", "girl", "school"),
+          ("father", "mother", "family"), ("son", "daughter", "parents"), ("brother", "sister", "sibling"),
+          ("uncle", "aunt", "nephew"), ("husband", "wife", "wedding"), ("prince", "princess", "castle"),
+          ("actor", "actress", "stage")]
+# Each word's contexts carry its pair's own word (the demonym, the attribute) and its side's
+# words (capital/city vs country/nation; he/his vs she/her), so that within a window of 2 a
+# vector can learn "which pair" and "which side" apart: the offsets of an analogy.
+CAPITAL_TEMPLATES = ["{city} is the {adj} capital city", "the {adj} city {city} is busy", "visit {city} capital of {adj}",
+                     "{country} is a {adj} country", "the {adj} nation {country} is large",
+                     "travel in {country} nation of {adj}"]
+GENDER_TEMPLATES = ["the {m} said he saw his {attr}", "he is the {m} of the {attr}", "a {m} and his {attr}",
+                    "the {f} said she saw her {attr}", "she is the {f} of the {attr}", "a {f} and her {attr}"]
+FILLER_WORDS = ["today", "yesterday", "often", "again", "there", "here", "soon", "then", "still", "also"]
+
+
+@dataclass
+class Sentences:
+    """Sentences for word embeddings, with the probes their generator planted (or none)."""
+
+    sentences: list[str]
+    name: str
+    source: str
+    analogies: list[tuple[str, str, str, str]]  # a : b :: c : d (b - a + c should be near d)
+    groups: list[list[str]]  # words of one kind (countries, capitals, male, female words)
+
+
+def planted_sentences(n: int, seed: int) -> Sentences:
+    """`n` sentences from the templates above, deterministic for a seed, and the probes."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        if rng.random() < 0.5:
+            country, city, adj = CAPITALS[rng.integers(len(CAPITALS))]
+            s = CAPITAL_TEMPLATES[rng.integers(len(CAPITAL_TEMPLATES))].format(city=city, country=country, adj=adj)
+        else:
+            m, f, attr = GENDER[rng.integers(len(GENDER))]
+            s = GENDER_TEMPLATES[rng.integers(len(GENDER_TEMPLATES))].format(m=m, f=f, attr=attr)
+        if rng.random() < 0.5:
+            s = f"{s} {FILLER_WORDS[rng.integers(len(FILLER_WORDS))]}"
+        out.append(s)
+    analogies = [(a[0], a[1], b[0], b[1]) for group in (CAPITALS, GENDER) for a in group for b in group if a != b]
+    groups = [[g[side] for g in group] for group in (CAPITALS, GENDER) for side in (0, 1)]
+    return Sentences(out, "planted_relations", f"dlrun:planted_relations?n={n}&seed={seed}", analogies, groups)
+
+
+@DATA.register("planted_relations", "Generated sentences with planted country-capital and male-female pairs (word2vec)",
+               tags=("word2vec",))
+def planted_relations(cfg) -> Sentences:
+    return planted_sentences(int(cfg.get("n", 20000)), int(cfg.get("seed", 42)))
