@@ -81,13 +81,13 @@ GENDER = [("king", "queen", "crown"), ("man", "woman", "adult"), ("boy", "girl",
           ("uncle", "aunt", "nephew"), ("husband", "wife", "wedding"), ("prince", "princess", "castle"),
           ("actor", "actress", "stage")]
 # Each word's contexts carry its pair's own word (the demonym, the attribute) and its side's
-# words (capital/city vs country/nation; he/his vs she/her), so that within a window of 2 a
-# vector can learn "which pair" and "which side" apart: the offsets of an analogy.
+# words (capital/city vs country/nation; he/his vs she/her), mostly within 2 words of it, so
+# that a vector can learn "which pair" and "which side" apart: the offsets of an analogy.
 CAPITAL_TEMPLATES = ["{city} is the {adj} capital city", "the {adj} city {city} is busy", "visit {city} capital of {adj}",
                      "{country} is a {adj} country", "the {adj} nation {country} is large",
                      "travel in {country} nation of {adj}"]
-GENDER_TEMPLATES = ["the {m} said he saw his {attr}", "he is the {m} of the {attr}", "a {m} and his {attr}",
-                    "the {f} said she saw her {attr}", "she is the {f} of the {attr}", "a {f} and her {attr}"]
+GENDER_TEMPLATES = ["the {attr} {m} said he was there", "he is a {m} of {attr}", "he met his {m} {attr} again",
+                    "the {attr} {f} said she was there", "she is a {f} of {attr}", "she met her {f} {attr} again"]
 FILLER_WORDS = ["today", "yesterday", "often", "again", "there", "here", "soon", "then", "still", "also"]
 
 
