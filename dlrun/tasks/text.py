@@ -8,7 +8,8 @@ and answers `label` plus `probability_<class>`. The report has accuracy, precisi
 a confusion matrix, ROC AUC for two classes, the most confidently wrong test examples, and
 scikit-learn's TF-IDF + logistic regression on the same split as baseline/tfidf_logreg/*.
 
-Not done yet (docs/text.md): mode=generate (char-RNN), mode=embed (word2vec), mode=translate.
+The other text modes are tasks of their own (their data, model and report share nothing with
+classification): task=text_generate (char-RNN), task=word2vec, task=translation.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ class TextInfo(DataInfo):
     class_values: list[str] | None = None
 
 
+# the issue's `mode=...` names -> (task, preset): the modes are tasks of their own
+MODE_TASKS = {"generate": ("text_generate", "char_lstm"), "embed": ("word2vec", "word2vec"),
+              "translate": ("translation", "translation")}
+
+
 @TASKS.register("text", "Raw text -> class (bag of words, embeddings, RNN, CNN, transformer) vs TF-IDF + logistic")
 class TextTask(Task):
     name = "text"
@@ -41,7 +47,11 @@ class TextTask(Task):
 
         mode = str(cfg.task.get("mode", "classify"))
         if mode != "classify":
-            raise DlrunError(f"task.mode '{mode}' is not built yet", "valid: classify (see docs/text.md)")
+            other = MODE_TASKS.get(mode)
+            raise DlrunError(f"task.mode '{mode}' is the task '{other[0]}'" if other else f"unknown task.mode '{mode}'",
+                             f"dlrun train task={other[0]} (preset experiment={other[1]})" if other else
+                             "valid: classify; generate, embed and translate are tasks text_generate, word2vec, "
+                             "translation")
         table = DATA.for_task(cfg.data.name, "text").obj(cfg.data)
         frame = table.frame.reset_index(drop=True)
         given_test = table.test is not None
