@@ -79,6 +79,7 @@ def test_fixed_noise_is_the_same_for_every_grid(compose):
 def test_cgan_preset_draws_the_requested_digit(run_dlrun, runs):
     run_dlrun("train", "experiment=cgan", timeout=400)
     m = runs()[0].data.metrics
-    # chance is 0.1: a generator that ignored its label input would sit there. The bar of
-    # 0.8 is not reached yet (measured 0.575 with a judge that scores 0.78 on real digits)
-    assert m["gan/label_accuracy"] >= 0.3
+    # chance is 0.1: a generator that ignored its label input would sit there; the bar is
+    # 0.8 (measured 0.975; 20 epochs instead of 60 give 0.27), with a judge that knows real digits
+    assert m["gan/classifier_accuracy"] >= 0.95
+    assert m["gan/label_accuracy"] >= 0.8
