@@ -179,6 +179,12 @@ class TranslationTask(Task):
                       steps_per_execution=int(cfg.trainer.steps_per_execution))
         return model
 
+    def fit(self, cfg, model, data: Data, run):
+        if str(cfg.trainer.loop) != "fit":
+            raise DlrunError(f"task=translation trains with trainer.loop=fit, not '{cfg.trainer.loop}'",
+                             "its batches carry sample weights (padding weighs 0); the custom loop takes (x, y)")
+        return super().fit(cfg, model, data, run)
+
     def serving(self, cfg, model, data: Data) -> Served:
         """A column `text` of raw source strings -> `translation` (greedy decoding in the model)."""
         import keras
@@ -202,7 +208,7 @@ class TranslationTask(Task):
         sources, refs = test.rows["source"].to_numpy(), test.targets
         side = served.meta["target"]
         base = cfg.task.get("baselines") or []
-        answers = {"copy": list(sources),
+        answers = {"copy": [standardized(str(x), side) for x in sources],  # as the target side is written
                    "most_frequent": [_most_frequent(data.arrays["target_train"])] * len(refs)}
         for name in base:
             if name not in answers:
