@@ -39,7 +39,7 @@ def export(served: Served, served_dir: Path, fmt: str, output: Path, quantize: s
 
 
 def _numeric(values) -> dict:
-    """Model outputs as {name: float array}, strings left out."""
+    """Model outputs as {name: float array}; string outputs (labels, translations) as str arrays."""
     if not isinstance(values, dict):
         values = {"output": values}
     out = {}
@@ -47,15 +47,25 @@ def _numeric(values) -> dict:
         v = np.asarray(v)
         if v.dtype.kind in "fiu":
             out[k] = v.astype("float64")
+        elif v.dtype.kind in "SOU":
+            out[k] = np.asarray([x.decode() if isinstance(x, bytes) else str(x) for x in v.reshape(-1)])
     return out
 
 
 def _diff(reference: dict, got: dict) -> float:
+    """Largest absolute difference of the numeric outputs; a string output counts 0 when every
+    answer is the same and 1 when any differs (a translator has only string outputs)."""
     common = [k for k in reference if k in got]
     if not common:
-        raise DlrunError("the exported model has none of the served model's numeric outputs")
-    return float(max(np.max(np.abs(reference[k] - np.asarray(got[k], dtype="float64").reshape(reference[k].shape)))
-                     for k in common))
+        raise DlrunError("the exported model has none of the served model's outputs")
+    diffs = []
+    for k in common:
+        if reference[k].dtype.kind == "f":
+            g = np.asarray(got[k], dtype="float64").reshape(reference[k].shape)
+            diffs.append(np.max(np.abs(reference[k] - g)))
+        else:
+            diffs.append(0.0 if np.array_equal(reference[k], _numeric({k: got[k]}).get(k)) else 1.0)
+    return float(max(diffs))
 
 
 def _reference(served: Served, inputs) -> dict:

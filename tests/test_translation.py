@@ -117,3 +117,7 @@ def test_train_then_translate_raw_strings_from_the_logged_model(run_dlrun, runs,
     out = pd.read_csv(tmp_path / "p.csv", dtype=str, keep_default_na=False)
     assert list(out.columns) == ["source", "reference", "translation"] and len(out) == 2
     assert list(out.translation) == list(model.predict(pd.DataFrame({"text": list(out.source)})).translation)
+    # the translator exports as a SavedModel whose string answers match the Keras model's
+    exported = run_dlrun("export", f"run_id={run.info.run_id}", "format=savedmodel")
+    assert (workdir / "export" / "savedmodel" / "saved_model" / "saved_model.pb").is_file()
+    assert "max abs diff vs the Keras model 0)" in " ".join(exported.stdout.split()), exported.stdout
