@@ -266,12 +266,32 @@ def _run_hydra(command: str, args: list[str]) -> int:
         except (KeyboardInterrupt, Interrupted) as e:
             _leave(e)
 
+    plugins_visible()
     check_composes(args)
     check_writable(args)
     main = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(job)
     sys.argv = [f"dlrun {command}", *args]
     main()
     return 2 if failures else 0
+
+
+def plugins_visible() -> None:
+    """Let Hydra's plugin scan see dlrun's plugins (hydra_plugins/dlrun_*: the Optuna sweeper).
+
+    A wheel puts them in site-packages, where the scan finds them. An editable install
+    (`pip install -e .`, the README's) reaches them through an import hook that pkgutil cannot
+    list, so Hydra's scan would miss them; the checkout folder holding hydra_plugins/ is then
+    added to sys.path (a no-op for a wheel: site-packages is there already)."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("hydra_plugins.dlrun_optuna")
+    except ImportError:
+        return
+    if spec is not None and spec.origin:
+        root = str(Path(spec.origin).resolve().parents[2])
+        if root not in sys.path:
+            sys.path.append(root)
 
 
 def _leave(e: BaseException) -> None:
