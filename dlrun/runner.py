@@ -137,6 +137,11 @@ def train(cfg, overrides: list[str], workdir: Path) -> float | None:
         if not chief:  # workers run the same code into a folder that is thrown away
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dlrun-worker-")))
         resume = None
+        from dlrun.strategy import worker_count
+
+        if cfg.trainer.resume and worker_count(strategy) > 1:  # the backup is the chief's alone
+            raise DlrunError("trainer.resume does not work with strategy=multi_worker",
+                             "start the multi-worker run again without trainer.resume")
         if cfg.trainer.resume:  # the stopped run's folder, backup and MLflow run
             from dlrun.training import backup
 

@@ -233,6 +233,20 @@ def worker_run_dir(args: list[str]) -> list[str]:
     return [f"hydra.run.dir={folder}", "hydra.output_subdir=null"]
 
 
+def worker_count(strategy) -> int:
+    """How many processes train together: the chief and workers of a multi-worker cluster, else 1."""
+    import tensorflow as tf
+
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or isinstance(strategy, tf.distribute.TPUStrategy):
+        return 1
+    try:
+        spec = resolver.cluster_spec()
+        return max(1, sum(spec.num_tasks(job) for job in spec.jobs if job in ("chief", "worker")))
+    except Exception:  # a resolver without a cluster (local run): one process
+        return 1
+
+
 def describe(strategy) -> dict:
     """Facts about the strategy for logging: name, replicas, workers (processes training
     together: >1 only across machines), devices of this process."""
@@ -244,15 +258,9 @@ def describe(strategy) -> dict:
         devices = [(gpus or tf.config.list_logical_devices("CPU"))[0].name]
     else:
         devices = list(strategy.extended.worker_devices)
-    workers = 1
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is not None and not isinstance(strategy, tf.distribute.TPUStrategy):
-        with contextlib.suppress(Exception):
-            spec = resolver.cluster_spec()
-            workers = max(1, sum(spec.num_tasks(job) for job in spec.jobs if job in ("chief", "worker")))
     return {
         "strategy": "SingleDevice" if default else type(strategy).__name__,
-        "workers": workers,
+        "workers": worker_count(strategy),
         "replicas": int(strategy.num_replicas_in_sync),
         "devices": ",".join(devices),
         "gpus": len(tf.config.list_physical_devices("GPU")),
