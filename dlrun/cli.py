@@ -268,6 +268,10 @@ def _run_hydra(command: str, args: list[str]) -> int:
 
     plugins_visible()
     check_composes(args)
+    if command == "train":  # a multi-worker run's non-chief workers write only to a temporary folder
+        from dlrun.strategy import worker_run_dir
+
+        args = [*args, *worker_run_dir(args)]
     check_writable(args)
     main = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(job)
     sys.argv = [f"dlrun {command}", *args]

@@ -198,6 +198,9 @@ def validate(cfg) -> Any:
         raise DlrunError(f"strategy.gpu_index must be >= 0, got {cfg.strategy.gpu_index}")
     if cfg.strategy.cpu_replicas < 1:
         raise DlrunError(f"strategy.cpu_replicas must be >= 1, got {cfg.strategy.cpu_replicas}")
+    from dlrun.sweep import gpus_per_job  # the sweep's GPU pool (a Hydra callback cannot fail a job)
+
+    gpus_per_job(cfg)
     check_values(cfg)
     return cfg
 

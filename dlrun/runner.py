@@ -137,6 +137,11 @@ def train(cfg, overrides: list[str], workdir: Path) -> float | None:
         if not chief:  # workers run the same code into a folder that is thrown away
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dlrun-worker-")))
         resume = None
+        from dlrun.strategy import worker_count
+
+        if cfg.trainer.resume and worker_count(strategy) > 1:  # the backup is the chief's alone
+            raise DlrunError("trainer.resume does not work with strategy=multi_worker",
+                             "start the multi-worker run again without trainer.resume")
         if cfg.trainer.resume:  # the stopped run's folder, backup and MLflow run
             from dlrun.training import backup
 
@@ -151,14 +156,15 @@ def train(cfg, overrides: list[str], workdir: Path) -> float | None:
 
 
 def _train(cfg, overrides, workdir: Path, task_name: str, strategy, tracker, stop, chief: bool, resume=None):
-    from dlrun.strategy import describe
+    from dlrun.strategy import describe, evaluation_scope
     from dlrun.training.callbacks import tensorboard
     from dlrun.training.handle import Handle
 
     facts = describe(strategy)
     task = TASKS.get(task_name)()
     data, global_batch, replicas = build_data(task, cfg, strategy)
-    tracker.log_params({"strategy.replicas": replicas, "trainer.global_batch_size": global_batch})
+    tracker.log_params({"strategy.replicas": replicas, "strategy.workers": facts["workers"],
+                        "trainer.global_batch_size": global_batch})
     tracker.set_tags({"dlrun.strategy": facts["strategy"], "dlrun.devices": facts["devices"],
                       "dlrun.gpus": facts["gpus"], "dlrun.workdir": str(workdir.resolve()), **_versions()})
     console.header("train", task_name, cfg.model.name, data.info.name,
@@ -230,7 +236,7 @@ def _train(cfg, overrides, workdir: Path, task_name: str, strategy, tracker, sto
     if cfg.trainer.checkpoint.evaluate == "best" and run.best is not None and run.best.restore(model):
         evaluated = f"best ({run.best.monitor} {run.best.value:.6g} at {fit.unit} {run.best.step})"
     tracker.set_tags({"dlrun.evaluated_weights": evaluated})
-    with strategy.scope():
+    with evaluation_scope(strategy):
         served = task.serving(cfg, model, data)
     report = task.evaluate(cfg, served, data)
     console.report(report, title=f"{task_name} results")

@@ -7,6 +7,7 @@ Logical CPU devices must be configured before TensorFlow initialises its runtime
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 
 from dlrun.errors import DlrunError
@@ -132,7 +133,33 @@ def _multi_worker(cfg):
         raise DlrunError(f"strategy.cluster_resolver: unknown value '{cfg.cluster_resolver}'",
                          "valid: slurm, tf_config")
     _memory_growth(cfg)
-    return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver, communication_options=options)
+    return _multi_worker_class()(cluster_resolver=resolver, communication_options=options)
+
+
+def _multi_worker_class():
+    """MultiWorkerMirroredStrategy whose `reduce` takes what Keras 3 hands it.
+
+    Keras 3's `fit` (keras-team/keras#20585, TF 2.16+) fails under this strategy in two places:
+    before the first step it calls `strategy.reduce("MEAN", batch)` on the whole nested data
+    batch, and after each step it reduces the scalar logs with `axis=0`; TF's collective
+    strategy reduces one value at a time and has no axis 0 on a scalar. Reducing each leaf of a
+    structure, and a scalar over the replicas only, is what both calls mean. Subclassed rather
+    than patched, so only the strategy dlrun built behaves differently.
+    """
+    import tensorflow as tf
+
+    class MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+        def reduce(self, reduce_op, value, axis=None):
+            if isinstance(value, tuple | list | dict):
+                return tf.nest.map_structure(lambda v: self.reduce(reduce_op, v, axis), value)
+            if axis is not None:
+                local = (self.experimental_local_results(value)[0]
+                         if isinstance(value, tf.distribute.DistributedValues) else value)
+                if getattr(local, "shape", None) is not None and local.shape.rank == 0:
+                    axis = None
+            return super().reduce(reduce_op, value, axis)
+
+    return MultiWorkerMirroredStrategy
 
 
 @STRATEGIES.register("tpu", "TPUStrategy (strategy.tpu address or local)")
@@ -153,14 +180,76 @@ def make_strategy(strategy_cfg):
     return STRATEGIES.get(strategy_cfg.name)(strategy_cfg)
 
 
+def evaluation_scope(strategy):
+    """The scope the served model is built in after training: the strategy's, except across
+    workers, where each process evaluates on its own copy of the (identical) weights. Under
+    the multi-worker strategy Keras' predict gathers the outputs of all workers through
+    collective ops, which cannot carry the served model's string outputs (class names)."""
+    import tensorflow as tf
+
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return contextlib.nullcontext()
+    return strategy.scope()
+
+
 def set_precision(precision: str) -> None:
     import keras
 
     keras.mixed_precision.set_global_policy(precision)
 
 
+def non_chief_worker(args: list[str], env=None) -> bool:
+    """Whether this process is a non-chief worker of a `strategy=multi_worker` command, told
+    from TF_CONFIG or SLURM before Hydra creates a run folder (the same rule as
+    runner.is_chief: the chief, or worker 0 when the cluster has no chief, logs and saves)."""
+    env = os.environ if env is None else env
+    if "strategy=multi_worker" not in args:
+        return False
+    if "strategy.cluster_resolver=slurm" in args:
+        return env.get("SLURM_PROCID", "0") != "0"
+    try:
+        tf_config = json.loads(env.get("TF_CONFIG") or "{}")
+        task, cluster = tf_config.get("task") or {}, tf_config.get("cluster") or {}
+        kind, index = task.get("type"), int(task.get("index") or 0)
+    except (ValueError, TypeError, AttributeError):
+        return False  # the resolver reports a bad TF_CONFIG in its own words
+    if kind is None or kind == "chief":
+        return False
+    return kind != "worker" or index != 0 or "chief" in cluster
+
+
+def worker_run_dir(args: list[str]) -> list[str]:
+    """Overrides that send a non-chief worker's Hydra run folder to a temporary folder (removed
+    at exit): workers log nothing and save nothing, and on a shared file system their folders
+    would sit beside the chief's. [] for every other process, or when hydra.run.dir is given."""
+    if not non_chief_worker(args) or any(a.startswith("hydra.run.dir=") for a in args):
+        return []
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="dlrun-worker-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return [f"hydra.run.dir={folder}", "hydra.output_subdir=null"]
+
+
+def worker_count(strategy) -> int:
+    """How many processes train together: the chief and workers of a multi-worker cluster, else 1."""
+    import tensorflow as tf
+
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or isinstance(strategy, tf.distribute.TPUStrategy):
+        return 1
+    try:
+        spec = resolver.cluster_spec()
+        return max(1, sum(spec.num_tasks(job) for job in spec.jobs if job in ("chief", "worker")))
+    except Exception:  # a resolver without a cluster (local run): one process
+        return 1
+
+
 def describe(strategy) -> dict:
-    """Facts about the strategy for logging: name, replicas, devices."""
+    """Facts about the strategy for logging: name, replicas, workers (processes training
+    together: >1 only across machines), devices of this process."""
     import tensorflow as tf
 
     default = not tf.distribute.has_strategy() and strategy is tf.distribute.get_strategy()
@@ -171,6 +260,7 @@ def describe(strategy) -> dict:
         devices = list(strategy.extended.worker_devices)
     return {
         "strategy": "SingleDevice" if default else type(strategy).__name__,
+        "workers": worker_count(strategy),
         "replicas": int(strategy.num_replicas_in_sync),
         "devices": ",".join(devices),
         "gpus": len(tf.config.list_physical_devices("GPU")),

@@ -7,6 +7,11 @@ launcher's worker process, reads it there and starts its own run as a child
 parent). When the sweep ends the callback logs the summary on the parent: one row per job
 (overrides, status, the objective on validation data), the best job, and the counts of
 finished and failed jobs; the parent ends FINISHED, or FAILED when no job finished.
+
+GPU pool: when a launcher runs jobs side by side on this machine (`hydra/launcher=joblib`),
+each job's process gets its own `sweep.gpus_per_job` GPUs through CUDA_VISIBLE_DEVICES, set
+in `on_job_start` before the job imports TensorFlow: job number modulo the number of slices
+of the visible GPUs, so parallel jobs never pile onto GPU 0 (see `gpu_slice`).
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +28,10 @@ from typing import Any
 from hydra.experimental.callback import Callback
 
 PARENT_FILE = "mlflow_parent_run_id"
+POOL_ENV = "DLRUN_GPU_POOL"  # the GPUs the sweep started with (a job's own CUDA_VISIBLE_DEVICES is its slice)
+# launchers whose jobs do not share this machine's GPUs side by side: Hydra's basic launcher
+# runs them one after another in this process; SLURM gives each job its own GPUs (--gpus-per-task)
+OWN_DEVICES = ("BasicLauncher", "SlurmLauncher")
 
 
 def parent_of(sweep_dir: str | Path) -> str | None:
@@ -29,8 +40,79 @@ def parent_of(sweep_dir: str | Path) -> str | None:
     return path.read_text().strip() or None if path.is_file() else None
 
 
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, found without starting TensorFlow (which would fix the
+    devices of this process): CUDA_VISIBLE_DEVICES when set, else `nvidia-smi -L`."""
+    env = os.environ.get(POOL_ENV, os.environ.get("CUDA_VISIBLE_DEVICES"))
+    if env is not None:
+        ids = []
+        for d in (d.strip() for d in env.split(",")):
+            if not d or d.startswith("-"):  # CUDA stops at the first invalid entry ("-1" hides all)
+                break
+            ids.append(d)
+        return ids
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    if out.returncode != 0:
+        return []
+    return [str(i) for i, _ in enumerate(ln for ln in out.stdout.splitlines() if ln.startswith("GPU "))]
+
+
+def gpu_slice(job_num: int, gpus_per_job: int, visible: list[str]) -> list[str] | None:
+    """The GPUs of job `job_num`: the visible GPUs cut into consecutive slices of
+    `gpus_per_job`, slice number `job_num` modulo the number of slices (GPUs left over after
+    the last whole slice stay unused). None: leave the job's devices alone (pool off, or fewer
+    GPUs than one slice)."""
+    if gpus_per_job < 1 or len(visible) < gpus_per_job:
+        return None
+    slices = len(visible) // gpus_per_job
+    k = job_num % slices
+    return visible[k * gpus_per_job:(k + 1) * gpus_per_job]
+
+
+def pin_gpus(job_num: int, gpus_per_job: int) -> list[str] | None:
+    """Set CUDA_VISIBLE_DEVICES of this job's process to its slice; returns it (None: unchanged).
+
+    A process that already started TensorFlow (a launcher worker running its second job) keeps
+    the GPUs of its first job: devices cannot change once TensorFlow has started, and one
+    process runs one job at a time, so jobs still do not share a slice.
+    """
+    if "tensorflow" in sys.modules:
+        return None
+    visible = visible_gpus()
+    chosen = gpu_slice(job_num, gpus_per_job, visible)
+    if chosen is not None:
+        os.environ.setdefault(POOL_ENV, ",".join(visible))
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(chosen)
+    return chosen
+
+
+def gpus_per_job(config, strict: bool = True) -> int:
+    """sweep.gpus_per_job of a config (0 when absent). A bad value is a DlrunError when strict
+    (config.validate, in the job), else 0: Hydra turns a callback's exception into a warning."""
+    from dlrun.errors import DlrunError
+
+    value = (config.get("sweep") or {}).get("gpus_per_job", 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        if not strict:
+            return 0
+        raise DlrunError(f"sweep.gpus_per_job must be a whole number >= 0, got {value!r}",
+                         "0 turns the GPU pool off")
+    return value
+
+
 class SweepRun(Callback):
-    """Parent run at the start of a multirun, summary at its end."""
+    """Parent run at the start of a multirun, summary at its end, a GPU slice per job."""
+
+    def on_job_start(self, config, **kwargs: Any) -> None:
+        from hydra.types import RunMode
+
+        launcher = str((config.hydra.get("launcher") or {}).get("_target_", ""))
+        if config.hydra.mode != RunMode.MULTIRUN or launcher.rsplit(".", 1)[-1] in OWN_DEVICES:
+            return
+        pin_gpus(int(config.hydra.job.num), gpus_per_job(config, strict=False))
 
     def on_multirun_start(self, config, **kwargs: Any) -> None:
         tracking = config.get("tracking")

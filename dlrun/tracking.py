@@ -120,6 +120,8 @@ class Tracker:
             "dlrun.command": " ".join(sys.argv)[:5000],  # argv[0] is "dlrun <subcommand>" (cli.py)
             "python.version": sys.version.split()[0],
         }
+        if os.environ.get("CUDA_VISIBLE_DEVICES"):  # the GPUs this run was given (a sweep's GPU pool)
+            tags["dlrun.cuda_visible_devices"] = os.environ["CUDA_VISIBLE_DEVICES"]
         commit = git_commit()
         if commit:
             tags["mlflow.source.git.commit"] = commit
