@@ -276,7 +276,9 @@ def _run_hydra(command: str, args: list[str]) -> int:
     main = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(job)
     sys.argv = [f"dlrun {command}", *args]
     main()
-    return 2 if failures else 0
+    from dlrun import sweep
+
+    return 2 if failures or sweep.FAILED_JOBS else 0
 
 
 def plugins_visible() -> None:

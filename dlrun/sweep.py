@@ -126,6 +126,9 @@ class SweepRun(Callback):
         client = MlflowClient(tracking_uri=tracking.get("uri") or None)
         open_store(client.tracking_uri)
         if reopen(client, config.hydra.sweep.dir):  # the folder's sweep goes on (hparams_search=optuna)
+            global FAILED_BEFORE
+            with contextlib.suppress(Exception):
+                FAILED_BEFORE = int(client.get_run(parent_of(config.hydra.sweep.dir)).data.metrics.get("sweep/failed", 0))
             return
         experiment = tracking.get("experiment") or config.task.name
         overrides = list(config.hydra.overrides.task)
@@ -147,7 +150,15 @@ class SweepRun(Callback):
 
         client = MlflowClient(tracking_uri=config.tracking.get("uri") or None)
         with contextlib.suppress(Exception):  # a summary must never turn a finished sweep into a crash
-            summarize(client, parent)
+            global FAILED_JOBS
+            FAILED_JOBS = int(summarize(client, parent)["failed"]) - FAILED_BEFORE
+
+
+# jobs of this sweep command that failed, as the summary counts them (minus those of an earlier
+# command the sweep resumes): jobs that ran in other processes (hydra/launcher=joblib, Optuna
+# workers) fail there, so the command's exit code reads this
+FAILED_JOBS = 0
+FAILED_BEFORE = 0
 
 
 def reopen(client, sweep_dir) -> bool:

@@ -42,6 +42,16 @@ def test_four_parallel_jobs_on_one_sqlite_store_lose_no_run_and_no_metric(run_dl
     assert parent.data.metrics["sweep/finished"] == 4 and parent.data.metrics["sweep/failed"] == 0
 
 
+@pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is None,
+                    reason="hydra-joblib-launcher not installed (dev extra)")
+def test_a_job_failing_in_a_joblib_worker_fails_the_sweep_command(run_dlrun, runs):
+    # the job fails in another process: the command learns it from the sweep's summary
+    run_dlrun("train", "-m", "trainer=smoke", "tracking.log_model=false", "model.dropout=0.1,1.5",
+              "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", expect=2)
+    (parent,) = [r for r in runs() if r.data.tags.get("dlrun.sweep") == "true"]
+    assert parent.data.metrics["sweep/failed"] == 1 and parent.data.metrics["sweep/finished"] == 1
+
+
 def _free_ports(n: int) -> list[int]:
     socks = [socket.socket() for _ in range(n)]
     try:
