@@ -12,33 +12,21 @@ back from the MLflow run. Exit code 1 when experiment=cnn misses the bar.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
+
+from _preset import trained
 
 PRESETS = ("cnn",)
 BARS = {"cnn": 0.98}  # preset -> minimum test accuracy
 
 
 def run(preset: str, overrides: list[str]) -> dict:
-    from mlflow.tracking import MlflowClient
-
-    with tempfile.TemporaryDirectory(prefix=f"dlrun-{preset}-") as tmp:
-        uri = f"sqlite:///{tmp}/mlflow.db"
-        env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-        cmd = ["dlrun", "train", f"experiment={preset}", *overrides]
-        start = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True)
-        wall = time.perf_counter() - start
-        if proc.returncode != 0:
-            print(proc.stdout[-3000:], proc.stderr[-3000:], sep="\n")
-            return {"preset": preset, "command": " ".join(cmd), "error": proc.returncode, "wall_s": round(wall, 1)}
-        client = MlflowClient(tracking_uri=uri)
-        runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
-        m = runs[0].data.metrics
+    with trained([f"experiment={preset}"], overrides, preset) as t:
+        if t.run is None:
+            return t.failed(preset)
+        runs = [t.run]
+        m, wall, cmd = t.metrics, t.wall_s, t.command.split()
     result = {"preset": preset, "command": " ".join(cmd), "wall_s": round(wall, 1),
               "fit_s": round(m.get("timing/fit_seconds", float("nan")), 1),
               "epochs": int(m.get("timing/epochs", 0)), "params": int(runs[0].data.params.get("model.params", 0))}

@@ -12,11 +12,9 @@ MLflow store, and the metrics are read back from the run. Exit code 1 when a pre
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-import tempfile
-import time
+
+from _preset import trained
 
 PRESETS = ("cartpole_ppo", "gridworld_q", "policy_iteration")
 # preset -> (metric, minimum)
@@ -28,22 +26,12 @@ SHOWN = ("test/mean_return", "test/std_return", "baseline/random/mean_return", "
 
 
 def run(preset: str, overrides: list[str]) -> dict:
-    from mlflow.tracking import MlflowClient
-
-    with tempfile.TemporaryDirectory(prefix=f"dlrun-{preset}-") as tmp:
-        uri = f"sqlite:///{tmp}/mlflow.db"
-        env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-        cmd = ["dlrun", "train", f"experiment={preset}", *overrides]
-        start = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True)
-        wall = time.perf_counter() - start
-        if proc.returncode != 0:
-            print(proc.stdout[-3000:], proc.stderr[-3000:], sep="\n")
-            return {"preset": preset, "command": " ".join(cmd), "error": proc.returncode, "wall_s": round(wall, 1)}
-        client = MlflowClient(tracking_uri=uri)
-        r = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])][0]
-        m = r.data.metrics
-        steps = [x.step for x in client.get_metric_history(r.info.run_id, "val/mean_return")]
+    with trained([f"experiment={preset}"], overrides, preset) as t:
+        if t.run is None:
+            return t.failed(preset)
+        r = t.run
+        m, wall, cmd = t.metrics, t.wall_s, t.command.split()
+        steps = [x.step for x in t.client.get_metric_history(r.info.run_id, "val/mean_return")]
     result = {"preset": preset, "command": " ".join(cmd), "wall_s": round(wall, 1),
               "env_steps": max(steps, default=0)}
     result.update({k: round(m[k], 4) for k in SHOWN if k in m})

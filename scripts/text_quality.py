@@ -12,32 +12,19 @@ logistic regression baseline on the same split. Exit code 1 when a preset misses
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-import tempfile
-import time
+
+from _preset import trained
 
 PRESETS = ("text_sentiment", "text_transformer", "bow")
 
 
 def run(preset: str, overrides: list[str]) -> dict:
-    from mlflow.tracking import MlflowClient
-
     args = ["task=text", "model=bow"] if preset == "bow" else [f"experiment={preset}"]
-    with tempfile.TemporaryDirectory(prefix=f"dlrun-{preset}-") as tmp:
-        uri = f"sqlite:///{tmp}/mlflow.db"
-        cmd = ["dlrun", "train", *args, *overrides]
-        start = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=tmp, env={**os.environ, "MLFLOW_TRACKING_URI": uri},
-                              capture_output=True, text=True)
-        wall = time.perf_counter() - start
-        if proc.returncode != 0:
-            print(proc.stdout[-3000:], proc.stderr[-3000:], sep="\n")
-            return {"preset": preset, "command": " ".join(cmd), "error": proc.returncode}
-        client = MlflowClient(tracking_uri=uri)
-        runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
-        m = runs[0].data.metrics
+    with trained(args, overrides, preset) as t:
+        if t.run is None:
+            return t.failed(preset)
+        m, wall, cmd = t.metrics, t.wall_s, t.command.split()
     result = {"preset": preset, "command": " ".join(cmd), "wall_s": round(wall, 1),
               "epochs": int(m.get("timing/epochs", 0))}
     result.update({k: round(v, 4) for k, v in sorted(m.items()) if k in (

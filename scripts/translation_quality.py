@@ -10,32 +10,19 @@ MLflow store; the metrics are read back from the run. The quality bar (issue 8):
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-import tempfile
-import time
+
+from _preset import trained
 
 BAR = 0.95
 
 
 def main(overrides: list[str]) -> int:
-    from mlflow.tracking import MlflowClient
-
-    with tempfile.TemporaryDirectory(prefix="dlrun-translation-") as tmp:
-        uri = f"sqlite:///{tmp}/mlflow.db"
-        cmd = ["dlrun", "train", "experiment=translation", *overrides]
-        start = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=tmp, env={**os.environ, "MLFLOW_TRACKING_URI": uri},
-                              capture_output=True, text=True)
-        wall = time.perf_counter() - start
-        if proc.returncode != 0:
-            print(proc.stdout[-3000:], proc.stderr[-3000:], sep="\n")
+    with trained(["experiment=translation"], overrides, "translation") as t:
+        if t.run is None:
             return 2
-        client = MlflowClient(tracking_uri=uri)
-        run = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])][0]
-        m = run.data.metrics
-        epochs = len(client.get_metric_history(run.info.run_id, "train/loss"))
+        m, wall, cmd = t.metrics, t.wall_s, t.command.split()
+        epochs = len(t.client.get_metric_history(t.run.info.run_id, "train/loss"))
     print(f"command: {' '.join(cmd)}   ({epochs} epochs, {wall:.0f} s wall)")
     print(f"{'model':<22}{'exact_match':>12}{'token_acc':>11}{'bleu':>8}")
     for name, prefix in (("seq2seq_transformer", "test"), ("copy", "baseline/copy"),
