@@ -3,6 +3,7 @@ steps and wall time.
 
     python scripts/rl_quality.py                          # cartpole_ppo gridworld_q policy_iteration
     python scripts/rl_quality.py orso_ppo cartpole_dqn    # the longer ones (minutes on 2 cores)
+    python scripts/rl_quality.py cartpole_reinforce gridworld_mc bandit
     python scripts/rl_quality.py cartpole_ppo trainer.seed=1
 
 Each preset runs as `dlrun train experiment=NAME [overrides]` in a temporary folder with its own
@@ -20,9 +21,11 @@ PRESETS = ("cartpole_ppo", "gridworld_q", "policy_iteration")
 # preset -> (metric, minimum)
 BARS = {"cartpole_ppo": ("test/mean_return", 475.0), "cartpole_dqn": ("test/mean_return", 475.0),
         "orso_ppo": ("test/optimal_ratio", 0.95), "gridworld_q": ("test/optimal_action_fraction", 1.0),
-        "policy_iteration": ("test/optimal_ratio", 1.0)}
+        "policy_iteration": ("test/optimal_ratio", 1.0), "gridworld_mc": ("test/optimal_action_fraction", 1.0),
+        "cartpole_reinforce": ("test/mean_return", 475.0)}
 SHOWN = ("test/mean_return", "test/std_return", "baseline/random/mean_return", "baseline/optimal/mean_return",
-         "test/optimal_ratio", "test/optimal_action_fraction", "timing/fit_seconds", "timing/steps_per_second")
+         "test/optimal_ratio", "test/optimal_action_fraction", "timing/fit_seconds", "timing/steps_per_second",
+         *(f"bandit/{m}/{k}" for m in ("greedy", "epsilon", "ucb") for k in ("mean_reward", "optimal_action_pct")))
 
 
 def run(preset: str, overrides: list[str]) -> dict:

@@ -6,13 +6,13 @@ from __future__ import annotations
 from dlrun.registry import MODELS
 
 
-@MODELS.register("policy", "RL agent networks: PPO actor-critic, DQN Q-network, tabular Q table", tags=("rl",))
+@MODELS.register("policy", "RL agent networks: PPO/REINFORCE actor-critic, DQN Q-network, tabular Q table", tags=("rl",))
 def build_policy(model_cfg, info):
     from dlrun.rl import nets
 
     agent = info.agent
     hidden = list(agent.get("hidden", [64, 64]))
-    if agent["name"] == "ppo":
+    if agent["name"] in ("ppo", "reinforce"):  # REINFORCE: the value head is its baseline
         return nets.actor_critic(info.input_shape[0], info.action_dim, info.continuous, hidden,
                                  agent.get("activation", "tanh"), info.obs_scale, bool(agent.get("shared", False)))
     if agent["name"] == "dqn":

@@ -230,17 +230,26 @@ def policy_evaluation(env, policy: np.ndarray, gamma: float = 1.0, sweeps: int =
 
 # -- bandit ----------------------------------------------------------------------------------
 class Bandit(gym.Env):
-    """k arms with N(mean_i, 1) rewards; the means are drawn N(0, 1) from the reset seed."""
+    """k arms with N(mean_i, 1) rewards. The means are drawn N(0, 1) from the reset seed (a new
+    problem per episode, Sutton & Barto's testbed) or, with `means_seed`, once from that seed (one
+    fixed problem; the reset seed then only drives the reward noise). `info["optimal_return"]` is
+    the expected return of always pulling the best arm."""
 
-    def __init__(self, k: int = 5, steps: int = 500):
+    def __init__(self, k: int = 5, steps: int = 500, means_seed: int | None = None):
         self.k, self.steps = int(k), int(steps)
+        self.means_seed = None if means_seed is None else int(means_seed)
         self.observation_space, self.action_space = spaces.Discrete(1), spaces.Discrete(self.k)
         self.means = np.zeros(self.k)
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
-        self.means, self.t = self.np_random.normal(0.0, 1.0, self.k), 0
-        return 0, {"best_mean": float(self.means.max())}
+        if self.means_seed is None:
+            self.means = self.np_random.normal(0.0, 1.0, self.k)
+        else:
+            self.means = np.random.default_rng(self.means_seed).normal(0.0, 1.0, self.k)
+        self.t = 0
+        return 0, {"best_mean": float(self.means.max()), "best_arm": int(self.means.argmax()),
+                   "optimal_return": float(self.means.max() * self.steps)}
 
     def step(self, action):
         self.t += 1

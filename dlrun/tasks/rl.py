@@ -21,8 +21,9 @@ from dlrun.errors import DlrunError
 from dlrun.registry import DATA, TASKS
 from dlrun.tasks.base import Task
 
-AGENTS = ("ppo", "dqn", "q_learning", "sarsa", "value_iteration", "policy_iteration")
-TABULAR = ("q_learning", "sarsa", "value_iteration", "policy_iteration")
+AGENTS = ("ppo", "dqn", "reinforce", "q_learning", "sarsa", "mc_control", "bandit", "value_iteration",
+          "policy_iteration")
+TABULAR = ("q_learning", "sarsa", "mc_control", "bandit", "value_iteration", "policy_iteration")
 
 
 @dataclass
@@ -124,6 +125,22 @@ class RLTask(Task):
             env = factory()
             agent = DQN(model, env.observation_space, env.action_space, cfg.agent)
             history, steps, seen = agent.train(factory, run, total, seed, evaluate, every, int(cfg.env.num_envs))
+        elif name == "reinforce":
+            from dlrun.rl.reinforce import Reinforce
+
+            env = factory()
+            agent = Reinforce(model, env.observation_space, env.action_space, cfg.agent)
+            history, steps, seen = agent.train(factory, run, total, seed, evaluate, every, int(cfg.env.num_envs))
+        elif name == "mc_control":
+            from dlrun.rl.mc_control import MCControl
+
+            agent = MCControl(model, info.n_states, info.action_dim, cfg.agent)
+            history, steps, seen = agent.train(factory, run, total, seed, evaluate, every)
+        elif name == "bandit":
+            from dlrun.rl.bandit import BanditAgent
+
+            agent = BanditAgent(model, info.action_dim, cfg.agent)
+            history, steps, seen = agent.train(factory, run, seed, evaluate)
         elif name in ("q_learning", "sarsa"):
             from dlrun.rl.tabular import TabularQ
 

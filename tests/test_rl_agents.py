@@ -1,0 +1,94 @@
+"""The course's simpler RL agents: REINFORCE, Monte Carlo control, the k-armed bandit (pieces against
+hand computations, and one short real `dlrun train` run of each preset)."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import dlrun.rl  # noqa: F401  (registers the environments)
+
+
+def test_returns_to_go_and_the_reinforce_loss():
+    import tensorflow as tf
+
+    from dlrun.rl.reinforce import reinforce_loss, returns_to_go
+
+    assert returns_to_go([1.0, 0.0, 2.0], 0.5) == pytest.approx([1.5, 1.0, 2.0])  # 1 + .5*(0 + .5*2)
+    logp = tf.math.log(tf.constant([0.5, 0.25]))
+    ret, v = tf.constant([3.0, 1.0]), tf.constant([1.0, 2.0])
+    loss, adv = reinforce_loss(logp, ret, v, baseline=True, norm_adv=False)
+    # advantages 2 and -1: -(ln .5 * 2 + ln .25 * -1) / 2 = -(-1.386 + 1.386) / 2 = 0
+    assert list(adv.numpy()) == [2.0, -1.0] and float(loss) == pytest.approx(0.0, abs=1e-6)
+    loss, _ = reinforce_loss(logp, ret, v, baseline=False, norm_adv=False)
+    assert float(loss) == pytest.approx(-(np.log(0.5) * 3 + np.log(0.25) * 1) / 2, rel=1e-6)
+
+
+def test_mc_control_reproduces_the_course_worked_example():
+    from dlrun.rl.mc_control import mc_update
+
+    # six steps of -0.1 then -1 (gamma 1, alpha 0.1), each on a different cell, Q starting at 0
+    episode = [(s, 0, -0.1) for s in range(6)] + [(6, 0, -1.0)]
+    q = np.zeros((7, 4))
+    deltas = mc_update(q, episode, alpha=0.1, gamma=1.0)
+    assert deltas == pytest.approx([-0.16, -0.15, -0.14, -0.13, -0.12, -0.11, -0.10])  # returns -1.6 ... -1
+    assert q[:, 0] == pytest.approx([-0.16, -0.15, -0.14, -0.13, -0.12, -0.11, -0.10])
+
+
+def test_mc_control_every_visit_and_first_visit_differ_on_a_revisited_pair():
+    from dlrun.rl.mc_control import mc_update
+
+    episode = [(0, 1, 1.0), (0, 1, 2.0)]  # returns 3 (first visit) and 2
+    q = np.zeros((1, 2))
+    mc_update(q, episode, alpha=0.5, gamma=1.0)  # backwards: 0 -> 1 (G=2), then 1 -> 2 (G=3)
+    assert q[0, 1] == pytest.approx(2.0)
+    q = np.zeros((1, 2))
+    assert mc_update(q, episode, alpha=0.5, gamma=1.0, first_visit=True) == pytest.approx([1.5, 0.0])
+
+
+def test_bandit_incremental_mean_and_ucb_choice():
+    from dlrun.rl.bandit import choose, incremental_mean
+
+    q, means = 0.0, []
+    for n, r in enumerate([1.0, 3.0, 5.0, 7.0, 4.0], start=1):
+        q = incremental_mean(q, n, r)
+        means.append(q)
+    assert means == pytest.approx([1.0, 2.0, 3.0, 4.0, 4.0])
+    rng = np.random.default_rng(0)
+    assert choose("ucb", np.array([5.0, 0.0, 1.0]), np.array([3, 0, 1]), 5, rng, 0.0, 2.0) == 1  # untried first
+    # t=10: arm 0: 1 + 2*sqrt(ln10/9) = 2.01; arm 1: 1.5 + 2*sqrt(ln10/100) = 1.80 -> arm 0 (greedy takes 1)
+    q, n = np.array([1.0, 1.5]), np.array([9, 100])
+    assert choose("ucb", q, n, 10, rng, 0.0, 2.0) == 0 and choose("greedy", q, n, 10, rng, 0.0, 2.0) == 1
+
+
+def test_bandit_env_fixed_problem():
+    a = gym.make("dlrun/Bandit-v0", k=5, steps=10, means_seed=0)
+    _, i1 = a.reset(seed=1)
+    _, i2 = a.reset(seed=2)
+    assert i1["best_arm"] == i2["best_arm"] and i1["optimal_return"] == pytest.approx(10 * i1["best_mean"])
+    r1 = [a.step(i1["best_arm"])[1] for _ in range(3)]
+    _, i3 = gym.make("dlrun/Bandit-v0", k=5, steps=10).reset(seed=1)
+    assert i3["best_mean"] != i1["best_mean"] and len(set(r1)) == 3
+
+
+# -- end to end: short real runs of the presets --------------------------------------------------
+def test_cli_reinforce_smoke(run_dlrun, runs):
+    run_dlrun("train", "experiment=cartpole_reinforce", "env.num_envs=2", "agent.episodes_per_update=2",
+              "task.total_steps=400", "task.eval.episodes=3", "task.eval.during=1", "task.eval.every_steps=200")
+    m = runs()[0].data.metrics
+    assert {"test/mean_return", "train/policy_loss", "train/value_loss", "val/mean_return"} <= set(m)
+    assert 8 <= m["test/mean_return"] <= 500
+
+
+def test_cli_mc_control_and_bandit_smoke(run_dlrun, runs):
+    run_dlrun("train", "experiment=gridworld_mc", "task.total_steps=500", "task.eval.every_steps=250",
+              "task.eval.episodes=2")
+    m = runs()[0].data.metrics
+    assert 0.0 <= m["test/optimal_action_fraction"] <= 1.0 and "baseline/optimal/mean_return" in m
+    run_dlrun("train", "experiment=bandit", "agent.runs=5", "env.kwargs.steps=100", "task.eval.episodes=2")
+    m = next(r for r in runs() if r.data.params.get("agent.name") == "bandit" or "bandit/ucb/mean_reward"
+             in r.data.metrics).data.metrics
+    for method in ("greedy", "epsilon", "ucb"):
+        assert 0.0 <= m[f"bandit/{method}/optimal_action_pct"] <= 100.0
+    assert m["baseline/optimal/mean_return"] == pytest.approx(100 * np.random.default_rng(0).normal(0, 1, 5).max())
