@@ -22,7 +22,7 @@ PRESETS = ("cartpole_ppo", "gridworld_q", "policy_iteration")
 BARS = {"cartpole_ppo": ("test/mean_return", 475.0), "cartpole_dqn": ("test/mean_return", 475.0),
         "orso_ppo": ("test/optimal_ratio", 0.95), "gridworld_q": ("test/optimal_action_fraction", 1.0),
         "policy_iteration": ("test/optimal_ratio", 1.0), "gridworld_mc": ("test/optimal_action_fraction", 1.0),
-        "cartpole_reinforce": ("test/mean_return", 475.0)}
+        "cartpole_reinforce": ("test/mean_return", 475.0), "pendulum_ddpg": ("test/mean_return", -250.0)}
 SHOWN = ("test/mean_return", "test/std_return", "baseline/random/mean_return", "baseline/optimal/mean_return",
          "test/optimal_ratio", "test/optimal_action_fraction", "timing/fit_seconds", "timing/steps_per_second",
          *(f"bandit/{m}/{k}" for m in ("greedy", "epsilon", "ucb") for k in ("mean_reward", "optimal_action_pct")))

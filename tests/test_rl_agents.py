@@ -126,3 +126,46 @@ def test_cli_bandit_smoke(run_dlrun, runs):
         assert f"train/{method}/avg_reward" in m
     assert m["baseline/optimal/mean_return"] == pytest.approx(100 * np.random.default_rng(0).normal(0, 1, 5).max())
     assert "test/optimal_ratio" in m and "baseline/random/mean_return" in m
+
+
+def test_ddpg_soft_update_on_tiny_weights_and_action_errors(compose):
+    import tensorflow as tf
+
+    from dlrun.errors import DlrunError
+    from dlrun.rl.ddpg import soft_update
+    from dlrun.tasks.rl import RLTask
+
+    target, source = [tf.Variable([0.0, 10.0]), tf.Variable(4.0)], [tf.Variable([1.0, 0.0]), tf.Variable(-4.0)]
+    soft_update(target, source, 0.1)  # 0.9 t + 0.1 s
+    assert target[0].numpy() == pytest.approx([0.1, 9.0]) and float(target[1]) == pytest.approx(3.2)
+    soft_update(target, source, 1.0)  # tau 1: a hard copy
+    assert target[0].numpy() == pytest.approx([1.0, 0.0]) and float(target[1]) == -4.0
+    with pytest.raises(DlrunError, match="agent=ddpg needs continuous actions"):
+        RLTask().data(compose("task=rl", "agent=ddpg"), 1)
+    with pytest.raises(DlrunError, match="needs discrete actions"):
+        RLTask().data(compose("task=rl", "agent=reinforce", "env=pendulum"), 1)
+    info = RLTask().data(compose("task=rl", "agent=ddpg", "env=pendulum"), 1).info
+    assert info.continuous and info.action_bound == 2.0
+
+
+def test_ddpg_trains_in_process_and_its_targets_trail_the_online_nets():
+    from omegaconf import OmegaConf
+
+    from dlrun.rl.ddpg import DDPG
+    from dlrun.rl.nets import ddpg_actor
+
+    cfg = OmegaConf.create({"name": "ddpg", "hidden": [8], "critic_hidden": [8], "activation": "relu",
+                            "actor_lr": 1e-3, "critic_lr": 1e-3, "gamma": 0.98, "tau": 0.5, "buffer_size": 1000,
+                            "batch_size": 16, "learning_starts": 100, "train_freq": 50, "gradient_steps": 2,
+                            "noise": "ou", "noise_std": 0.1, "log_every": 100})
+    env = gym.make("Pendulum-v1")
+    actor = ddpg_actor(3, 1, [8], bound=2.0)
+    before = [w.copy() for w in actor.get_weights()]
+    agent = DDPG(actor, env.observation_space, env.action_space, cfg)
+    history, steps, seen = agent.train(lambda: gym.make("Pendulum-v1"), _Run(), 300, 0, lambda: 0.0, 300)
+    assert seen == 300 and steps[-1] == 300 and np.isfinite(history["train/critic_loss"][-1])
+    after, target = actor.get_weights(), agent.actor_t.get_weights()
+    assert not np.allclose(before[0], after[0])  # the actor learned
+    assert not np.allclose(target[0], after[0]) and not np.allclose(target[0], before[0])  # soft, not copied
+    out = actor(np.zeros((2, 3), np.float32))["mean"].numpy()
+    assert out.shape == (2, 1) and np.all(np.abs(out) <= 2.0)

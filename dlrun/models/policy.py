@@ -6,7 +6,7 @@ from __future__ import annotations
 from dlrun.registry import MODELS
 
 
-@MODELS.register("policy", "RL agent networks: PPO/REINFORCE actor-critic, DQN Q-network, tabular Q table", tags=("rl",))
+@MODELS.register("policy", "RL agent networks: PPO/REINFORCE actor-critic, DDPG actor, DQN Q-network, tabular Q table", tags=("rl",))
 def build_policy(model_cfg, info):
     from dlrun.rl import nets
 
@@ -18,4 +18,7 @@ def build_policy(model_cfg, info):
     if agent["name"] == "dqn":
         return nets.q_network(info.input_shape[0], info.action_dim, hidden, agent.get("activation", "relu"),
                               info.obs_scale)
+    if agent["name"] == "ddpg":
+        return nets.ddpg_actor(info.input_shape[0], info.action_dim, hidden, agent.get("activation", "relu"),
+                               info.obs_scale, info.action_bound)
     return nets.q_table(info.n_states, info.action_dim)

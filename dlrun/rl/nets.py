@@ -93,3 +93,26 @@ def served_policy(model: keras.Model) -> keras.Model:
         return keras.Model(inp, {"action": action}, name="policy")
     return keras.Model(inp, {"action": Argmax(name="action")(out["q_values"]), "q_values": out["q_values"]},
                        name="policy")
+
+
+def ddpg_actor(obs_dim: int, act_dim: int, hidden, activation: str = "relu", obs_scale: float = 1.0,
+               bound: float = 1.0) -> keras.Model:
+    """DDPG's deterministic policy mu(s): tanh scaled to the (symmetric) action bound, as {"mean"}
+    so that the served policy and the evaluation treat it like PPO's Gaussian mean."""
+    inp = keras.Input((obs_dim,), name="observation", dtype="float32")
+    x = keras.layers.Rescaling(1.0 / float(obs_scale), name="obs_scale")(inp)
+    for i, units in enumerate(hidden):
+        x = keras.layers.Dense(int(units), activation=activation, name=f"actor_{i}")(x)
+    x = keras.layers.Dense(act_dim, activation="tanh", name="mu",
+                           kernel_initializer=keras.initializers.RandomUniform(-3e-3, 3e-3))(x)
+    return keras.Model(inp, {"mean": keras.layers.Rescaling(float(bound), name="bound")(x)}, name="ddpg_actor")
+
+
+def critic(obs_dim: int, act_dim: int, hidden, activation: str = "relu", obs_scale: float = 1.0) -> keras.Model:
+    """DDPG's Q(s, a): observation and action concatenated into an MLP."""
+    s = keras.Input((obs_dim,), name="observation", dtype="float32")
+    a = keras.Input((act_dim,), name="action", dtype="float32")
+    x = keras.layers.Concatenate()([keras.layers.Rescaling(1.0 / float(obs_scale))(s), a])
+    for i, units in enumerate(hidden):
+        x = keras.layers.Dense(int(units), activation=activation, name=f"critic_{i}")(x)
+    return keras.Model([s, a], keras.layers.Dense(1, name="q")(x), name="ddpg_critic")

@@ -21,7 +21,7 @@ from dlrun.errors import DlrunError
 from dlrun.registry import DATA, TASKS
 from dlrun.tasks.base import Task
 
-AGENTS = ("ppo", "dqn", "reinforce", "q_learning", "sarsa", "mc_control", "bandit", "value_iteration",
+AGENTS = ("ppo", "dqn", "ddpg", "reinforce", "q_learning", "sarsa", "mc_control", "bandit", "value_iteration",
           "policy_iteration")
 TABULAR = ("q_learning", "sarsa", "mc_control", "bandit", "value_iteration", "policy_iteration")
 
@@ -34,6 +34,7 @@ class RLInfo(DataInfo):
     action_dim: int = 1  # actions (discrete) or action components (continuous)
     continuous: bool = False
     obs_scale: float = 1.0
+    action_bound: float = 1.0  # continuous: the largest |action| (DDPG's tanh scale)
     n_states: int = 0  # discrete observation spaces (tabular agents)
     env_id: str = ""
 
@@ -72,8 +73,12 @@ class RLTask(Task):
         obs_space, act_space = env.observation_space, env.action_space
         env.close()
         continuous = isinstance(act_space, gym.spaces.Box)
-        if continuous and agent != "ppo":
-            raise DlrunError(f"agent={agent} needs discrete actions; {cfg.env.id} has continuous ones", "use agent=ppo")
+        if continuous and agent not in ("ppo", "ddpg"):
+            raise DlrunError(f"agent={agent} needs discrete actions; {cfg.env.id} has continuous ones",
+                             "use agent=ppo or agent=ddpg")
+        if agent == "ddpg" and not continuous:
+            raise DlrunError(f"agent=ddpg needs continuous actions; {cfg.env.id} has discrete ones",
+                             "use agent=dqn or agent=ppo, or env.id=Pendulum-v1")
         if agent in TABULAR and not isinstance(obs_space, gym.spaces.Discrete):
             raise DlrunError(f"agent={agent} needs a discrete state space; {cfg.env.id} has {obs_space}",
                              "use agent=ppo or agent=dqn, or env=gridworld / FrozenLake-v1 / Taxi-v3")
@@ -82,7 +87,8 @@ class RLTask(Task):
         info = RLInfo(name=str(cfg.env.id), input_shape=(obs_dim(obs_space),), target="policy",
                       num_classes=None if continuous else int(act_space.n), source=f"gymnasium:{cfg.env.id}",
                       agent=dict(cfg.agent), action_dim=int(np.prod(act_space.shape)) if continuous else int(act_space.n),
-                      continuous=continuous, obs_scale=float(cfg.env.get("obs_scale", 1.0)),
+                      continuous=continuous, action_bound=float(np.max(np.abs(act_space.high))) if continuous else 1.0,
+                      obs_scale=float(cfg.env.get("obs_scale", 1.0)),
                       n_states=int(obs_space.n) if isinstance(obs_space, gym.spaces.Discrete) else 0,
                       env_id=str(cfg.env.id))
         return Data(info=info, train=factory, test=factory)
@@ -124,6 +130,12 @@ class RLTask(Task):
 
             env = factory()
             agent = DQN(model, env.observation_space, env.action_space, cfg.agent)
+            history, steps, seen = agent.train(factory, run, total, seed, evaluate, every, int(cfg.env.num_envs))
+        elif name == "ddpg":
+            from dlrun.rl.ddpg import DDPG
+
+            env = factory()
+            agent = DDPG(model, env.observation_space, env.action_space, cfg.agent)
             history, steps, seen = agent.train(factory, run, total, seed, evaluate, every, int(cfg.env.num_envs))
         elif name == "reinforce":
             from dlrun.rl.reinforce import Reinforce
