@@ -1,5 +1,5 @@
-"""Reinforcement learning task (task=rl): an agent (agent=ppo | dqn | q_learning | sarsa |
-value_iteration | policy_iteration) learns on a gymnasium environment (env=cartpole | orso |
+"""Reinforcement learning task (task=rl): an agent (agent=ppo | dqn | ddpg | reinforce | q_learning |
+sarsa | mc_control | bandit | value_iteration | policy_iteration) learns on a gymnasium environment (env=cartpole | orso |
 gridworld | ..., or any id through env.id=...).
 
 Data is an environment factory; fit is the agent's own loop (progress and metrics in
@@ -56,7 +56,7 @@ def greedy(model):
     return act
 
 
-@TASKS.register("rl", "Reinforcement learning on gymnasium envs: PPO, DQN, tabular Q-learning/SARSA, DP")
+@TASKS.register("rl", "Reinforcement learning on gymnasium envs: PPO, DQN, DDPG, REINFORCE, tabular, bandits, DP")
 class RLTask(Task):
     name = "rl"
 
