@@ -21,9 +21,44 @@ from dlrun.errors import DlrunError
 from dlrun.registry import DATA, TASKS
 from dlrun.tasks.base import Task
 
-AGENTS = ("ppo", "dqn", "ddpg", "reinforce", "q_learning", "sarsa", "mc_control", "bandit", "value_iteration",
-          "policy_iteration")
-TABULAR = ("q_learning", "sarsa", "mc_control", "bandit", "value_iteration", "policy_iteration")
+# agent name -> (its class, how it is built and trained): one table, not a branch per agent.
+# The call shapes: "deep" agents take the spaces and collect from `env.num_envs` envs; "tabular"
+# ones take the state and action counts; "dp" plans on the model of the environment.
+AGENTS = {
+    "ppo": ("dlrun.rl.ppo:PPO", "ppo"),
+    "dqn": ("dlrun.rl.dqn:DQN", "deep"),
+    "ddpg": ("dlrun.rl.ddpg:DDPG", "deep"),
+    "reinforce": ("dlrun.rl.reinforce:Reinforce", "deep"),
+    "q_learning": ("dlrun.rl.tabular:TabularQ", "tabular"),
+    "sarsa": ("dlrun.rl.tabular:TabularQ", "tabular"),
+    "mc_control": ("dlrun.rl.mc_control:MCControl", "tabular"),
+    "bandit": ("dlrun.rl.bandit:BanditAgent", "bandit"),
+    "value_iteration": ("dlrun.rl.tabular:DynamicProgramming", "dp"),
+    "policy_iteration": ("dlrun.rl.tabular:DynamicProgramming", "dp"),
+}
+TABULAR = tuple(name for name, (_, shape) in AGENTS.items() if shape in ("tabular", "bandit", "dp"))
+
+
+def _train_agent(cfg, model, info, factory, run, total, seed, evaluate, every):
+    """Build the agent named by cfg.agent.name from the AGENTS table and train it:
+    (history, steps, seen)."""
+    import importlib
+
+    path, shape = AGENTS[cfg.agent.name]
+    module, cls = path.split(":")
+    agent_cls = getattr(importlib.import_module(module), cls)
+    if shape in ("ppo", "deep"):
+        env = factory()
+        agent = agent_cls(model, env.observation_space, env.action_space, cfg.agent)
+        if shape == "ppo":
+            return agent.train(factory, run, total, seed, evaluate, cfg.env, every)
+        return agent.train(factory, run, total, seed, evaluate, every, int(cfg.env.num_envs))
+    if shape == "tabular":
+        return agent_cls(model, info.n_states, info.action_dim, cfg.agent).train(factory, run, total, seed,
+                                                                                  evaluate, every)
+    if shape == "bandit":
+        return agent_cls(model, info.action_dim, cfg.agent).train(factory, run, seed, evaluate)
+    return agent_cls(model, cfg.agent).train(factory, run, evaluate)[:3]
 
 
 @dataclass
@@ -118,50 +153,7 @@ class RLTask(Task):
             return float(run_episodes(factory, seeds, greedy(model))[0].mean())
 
         every = int(t.eval.every_steps)
-        name = cfg.agent.name
-        if name == "ppo":
-            from dlrun.rl.ppo import PPO
-
-            env = factory()
-            agent = PPO(model, env.observation_space, env.action_space, cfg.agent)
-            history, steps, seen = agent.train(factory, run, total, seed, evaluate, cfg.env, every)
-        elif name == "dqn":
-            from dlrun.rl.dqn import DQN
-
-            env = factory()
-            agent = DQN(model, env.observation_space, env.action_space, cfg.agent)
-            history, steps, seen = agent.train(factory, run, total, seed, evaluate, every, int(cfg.env.num_envs))
-        elif name == "ddpg":
-            from dlrun.rl.ddpg import DDPG
-
-            env = factory()
-            agent = DDPG(model, env.observation_space, env.action_space, cfg.agent)
-            history, steps, seen = agent.train(factory, run, total, seed, evaluate, every, int(cfg.env.num_envs))
-        elif name == "reinforce":
-            from dlrun.rl.reinforce import Reinforce
-
-            env = factory()
-            agent = Reinforce(model, env.observation_space, env.action_space, cfg.agent)
-            history, steps, seen = agent.train(factory, run, total, seed, evaluate, every, int(cfg.env.num_envs))
-        elif name == "mc_control":
-            from dlrun.rl.mc_control import MCControl
-
-            agent = MCControl(model, info.n_states, info.action_dim, cfg.agent)
-            history, steps, seen = agent.train(factory, run, total, seed, evaluate, every)
-        elif name == "bandit":
-            from dlrun.rl.bandit import BanditAgent
-
-            agent = BanditAgent(model, info.action_dim, cfg.agent)
-            history, steps, seen = agent.train(factory, run, seed, evaluate)
-        elif name in ("q_learning", "sarsa"):
-            from dlrun.rl.tabular import TabularQ
-
-            agent = TabularQ(model, info.n_states, info.action_dim, cfg.agent)
-            history, steps, seen = agent.train(factory, run, total, seed, evaluate, every)
-        else:
-            from dlrun.rl.tabular import DynamicProgramming
-
-            history, steps, seen, _ = DynamicProgramming(model, cfg.agent).train(factory, run, evaluate)
+        history, steps, seen = _train_agent(cfg, model, info, factory, run, total, seed, evaluate, every)
         return run.fit_result(history, unit="update", steps=steps, seen=seen)
 
     def serving(self, cfg, model, data: Data) -> Served:
