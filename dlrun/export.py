@@ -116,7 +116,7 @@ def _tflite(served, served_dir, inputs, output, quantize):
                          "export format=savedmodel for TF Serving instead")
     outputs = model.output
     if isinstance(outputs, dict):  # keep what predicts as numbers (symbolic dtypes of lookups can lie)
-        keep = _reference(served, inputs)
+        keep = {k for k, v in _reference(served, inputs).items() if v.dtype.kind == "f"}
         numeric = {k: v for k, v in outputs.items() if k in keep}
     else:
         numeric = outputs
