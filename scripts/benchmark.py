@@ -1,6 +1,7 @@
 """Measure dlrun's overhead: training throughput against plain Keras, and start-up times.
 
     python scripts/benchmark.py [--epochs 50] [--repeats 3] [--out results.json]
+    python scripts/benchmark.py --preset text_transformer --epochs 5 --repeats 3
 
 1. Throughput. The insurance preset's network (3 -> Dense 50 -> Dense 3, Adam, batch 32) on
    the same rows, trained three ways, interleaved `repeats` times, median fit time each:
@@ -9,6 +10,10 @@
    - keras (numpy):    a plain script, model.fit(x, y, validation_data=..., verbose=0)
    - keras (tf.data):  the same script fed the same tf.data pipeline dlrun builds
    ratio = keras fit time / dlrun fit time (>= 1 means dlrun is as fast or faster).
+   With `--preset text_transformer` (issue 8's bar: within 0.95 of plain Keras): the preset's
+   transformer, built and compiled exactly as dlrun builds it, fed dlrun's own tf.data
+   splits, trained by a bare `model.fit(..., verbose=0)` vs `dlrun train
+   experiment=text_transformer` (early stopping off, so both run the same epochs).
 2. Wall time of `dlrun --help`, of `dlrun train trainer=smoke` (whole process), and of
    `import tensorflow` alone (the floor of any run).
 """
@@ -53,6 +58,26 @@ else:
 print(json.dumps({"fit_seconds": time.perf_counter() - t}))
 '''
 
+# the same network and data as `dlrun train experiment=text_transformer`, trained by bare Keras
+PLAIN_TEXT = r'''
+import json, sys, time
+import keras
+from hydra import compose, initialize_config_dir
+from dlrun.cli import config_dir
+from dlrun.config import validate
+from dlrun.registry import TASKS
+epochs = int(sys.argv[1])
+with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+    cfg = validate(compose("config", overrides=["experiment=text_transformer"]))
+keras.utils.set_random_seed(42)
+task = TASKS.get("text")()
+data = task.data(cfg, int(cfg.trainer.batch_size))
+model = task.build_model(cfg, data.info)
+t = time.perf_counter()
+model.fit(data.train, validation_data=data.val, epochs=epochs, verbose=0)
+print(json.dumps({"fit_seconds": time.perf_counter() - t, "train": data.info.sizes["train"]}))
+'''
+
 
 def run(cmd, cwd, env=None) -> tuple[float, subprocess.CompletedProcess]:
     t = time.perf_counter()
@@ -72,14 +97,47 @@ def dlrun_fit_seconds(work: Path, epochs: int) -> float:
     return latest.data.metrics["timing/fit_seconds"]
 
 
+def text_transformer(work: Path, env: dict, epochs: int, repeats: int) -> dict:
+    """dlrun vs bare Keras fit on the text_transformer preset (interleaved, medians)."""
+    from mlflow.tracking import MlflowClient
+
+    times: dict[str, list[float]] = {"dlrun": [], "keras": []}
+    train = 0
+    for _ in range(repeats):
+        run([DLRUN, "train", "experiment=text_transformer", f"trainer.epochs={epochs}",
+             "trainer.early_stopping.enabled=false"], work, env)
+        client = MlflowClient(f"sqlite:///{work}/mlflow.db")
+        exp = client.get_experiment_by_name("text")
+        (latest,) = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)
+        times["dlrun"].append(latest.data.metrics["timing/fit_seconds"])
+        _, proc = run([sys.executable, "-c", PLAIN_TEXT, str(epochs)], work, env)
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        times["keras"].append(out["fit_seconds"])
+        train = out["train"]
+    med = {k: statistics.median(v) for k, v in times.items()}
+    ratio = med["keras"] / med["dlrun"]
+    print(f"throughput, experiment=text_transformer, {epochs} epochs, median of {repeats}:")
+    for k, v in med.items():
+        print(f"  {k:<6} fit {v:6.2f} s   ({train * epochs / v:,.0f} texts/s)")
+    print(f"  ratio keras/dlrun = {ratio:.2f} (issue 8's bar: >= 0.95)")
+    return {"preset": "text_transformer", "epochs": epochs, "repeats": repeats, "fit_seconds": times,
+            "fit_seconds_median": med, "ratio_vs_keras": ratio}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--preset", choices=("insurance", "text_transformer"), default="insurance")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dlrun-bench-"))
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
+    if args.preset == "text_transformer":
+        result = text_transformer(work, env, args.epochs, args.repeats)
+        if args.out:
+            Path(args.out).write_text(json.dumps(result, indent=2))
+        return
 
     times: dict[str, list[float]] = {"dlrun": [], "keras (numpy)": [], "keras (tf.data)": []}
     for _ in range(args.repeats):
