@@ -83,3 +83,36 @@ def test_cgan_preset_draws_the_requested_digit(run_dlrun, runs):
     # 0.8 (measured 0.975; 20 epochs instead of 60 give 0.27), with a judge that knows real digits
     assert m["gan/classifier_accuracy"] >= 0.95
     assert m["gan/label_accuracy"] >= 0.8
+
+
+def test_gradient_penalty_of_a_linear_critic_is_exact():
+    import tensorflow as tf
+
+    from dlrun.tasks.gan import gradient_penalty
+
+    w = tf.constant(np.full((1, 4, 4, 1), 0.5, "float32"))  # ||grad|| = 0.5 * 4 = 2 everywhere
+    real, fake = tf.random.uniform((3, 4, 4, 1)), tf.random.uniform((3, 4, 4, 1))
+    assert float(gradient_penalty(lambda x: tf.reduce_sum(w * x, axis=[1, 2, 3]), real, fake)) == pytest.approx(1.0)
+
+
+def test_wasserstein_loss_trains_and_a_bad_loss_name_is_one_line(compose, run_dlrun, workdir):
+    from dlrun.config import validate
+    from dlrun.training.handle import Handle
+
+    cfg = validate(compose("experiment=gan", "task.loss=wgan_gp", "task.d_steps=2", "trainer=smoke",
+                           "trainer.epochs=2", "trainer.smoke=false", "trainer.limit_batches=2", "trainer.fast=true",
+                           "trainer.checkpoint.enabled=false"))
+    task = TASKS.get("gan")()
+    d = task.data(cfg, 32)
+    model = task.build_model(cfg, d.info)
+    import tempfile
+    from pathlib import Path
+
+    run = Handle(cfg.trainer, Path(tempfile.mkdtemp()), task.objective(cfg, d.info), has_val=True)
+    h = task.fit(cfg, model, d, run).history
+    assert len(h["train/d_loss"]) == 2 and np.isfinite(h["train/d_loss"] + h["train/g_loss"]).all()
+    assert all(0 <= v <= 1 for v in h["train/d_acc_real"] + h["train/d_acc_fake"])
+    from conftest import stderr_line
+
+    line = stderr_line(run_dlrun("train", "experiment=gan", "trainer=smoke", "task.loss=hinge", expect=2))
+    assert "unknown GAN loss 'hinge'" in line and "wgan_gp" in line
