@@ -39,7 +39,7 @@ def test_planted_corpus_is_deterministic_and_has_probes():
 
 def test_preset_smoke_logs_projector_files_and_probe_accuracy(run_dlrun, runs, mlflow_client):
     run_dlrun("train", "experiment=word2vec", "trainer=smoke", "trainer.limit_batches=null", "data.n=2000",
-              "task.fast_sentences=2000")
+              "task.fast_sentences=2000", "task.tsne=true")
     run = runs()[0]
     m = run.data.metrics
     assert run.info.status == "FINISHED" and 0 < m["test/analogy_chance"] < 0.05
@@ -52,4 +52,4 @@ def test_preset_smoke_logs_projector_files_and_probe_accuracy(run_dlrun, runs, m
     rows = [r.split("\t") for r in Path(vec).read_text().split("\n")[:-1]]
     assert len(words) == len(rows) and len(rows[0]) == 32 and "paris" in words
     plots = {f.path for f in mlflow_client.list_artifacts(run.info.run_id, "plots")}
-    assert "plots/pca.png" in plots
+    assert {"plots/pca.png", "plots/tsne.png"} <= plots

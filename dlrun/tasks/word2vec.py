@@ -178,6 +178,8 @@ class Word2VecTask(Task):
         report.texts["metadata.tsv"] = "\n".join(vocabulary[1:]) + "\n"
         if cfg.tracking.get("log_plots", True):
             report.figures["pca.png"] = pca_plot(vectors, vocabulary, int(cfg.task.plot_words))
+            if cfg.task.get("tsne", False):
+                report.figures["tsne.png"] = pca_plot(vectors, vocabulary, int(cfg.task.plot_words), tsne=True)
         return report
 
 
@@ -188,8 +190,9 @@ def nearest(unit: np.ndarray, i: int, k: int) -> list[int]:
     return list(np.argsort(-sims, kind="stable")[:k])
 
 
-def pca_plot(vectors, vocabulary, n: int):
-    """The n most frequent words' vectors projected on their first two principal components."""
+def pca_plot(vectors, vocabulary, n: int, tsne: bool = False):
+    """The n most frequent words' vectors projected on their first two principal components
+    (or, tsne=True, laid out by scikit-learn's t-SNE, which keeps neighbours together)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -197,10 +200,17 @@ def pca_plot(vectors, vocabulary, n: int):
     from sklearn.decomposition import PCA
 
     n = min(n, len(vocabulary) - 1)
-    xy = PCA(n_components=2, random_state=0).fit_transform(vectors[1: n + 1])
+    if tsne:
+        from sklearn.manifold import TSNE
+
+        xy = TSNE(n_components=2, perplexity=min(30.0, (n - 1) / 3), init="pca", random_state=0).fit_transform(
+            vectors[1: n + 1])
+    else:
+        xy = PCA(n_components=2, random_state=0).fit_transform(vectors[1: n + 1])
     fig, ax = plt.subplots(figsize=(8, 8))
     ax.scatter(xy[:, 0], xy[:, 1], s=8)
     for (x, y), w in zip(xy, vocabulary[1: n + 1], strict=True):
         ax.annotate(w, (x, y), fontsize=8)
-    ax.set_title(f"word vectors, first two principal components ({n} most frequent words)")
+    how = "t-SNE" if tsne else "first two principal components"
+    ax.set_title(f"word vectors, {how} ({n} most frequent words)")
     return fig
