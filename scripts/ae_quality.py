@@ -5,6 +5,9 @@ and the run's metrics are read back from that store.
 
     python scripts/ae_quality.py                  # every preset
     python scripts/ae_quality.py ae_outlier seed=1 # one preset, extra overrides
+    python scripts/ae_quality.py cgan             # issue 9's bar: the requested digit in >= 80 %
+
+Exit code 1 when a preset misses its bar (BARS).
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ SHOW = {
     "gan": ["gan/frechet_distance", "gan/frechet_floor", "gan/classifier_accuracy", "gan/classes_covered"],
     "cgan": ["gan/label_accuracy", "gan/frechet_distance", "gan/frechet_floor", "gan/classifier_accuracy"],
 }
+# preset -> (metric, bar, higher is better)
+BARS = {"ae_outlier": ("test/roc_auc", 0.95, True), "ae_denoise": ("test/denoise_ratio", 0.5, False),
+        "cgan": ("gan/label_accuracy", 0.8, True)}
 
 
 def metrics(folder: Path) -> dict:
@@ -39,7 +45,8 @@ def metrics(folder: Path) -> dict:
     return client.search_runs(exps, order_by=["attributes.start_time DESC"])[0].data.metrics
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str]) -> int:
+    missed = 0
     presets = [a for a in argv if "=" not in a] or list(SHOW)
     extra = [a for a in argv if "=" in a]
     for preset in presets:
@@ -48,13 +55,20 @@ def main(argv: list[str]) -> None:
                                   capture_output=True, text=True)
             if proc.returncode:
                 print(f"{preset}: failed\n{proc.stderr[-2000:]}")
+                missed += 1
                 continue
             m = metrics(Path(tmp))
         print(f"\n{preset} {' '.join(extra)}")
         for key in SHOW.get(preset, sorted(k for k in m if k.startswith(("test/", "baseline/", "gan/")))):
             if key in m:
                 print(f"  {key:40s} {m[key]:.4f}")
+        if preset in BARS:
+            key, bar, higher = BARS[preset]
+            ok = key in m and (m[key] >= bar if higher else m[key] <= bar)
+            missed += not ok
+            print(f"  bar {key} {'>=' if higher else '<='} {bar}: {'met' if ok else 'MISSED'}")
+    return 1 if missed else 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))

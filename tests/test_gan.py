@@ -75,16 +75,6 @@ def test_fixed_noise_is_the_same_for_every_grid(compose):
     assert not np.array_equal(task.grids[1], task.grids[2])  # same noise, trained generator changed
 
 
-@pytest.mark.slow
-def test_cgan_preset_draws_the_requested_digit(run_dlrun, runs):
-    run_dlrun("train", "experiment=cgan", timeout=900)
-    m = runs()[0].data.metrics
-    # chance is 0.1: a generator that ignored its label input would sit there; the bar is
-    # 0.8 (measured 0.975; 20 epochs instead of 60 give 0.27), with a judge that knows real digits
-    assert m["gan/classifier_accuracy"] >= 0.95
-    assert m["gan/label_accuracy"] >= 0.8
-
-
 def test_gradient_penalty_of_a_linear_critic_is_exact():
     import tensorflow as tf
 
