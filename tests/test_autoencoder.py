@@ -170,3 +170,16 @@ def test_ae_series_outlier_preset_beats_the_zscore_baseline(run_dlrun, runs):
     run_dlrun("train", "experiment=ae_series_outlier", timeout=600)
     m = runs()[0].data.metrics
     assert m["test/f1"] > m["baseline/zscore/f1"]
+
+
+def test_vae_preset_smoke_logs_both_loss_terms_prior_samples_and_latent_walk(run_dlrun, runs, mlflow_client):
+    run_dlrun("train", "experiment=vae", "trainer=smoke", "trainer.epochs=2", "trainer.smoke=false",
+              "trainer.fast=true", "trainer.limit_batches=3")
+    run = runs()[0]
+    m = run.data.metrics
+    assert run.info.status == "FINISHED"
+    for key in ("train/reconstruction", "train/kl", "val/reconstruction", "val/kl", "test/mse"):
+        assert key in m and np.isfinite(m[key]) and m[key] >= 0, key
+    assert len(mlflow_client.get_metric_history(run.info.run_id, "train/kl")) == 2  # both terms, every epoch
+    plots = {a.path for a in mlflow_client.list_artifacts(run.info.run_id, "plots")}
+    assert {"plots/prior_samples.png", "plots/latent_walk.png"} <= plots
