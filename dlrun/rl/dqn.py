@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from dlrun.rl.ppo import record
+from dlrun.rl.ppo import log_point
 from dlrun.rl.rollout import as_rows, vector_env
 
 
@@ -136,14 +136,9 @@ class DQN:
                     losses, qs = [], []
                 if finished:
                     m["train/episode_return"] = float(np.mean(finished[-20:]))
-                if step >= next_eval or step >= total_steps:
+                due = step >= next_eval or step >= total_steps
+                if due:
                     next_eval += eval_every
-                    m["val/mean_return"] = evaluate()
-                    run.keep_best(self.model, m["val/mean_return"], step)
-                run.log(step, m)
-                run.advance(step, {k.split("/")[1]: v for k, v in m.items()
-                                   if k in ("train/episode_return", "val/mean_return")})
-                record(history, m)
-                steps_log.append(step)
+                log_point(run, history, steps_log, step, m, self.model, evaluate if due else None)
         envs.close()
         return history, steps_log, step

@@ -12,7 +12,6 @@ import time
 
 import numpy as np
 
-from dlrun.rl.ppo import record
 from dlrun.rl.tabular import TabularQ
 
 
@@ -62,14 +61,6 @@ class MCControl(TabularQ):
             returns.append(sum(r for _, _, r in trajectory))
             if step >= next_eval or step >= total_steps:
                 next_eval += eval_every
-                self.sync()
-                m = {"train/episode_return": float(np.mean(returns[-50:])), "train/epsilon": eps,
-                     "train/episodes": episode, "train/steps_per_second": step / (time.perf_counter() - start),
-                     "val/mean_return": evaluate()}
-                run.keep_best(self.model, m["val/mean_return"], step)
-                run.log(step, m)
-                run.advance(step, {"mean_return": m["val/mean_return"]})
-                record(history, m)
-                steps_log.append(step)
+                self._report(run, history, steps_log, step, returns, eps, episode, start, evaluate)
         self.sync()
         return history, steps_log, step

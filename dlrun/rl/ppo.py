@@ -64,6 +64,32 @@ def record(history: dict, metrics: dict) -> None:
         v.append(float(metrics.get(k, math.nan)))
 
 
+SHOWN = ("train/episode_return", "val/mean_return")  # what the progress line shows of a point
+
+
+def log_point(run, history: dict, steps_log: list, step: int, metrics: dict, model=None, evaluate=None,
+              shown=SHOWN) -> None:
+    """One logged point of an agent's training loop: the evaluation when one is due (`evaluate`
+    given) with the best-weights bookkeeping, then the MLflow row, the progress line and the
+    history row."""
+    if evaluate is not None:
+        metrics["val/mean_return"] = evaluate()
+        run.keep_best(model, metrics["val/mean_return"], step)
+    run.log(step, metrics)
+    run.advance(step, {k.split("/")[1]: v for k, v in metrics.items() if k in shown})
+    record(history, metrics)
+    steps_log.append(step)
+
+
+def episode_stats(finished: list, lengths: list, last: int = 20) -> dict:
+    """Return and length of the last finished episodes (empty before the first one ends)."""
+    recent = finished[-last:]
+    if not recent:
+        return {}
+    return {"train/episode_return": float(np.mean(recent)), "train/return_min": float(np.min(recent)),
+            "train/return_max": float(np.max(recent)), "train/episode_length": float(np.mean(lengths[-last:]))}
+
+
 class PPO:
     def __init__(self, model, env_space, act_space, cfg):
         import keras
@@ -180,23 +206,14 @@ class PPO:
             flat = lambda x: x.reshape(n_steps * n_envs, *x.shape[2:])  # noqa: E731
             stats = self._update(*(tf.constant(flat(x)) for x in (b_obs, b_act, b_logp, adv, ret, b_val))).numpy()
             step += per_update
-            recent = finished[-20:]
             m = dict(zip(("train/loss", "train/policy_loss", "train/value_loss", "train/entropy", "train/kl",
                           "train/clip_fraction"), map(float, stats), strict=True))
             m["train/lr"] = float(self.opt.learning_rate.numpy())
             m["train/steps_per_second"] = step / (time.perf_counter() - start)
-            if recent:
-                m.update({"train/episode_return": float(np.mean(recent)), "train/return_min": float(np.min(recent)),
-                          "train/return_max": float(np.max(recent)),
-                          "train/episode_length": float(np.mean(lengths[-20:]))})
-            if step >= next_eval or u == updates - 1:
+            m.update(episode_stats(finished, lengths))
+            due = step >= next_eval or u == updates - 1
+            if due:
                 next_eval += eval_every
-                m["val/mean_return"] = evaluate()
-                run.keep_best(self.model, m["val/mean_return"], step)
-            run.log(step, m)
-            run.advance(step, {k.split("/")[1]: v for k, v in m.items() if k in ("train/episode_return",
-                                                                                  "val/mean_return")})
-            record(history, m)
-            steps_log.append(step)
+            log_point(run, history, steps_log, step, m, self.model, evaluate if due else None)
         envs.close()
         return history, steps_log, step

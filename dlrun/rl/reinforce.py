@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from dlrun.rl.ppo import log_prob_entropy, record
+from dlrun.rl.ppo import episode_stats, log_point, log_prob_entropy
 from dlrun.rl.rollout import as_rows, vector_env
 
 
@@ -113,19 +113,10 @@ class Reinforce:
                 m.update(dict(zip(("train/loss", "train/policy_loss", "train/value_loss", "train/entropy"),
                                   map(float, stats), strict=True)))
                 batch = []
-            if finished:
-                recent = finished[-20:]
-                m.update({"train/episode_return": float(np.mean(recent)), "train/return_min": float(np.min(recent)),
-                          "train/return_max": float(np.max(recent)),
-                          "train/episode_length": float(np.mean(lengths[-20:]))})
-            if step >= next_eval or step >= total_steps:
+            m.update(episode_stats(finished, lengths))
+            due = step >= next_eval or step >= total_steps
+            if due:
                 next_eval += eval_every
-                m["val/mean_return"] = evaluate()
-                run.keep_best(self.model, m["val/mean_return"], step)
-            run.log(step, m)
-            run.advance(step, {k.split("/")[1]: v for k, v in m.items() if k in ("train/episode_return",
-                                                                                  "val/mean_return")})
-            record(history, m)
-            steps_log.append(step)
+            log_point(run, history, steps_log, step, m, self.model, evaluate if due else None)
         envs.close()
         return history, steps_log, step

@@ -40,6 +40,15 @@ class TabularQ:
     def sync(self):
         self.model.get_layer("q_table").set_weights([self.q.astype(np.float32)])
 
+    def _report(self, run, history, steps_log, step, returns, eps, episode, start, evaluate):
+        """A logged point: the table goes into the model, which is evaluated (every point)."""
+        from dlrun.rl.ppo import log_point
+
+        self.sync()
+        m = {"train/episode_return": float(np.mean(returns[-50:])), "train/epsilon": eps,
+             "train/episodes": episode, "train/steps_per_second": step / (time.perf_counter() - start)}
+        log_point(run, history, steps_log, step, m, self.model, evaluate, shown=("val/mean_return",))
+
     def train(self, factory, run, total_steps: int, seed: int, evaluate, eval_every: int):
         c = self.cfg
         env = factory()
@@ -51,7 +60,6 @@ class TabularQ:
         run.progress(total_steps, "steps")
         step, episode, next_eval, start = 0, 0, eval_every, time.perf_counter()
         returns: list[float] = []
-        from dlrun.rl.ppo import record
 
         while step < total_steps and not run.should_stop:
             s, _ = env.reset(seed=seed + episode)
@@ -72,15 +80,7 @@ class TabularQ:
             returns.append(total)
             if step >= next_eval or step >= total_steps:
                 next_eval += eval_every
-                self.sync()
-                m = {"train/episode_return": float(np.mean(returns[-50:])), "train/epsilon": eps,
-                     "train/episodes": episode, "train/steps_per_second": step / (time.perf_counter() - start),
-                     "val/mean_return": evaluate()}
-                run.keep_best(self.model, m["val/mean_return"], step)
-                run.log(step, m)
-                run.advance(step, {"mean_return": m["val/mean_return"]})
-                record(history, m)
-                steps_log.append(step)
+                self._report(run, history, steps_log, step, returns, eps, episode, start, evaluate)
         self.sync()
         return history, steps_log, step
 
