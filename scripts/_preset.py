@@ -47,3 +47,16 @@ def trained(args: list[str], overrides: list[str], name: str):
             t.client = MlflowClient(tracking_uri=uri)
             t.run = [r for e in t.client.search_experiments() for r in t.client.search_runs([e.experiment_id])][0]
         yield t
+
+
+def run_all(argv: list[str], presets: tuple, run) -> int:
+    """The scripts' command line: preset names (default `presets`) and key=value overrides; each
+    preset's result dict (from `run(preset, overrides)`) printed as JSON; exit code 1 when one
+    missed its bar or failed."""
+    import json
+
+    names = [a for a in argv if "=" not in a] or list(presets)
+    overrides = [a for a in argv if "=" in a]
+    results = [run(p, overrides) for p in names]
+    print(json.dumps(results, indent=1))
+    return 0 if all(r.get("pass", "error" not in r) for r in results) else 1

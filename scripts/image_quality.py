@@ -11,11 +11,10 @@ back from the MLflow run. Exit code 1 when experiment=cnn misses the bar.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
-from _preset import trained
+from _preset import run_all, trained
 
 PRESETS = ("cnn",)
 BARS = {"cnn": 0.98}  # preset -> minimum test accuracy
@@ -40,11 +39,7 @@ def run(preset: str, overrides: list[str]) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    presets = [a for a in argv if "=" not in a] or list(PRESETS)
-    overrides = [a for a in argv if "=" in a]
-    results = [run(p, overrides) for p in presets]
-    print(json.dumps(results, indent=1))
-    return 0 if all(r.get("pass", "error" not in r) for r in results) else 1
+    return run_all(argv, PRESETS, run)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,9 @@ MLflow store, and the metrics are read back from the run. Exit code 1 when a pre
 
 from __future__ import annotations
 
-import json
 import sys
 
-from _preset import trained
+from _preset import run_all, trained
 
 PRESETS = ("cartpole_ppo", "gridworld_q", "policy_iteration")
 # preset -> (metric, minimum)
@@ -47,11 +46,7 @@ def run(preset: str, overrides: list[str]) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    presets = [a for a in argv if "=" not in a] or list(PRESETS)
-    overrides = [a for a in argv if "=" in a]
-    results = [run(p, overrides) for p in presets]
-    print(json.dumps(results, indent=1))
-    return 0 if all(r.get("pass", "error" not in r) for r in results) else 1
+    return run_all(argv, PRESETS, run)
 
 
 if __name__ == "__main__":
