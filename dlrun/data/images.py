@@ -237,6 +237,23 @@ def load_folder(data_cfg) -> Images:
     return Images(names, os.path.abspath(path), datasets=datasets, sizes=sizes, warnings=warnings)
 
 
+def image_files(source: str, suffixes) -> list:
+    """The image files a user names for eval/predict: one file, or every file with one of
+    `suffixes` under a folder (sorted); a missing path or an empty folder is one line."""
+    from pathlib import Path
+
+    path = Path(source)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in suffixes)
+    elif path.is_file():
+        files = [path]
+    else:
+        raise DlrunError(f"input '{source}' does not exist")
+    if not files:
+        raise DlrunError(f"input '{source}' holds no images", f"looked for {', '.join(suffixes)}")
+    return files
+
+
 def unreadable(files: list[str]) -> list[tuple[str, str]]:
     """(file, problem) for each file that is not a readable image. Pillow's verify() checks the
     file's structure (PNG chunk checksums, truncation) without decoding the pixels, so even a

@@ -254,20 +254,14 @@ class DetectionTask(Task):
         """An image file or a folder of images (recursively; no true boxes: predict), or annotated
         images to score: a COCO JSON (images beside it), a VOC CSV, or a folder of VOC XML files."""
         from dlrun.data.detection import read_image
+        from dlrun.data.images import image_files
 
         if not source:
             raise DlrunError("no input", "input=<image file or folder>")
         path = Path(source)
         if path.suffix.lower() in (".json", ".csv") or (path.is_dir() and any(path.glob("*.xml"))):
             return _read_annotated(cfg, path, served)
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif path.is_file():
-            files = [path]
-        else:
-            raise DlrunError(f"input '{source}' does not exist")
-        if not files:
-            raise DlrunError(f"input '{source}' holds no images", f"looked for {', '.join(IMAGE_SUFFIXES)}")
+        files = image_files(source, IMAGE_SUFFIXES)
         images = [read_image(f) for f in files]
         # rows stay None: predictions have one row per box, not per image, and name their file
         ex = Examples(images, None, None, path.stem or path.name, str(path.resolve()))

@@ -127,17 +127,12 @@ class ImageTask(Task):
         a class carry that class as their true label."""
         import tensorflow as tf
 
+        from dlrun.data.images import image_files
+
         if not source:
             raise DlrunError("no input", "input=<image file or folder>")
         path = Path(source)
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif path.is_file():
-            files = [path]
-        else:
-            raise DlrunError(f"input '{source}' does not exist")
-        if not files:
-            raise DlrunError(f"input '{source}' holds no images", f"looked for {', '.join(IMAGE_SUFFIXES)}")
+        files = image_files(source, IMAGE_SUFFIXES)
         meta = served.meta if served is not None else {}
         channels, scale = int(meta.get("channels", 3)), float(meta.get("scale", 1 / 255))
         size = tuple(meta.get("size") or ())
