@@ -117,6 +117,8 @@ def report(report, title: str = "results") -> None:
                 continue
             table.add_row(k, _fmt(v))
         console.print(table)
+    for path in report.files.values():
+        console.print(f"wrote {path}")
 
 
 def print_rows(rows: list[dict], title: str) -> None:

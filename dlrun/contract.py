@@ -174,12 +174,14 @@ class Report:
     tables: name -> list of row dicts (shown as rich tables, logged as JSON).
     figures: file name -> matplotlib Figure (logged as PNG under plots/).
     texts: file name -> text (samples, TSV files; logged as artifacts).
+    files: artifact path -> a local file the task wrote (binary results: videos).
     """
 
     metrics: dict[str, float] = field(default_factory=dict)
     tables: dict[str, list[dict]] = field(default_factory=dict)
     figures: dict[str, Any] = field(default_factory=dict)
     texts: dict[str, str] = field(default_factory=dict)
+    files: dict[str, Any] = field(default_factory=dict)
     primary: str | None = None  # e.g. "test/accuracy"
 
     def merge(self, other: Report) -> Report:
@@ -187,13 +189,14 @@ class Report:
         self.tables.update(other.tables)
         self.figures.update(other.figures)
         self.texts.update(other.texts)
+        self.files.update(other.files)
         self.primary = self.primary or other.primary
         return self
 
     def prefixed(self, prefix: str) -> Report:
         """The same report with every metric name under `prefix/`."""
         return Report({f"{prefix}/{k}": v for k, v in self.metrics.items()}, self.tables, self.figures,
-                      self.texts, f"{prefix}/{self.primary}" if self.primary else None)
+                      self.texts, self.files, primary=f"{prefix}/{self.primary}" if self.primary else None)
 
 
 class RunHandle(Protocol):

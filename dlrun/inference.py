@@ -228,7 +228,7 @@ def evaluate(cfg, where: dict, served_dir: Path, options: dict, overrides: list[
         from dlrun.tracking import log_to_existing_run
 
         log_to_existing_run(cfg.tracking, where["run_id"], report.metrics, report.tables, record,
-                            prefix=prefix.replace("/", "_"))
+                            prefix=prefix.replace("/", "_"), files=report.files)
         console.console.print(f"[green]logged[/] {len(report.metrics)} metrics ({prefix}/*) to run {where['run_id']}")
     return report.metrics
 

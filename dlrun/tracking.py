@@ -234,6 +234,8 @@ class Tracker:
             self.mlflow.log_text(json.dumps(rows, indent=1, default=str), f"tables/{name}.json")
         for name, text in report.texts.items():
             self.mlflow.log_text(text, name)
+        for name, path in report.files.items():
+            self.mlflow.log_artifact(str(path), str(Path(name).parent) if "/" in name else None)
         self.log_figures(report.figures)
 
     def log_figures(self, figures: dict) -> None:
@@ -494,8 +496,9 @@ def tracked_run(tracker: Tracker):
 
 
 def log_to_existing_run(tracking_cfg, run_id: str, metrics: dict, tables: dict | None = None,
-                        record=None, prefix: str = "eval") -> None:
-    """Add metrics, tables and an evaluation dataset to a run without touching its status (dlrun eval)."""
+                        record=None, prefix: str = "eval", files: dict | None = None) -> None:
+    """Add metrics, tables, files (under `prefix/`) and an evaluation dataset to a run without
+    touching its status (dlrun eval)."""
     from mlflow.entities import DatasetInput, InputTag, Metric
     from mlflow.tracking import MlflowClient
 
@@ -506,6 +509,8 @@ def log_to_existing_run(tracking_cfg, run_id: str, metrics: dict, tables: dict |
         client.log_batch(run_id, metrics=items[i:i + 500])
     for name, rows in (tables or {}).items():
         client.log_text(run_id, json.dumps(rows, indent=1, default=str), f"tables/{prefix}/{name}.json")
+    for name, path in (files or {}).items():
+        client.log_artifact(run_id, str(path), str(Path(prefix) / Path(name).parent))
     if record is not None:
         with contextlib.suppress(Exception):  # a dataset record must never fail an eval
             ds = mlflow_dataset(record)

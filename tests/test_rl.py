@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
+from conftest import stderr_line
 
 import dlrun.rl  # noqa: F401  (registers the environments)
 from dlrun.errors import DlrunError
@@ -155,6 +157,81 @@ def test_clipped_surrogate_on_a_tiny_batch():
     assert float(loss) == pytest.approx(-0.2) and float(frac) == 1.0
 
 
+def _ppo(**overrides):
+    from omegaconf import OmegaConf
+
+    from dlrun.rl.nets import actor_critic
+    from dlrun.rl.ppo import PPO
+
+    cfg = OmegaConf.merge(OmegaConf.load(Path(__file__).parent.parent / "configs/agent/ppo.yaml"), overrides)
+    model = actor_critic(4, 2, False, [16, 16])
+    env = gym.make("CartPole-v1")
+    return PPO(model, env.observation_space, env.action_space, cfg), model
+
+
+def _batch(model, n=64, seed=0):
+    """A batch whose old log-probabilities are the model's own (KL starts at 0)."""
+    import tensorflow as tf
+
+    from dlrun.rl.ppo import log_prob_entropy
+
+    rng = np.random.default_rng(seed)
+    obs = rng.standard_normal((n, 4)).astype(np.float32)
+    act = rng.integers(0, 2, n).astype(np.float32)
+    logp, _ = log_prob_entropy(model(obs), tf.constant(act), False)
+    adv = rng.standard_normal(n).astype(np.float32)
+    return [tf.constant(x) for x in (obs, act, logp.numpy(), adv, adv, np.zeros(n, np.float32))]
+
+
+def test_ppo_kl_early_stop_and_penalty_term():
+    from dlrun.rl.ppo import adapt_kl_coef
+
+    agent, model = _ppo(epochs=10, learning_rate=0.01, jit_compile=False)
+    assert agent._update(*_batch(model))[-1] == 10  # no target: every epoch runs
+    agent, model = _ppo(epochs=10, learning_rate=0.01, target_kl=1e-6, jit_compile=False)
+    assert agent._update(*_batch(model))[-1] == 1  # the 2nd epoch's KL is above 1.5 x target: stop
+    # KL penalty without clipping: the loss is pg + beta * KL + vf_coef * value loss (ent_coef 0)
+    agent, model = _ppo(clip=None, kl_coef=2.0, epochs=5, learning_rate=0.01, jit_compile=False)
+    loss, pg, vloss, _, kl, frac, _ = agent._update(*_batch(model)).numpy()
+    assert kl > 0 and frac == 0 and loss == pytest.approx(pg + 2.0 * kl + 0.5 * vloss, rel=1e-4)
+    assert adapt_kl_coef(1.0, 0.1, 0.01) == 2.0 and adapt_kl_coef(1.0, 0.001, 0.01) == 0.5
+    assert adapt_kl_coef(1.0, 0.01, 0.01) == 1.0
+
+
+def test_ppo_xla_update_equals_the_plain_one():
+    import tensorflow as tf
+
+    weights = {}
+    for jit in (False, True):
+        tf.random.set_seed(0)
+        agent, model = _ppo(jit_compile=jit, epochs=3)
+        model.set_weights([np.full_like(w, 0.05 * (i + 1)) for i, w in enumerate(model.get_weights())])
+        agent._update(*_batch(model))
+        weights[jit] = model.get_weights()
+    assert max(float(np.abs(a - b).max()) for a, b in zip(weights[False], weights[True], strict=True)) < 1e-5
+
+
+@pytest.mark.parametrize("continuous,shared", [(False, False), (True, False), (False, True)])
+def test_numpy_collection_policy_equals_the_keras_model(continuous, shared):
+    import tensorflow as tf
+
+    from dlrun.rl.nets import actor_critic
+    from dlrun.rl.ppo import NumpyPolicy, log_prob_entropy
+
+    model = actor_critic(4, 2, continuous, [32, 32], obs_scale=2.0, shared=shared)
+    policy = NumpyPolicy(model, continuous, seed=0)
+    obs = np.random.default_rng(1).standard_normal((8, 4)).astype(np.float32)
+    keras_out = model(obs)
+    for k, v in policy.outputs(obs).items():
+        assert np.allclose(v, keras_out[k].numpy(), atol=1e-5), k
+    a, logp, v = policy.act(obs)
+    keras_logp, _ = log_prob_entropy(keras_out, tf.constant(np.asarray(a, np.float32)), continuous)
+    assert np.allclose(logp, keras_logp.numpy(), atol=1e-5) and np.allclose(v, policy.value(obs))
+    model.layers[-1].set_weights([w + 1.0 for w in model.layers[-1].get_weights()])
+    policy.sync()  # after an update the copy follows the model
+    assert np.allclose(policy.outputs(obs)["value"], model(obs)["value"].numpy(), atol=1e-5)
+
+
 def test_dqn_targets_with_and_without_double():
     import tensorflow as tf
 
@@ -195,11 +272,12 @@ def test_tabular_targets_and_policy_iteration_is_optimal():
 # -- end to end: one real dlrun train run ----------------------------------------------------
 def test_cli_train_ppo_smoke_logs_the_policy_and_reloads_it(run_dlrun, runs, mlflow_client, workdir):
     run_dlrun("train", "task=rl", "env.num_envs=2", "agent.n_steps=64", "task.total_steps=256",
-              "task.eval.episodes=3", "task.eval.during=1", "task.eval.every_steps=256")
+              "task.eval.episodes=3", "task.eval.during=1", "task.eval.every_steps=256", "agent.kl_coef=0.2")
     run = runs()[0]
     assert run.info.status == "FINISHED"
     m = run.data.metrics
-    assert {"test/mean_return", "baseline/random/mean_return", "train/kl", "val/mean_return"} <= set(m)
+    assert {"test/mean_return", "baseline/random/mean_return", "train/kl", "val/mean_return", "train/kl_coef",
+            "train/seconds", "train/epochs_run"} <= set(m)
     assert 8 <= m["test/mean_return"] <= 500
     # the logged served model answers an observation row with an action, as the agent does
     from dlrun.serving import load
@@ -210,6 +288,19 @@ def test_cli_train_ppo_smoke_logs_the_policy_and_reloads_it(run_dlrun, runs, mlf
     out = served.model(obs)
     probs = np.asarray(out["probabilities"])
     assert np.array_equal(np.asarray(out["action"]), probs.argmax(axis=1)) and probs.sum(axis=1) == pytest.approx(1)
+    # dlrun eval re-runs the greedy episodes and records two of them as MP4 (gymnasium RecordVideo)
+    out = run_dlrun("eval", f"run_id={run.info.run_id}", "task.eval.video=2", "task.eval.episodes=2").stdout
+    videos = sorted((workdir / "videos").glob("*.mp4"))
+    assert len(videos) == 2 and all(v.stat().st_size > 1000 for v in videos) and "wrote" in out
+    logged = [a.path for a in mlflow_client.list_artifacts(run.info.run_id, "test/videos")]
+    assert sorted(Path(a).name for a in logged) == [v.name for v in videos]
+    assert mlflow_client.get_run(run.info.run_id).info.status == "FINISHED"
+
+
+def test_video_of_an_env_without_rendering_is_one_line(run_dlrun):
+    proc = run_dlrun("train", "task=rl", "env=gridworld", "agent=q_learning", "task.total_steps=200",
+                     "task.eval.episodes=2", "task.eval.video=1", "tracking=off", expect=2)
+    assert "cannot render frames" in stderr_line(proc)
 
 
 def test_unknown_agent_and_env_are_one_line_errors(compose):

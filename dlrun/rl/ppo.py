@@ -1,7 +1,11 @@
-"""PPO (clipped surrogate, GAE(lambda), value loss, entropy bonus, approximate KL, minibatches,
-gradient clipping, linear LR annealing) on a gymnasium.vector env; discrete (categorical) and
-continuous (diagonal Gaussian) actions. The whole update (epochs x minibatches) is one compiled
-tf.function; collection calls the network once per vector step for all envs."""
+"""PPO (clipped surrogate and/or adaptive KL penalty, GAE(lambda), value loss, entropy bonus,
+approximate KL with optional early stop, minibatches, gradient clipping, linear LR annealing) on a
+gymnasium.vector env; discrete (categorical) and continuous (diagonal Gaussian) actions.
+
+Speed: the whole update (epochs x minibatches, early stop included) is one compiled tf.function
+(XLA with `jit_compile`); collection evaluates the policy once per vector step for all envs, in
+numpy on the current weights (`NumpyPolicy`), because a TF call costs more than the whole
+forward pass of these small MLPs."""
 
 from __future__ import annotations
 
@@ -45,14 +49,130 @@ def log_prob_entropy(out, actions, continuous: bool):
     return logp, ent
 
 
-def clipped_loss(logp, logp_old, adv, clip: float):
-    """PPO's clipped surrogate (to minimise) and the fraction of clipped ratios."""
+def clipped_loss(logp, logp_old, adv, clip: float | None):
+    """PPO's clipped surrogate (to minimise) and the fraction of clipped ratios; clip=None is the
+    plain importance-weighted surrogate (for the KL-penalty variant)."""
     import tensorflow as tf
 
     ratio = tf.exp(logp - logp_old)
+    if clip is None:
+        return -tf.reduce_mean(ratio * adv), tf.zeros(())
     loss = -tf.reduce_mean(tf.minimum(ratio * adv, tf.clip_by_value(ratio, 1 - clip, 1 + clip) * adv))
     frac = tf.reduce_mean(tf.cast(tf.abs(ratio - 1.0) > clip, tf.float32))
     return loss, frac
+
+
+def approx_kl(logp, logp_old):
+    """KL(pi_old || pi) estimated from log-probabilities of the taken actions: mean((r - 1) - log r),
+    r = pi/pi_old (non-negative, low variance; differentiable, so it also serves as the penalty)."""
+    import tensorflow as tf
+
+    log_ratio = logp - logp_old
+    return tf.reduce_mean(tf.exp(log_ratio) - 1.0 - log_ratio)
+
+
+def adapt_kl_coef(beta: float, kl: float, target: float) -> float:
+    """The adaptive KL-penalty coefficient (Schulman et al. 2017, PPO paper section 4): double it
+    when the update moved the policy more than 1.5x the target, halve it below target/1.5."""
+    if kl > 1.5 * target:
+        return beta * 2.0
+    if kl < target / 1.5:
+        return beta / 2.0
+    return beta
+
+
+class NumpyPolicy:
+    """The actor-critic's forward pass in numpy, on a copy of the weights taken after each update.
+
+    Hand-written on purpose: a compiled TF call costs ~0.4-0.7 ms of dispatch on CPU, several
+    times the whole forward pass of a 64x64 MLP on 8 rows (~0.1 ms in numpy), and collection makes
+    one such call per vector step. It follows the layers nets.actor_critic builds (obs_scale,
+    optional obs_norm, actor_i / critic_i Dense, logits | mean + log_std, value) and is checked
+    against the Keras model in tests/test_rl.py."""
+
+    ACT = {"tanh": np.tanh, "relu": lambda x: np.maximum(x, 0.0), "linear": lambda x: x}
+
+    def __init__(self, model, continuous: bool, seed: int):
+        self.model, self.continuous = model, continuous
+        self.rng = np.random.default_rng(seed)
+        names = {layer.name for layer in model.layers}
+        self.actor = sorted((n for n in names if n.startswith("actor_")), key=lambda n: int(n.split("_")[1]))
+        self.critic = sorted((n for n in names if n.startswith("critic_")), key=lambda n: int(n.split("_")[1]))
+        self.norm = "obs_norm" in names
+        self.sync()
+
+    def sync(self) -> None:
+        """Copy the current weights (call after every update)."""
+        m = self.model
+        self.scale = float(m.get_layer("obs_scale").scale)
+        self.dense = {}
+        for name in [*self.actor, *self.critic, "value", "mean" if self.continuous else "logits"]:
+            layer = m.get_layer(name)
+            k, b = (w.numpy() for w in layer.weights)
+            self.dense[name] = (k, b, self.ACT[layer.activation.__name__])
+        if self.continuous:
+            self.log_std = m.get_layer("log_std").log_std.numpy()
+        if self.norm:
+            layer = m.get_layer("obs_norm")
+            self.mean, self.var, self.clip = layer.mean.numpy(), layer.var.numpy(), float(layer.clip)
+
+    def _mlp(self, x, names):
+        for name in names:
+            k, b, f = self.dense[name]
+            x = f(x @ k + b)
+        return x
+
+    def outputs(self, obs: np.ndarray) -> dict:
+        x = obs * self.scale
+        if self.norm:
+            x = np.clip((x - self.mean) / np.sqrt(self.var + 1e-8), -self.clip, self.clip)
+        a = self._mlp(x, self.actor)
+        c = a if not self.critic else self._mlp(x, self.critic)
+        out = {"value": self._mlp(c, ["value"])}
+        if self.continuous:
+            out["mean"] = self._mlp(a, ["mean"])
+            out["log_std"] = np.broadcast_to(self.log_std, out["mean"].shape)
+        else:
+            out["logits"] = self._mlp(a, ["logits"])
+        return out
+
+    def act(self, obs: np.ndarray):
+        """Sampled actions, their log-probabilities and the values, for a batch of rows."""
+        out = self.outputs(obs)
+        if self.continuous:
+            mean, log_std = out["mean"], out["log_std"]
+            a = mean + np.exp(log_std) * self.rng.standard_normal(mean.shape)
+            logp = -0.5 * (((a - mean) / np.exp(log_std)) ** 2 + 2 * log_std + math.log(2 * math.pi)).sum(-1)
+        else:
+            z = out["logits"] - out["logits"].max(-1, keepdims=True)
+            logp_all = z - np.log(np.exp(z).sum(-1, keepdims=True))
+            a = np.argmax(logp_all + self.rng.gumbel(size=logp_all.shape), axis=-1)  # Gumbel-max sampling
+            logp = np.take_along_axis(logp_all, a[:, None], -1)[:, 0]
+        return a, logp.astype(np.float32), out["value"][:, 0].astype(np.float32)
+
+    def value(self, obs: np.ndarray) -> np.ndarray:
+        x = obs * self.scale
+        if self.norm:
+            x = np.clip((x - self.mean) / np.sqrt(self.var + 1e-8), -self.clip, self.clip)
+        c = self._mlp(x, self.critic or self.actor)
+        return self._mlp(c, ["value"])[:, 0].astype(np.float32)
+
+
+class Clock:
+    """Training wall time without the evaluations (what speed comparisons count)."""
+
+    def __init__(self):
+        self.start, self.excluded = time.perf_counter(), 0.0
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start - self.excluded
+
+    def timed(self, fn):
+        t = time.perf_counter()
+        try:
+            return fn()
+        finally:
+            self.excluded += time.perf_counter() - t
 
 
 def record(history: dict, metrics: dict) -> None:
@@ -68,13 +188,19 @@ SHOWN = ("train/episode_return", "val/mean_return")  # what the progress line sh
 
 
 def log_point(run, history: dict, steps_log: list, step: int, metrics: dict, model=None, evaluate=None,
-              shown=SHOWN) -> None:
+              shown=SHOWN, clock: Clock | None = None) -> None:
     """One logged point of an agent's training loop: the evaluation when one is due (`evaluate`
     given) with the best-weights bookkeeping, then the MLflow row, the progress line and the
-    history row."""
+    history row. With a `clock`, `train/seconds` and `train/steps_per_second` count training
+    time only (evaluations and the best-weights copy excluded)."""
+    if clock is not None:
+        metrics["train/seconds"] = clock.seconds()
+        metrics["train/steps_per_second"] = step / max(metrics["train/seconds"], 1e-9)
     if evaluate is not None:
-        metrics["val/mean_return"] = evaluate()
-        run.keep_best(model, metrics["val/mean_return"], step)
+        def ev():
+            metrics["val/mean_return"] = evaluate()
+            run.keep_best(model, metrics["val/mean_return"], step)
+        clock.timed(ev) if clock is not None else ev()
     run.log(step, metrics)
     run.advance(step, {k.split("/")[1]: v for k, v in metrics.items() if k in shown})
     record(history, metrics)
@@ -102,31 +228,29 @@ class PPO:
         self.opt = keras.optimizers.Adam(self.lr, epsilon=1e-5, global_clipnorm=float(cfg.max_grad_norm))
         self.opt.build(model.trainable_variables)
         c = cfg
-        clip, vclip = float(c.clip), bool(c.clip_vloss)
+        clip = None if c.get("clip") is None else float(c.clip)
+        vclip = bool(c.clip_vloss)
+        if clip is None and vclip:
+            vclip = False  # value clipping reuses the policy's clip range
         ent_coef, vf_coef, epochs = float(c.ent_coef), float(c.vf_coef), int(c.epochs)
         n_mb, norm_adv, cont = int(c.minibatches), bool(c.norm_adv), self.continuous
+        target_kl = c.get("target_kl")
+        stop_kl = math.inf if target_kl is None else 1.5 * float(target_kl)  # early stop threshold
+        # the KL penalty's coefficient beta: a variable, so adapting it does not retrace the update
+        self.kl_coef = tf.Variable(float(c.get("kl_coef", 0.0) or 0.0), trainable=False, dtype=tf.float32)
+        self.kl_target = c.get("kl_target") if float(c.get("kl_coef", 0.0) or 0.0) > 0 else None
+        beta = self.kl_coef
+        vclip_range = clip if clip is not None else 0.0
 
-        @tf.function(reduce_retracing=True)
-        def act(obs):
-            out = model(obs)
-            if cont:
-                a = out["mean"] + tf.exp(out["log_std"]) * tf.random.normal(tf.shape(out["mean"]))
-            else:
-                a = tf.random.categorical(out["logits"], 1)[:, 0]
-            logp, _ = log_prob_entropy(out, a, cont)
-            return a, logp, out["value"][:, 0]
-
-        @tf.function(reduce_retracing=True)
-        def value(obs):
-            return model(obs)["value"][:, 0]
-
-        @tf.function(reduce_retracing=True)
         def update(obs, actions, logp_old, adv, ret, v_old):
             n = tf.shape(obs)[0]
             mb = n // n_mb
             stats = tf.zeros(6)
-            count = 0.0
+            count, epochs_run = 0.0, 0.0
+            stop = tf.constant(False)
             for _ in tf.range(epochs):
+                if stop:
+                    break
                 idx = tf.random.shuffle(tf.range(n))
                 for k in tf.range(n_mb):
                     b = idx[k * mb:(k + 1) * mb]
@@ -138,22 +262,27 @@ class PPO:
                         logp, ent = log_prob_entropy(out, a_b, cont)
                         lb = tf.gather(logp_old, b)
                         pg, frac = clipped_loss(logp, lb, adv_b, clip)
+                        kl = approx_kl(logp, lb)
                         v = out["value"][:, 0]
                         r_b, vo = tf.gather(ret, b), tf.gather(v_old, b)
                         vl = (v - r_b) ** 2
                         if vclip:
-                            vl = tf.maximum(vl, (vo + tf.clip_by_value(v - vo, -clip, clip) - r_b) ** 2)
+                            vl = tf.maximum(vl, (vo + tf.clip_by_value(v - vo, -vclip_range, vclip_range) - r_b) ** 2)
                         vloss = 0.5 * tf.reduce_mean(vl)
                         entropy = tf.reduce_mean(ent)
-                        loss = pg + vf_coef * vloss - ent_coef * entropy
+                        loss = pg + beta * kl + vf_coef * vloss - ent_coef * entropy
+                    if kl > stop_kl:  # early stop: this minibatch already moved the policy too far
+                        stop = tf.constant(True)
+                        break
                     grads = tape.gradient(loss, model.trainable_variables)
                     self.opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-                    kl = tf.reduce_mean((tf.exp(logp - lb) - 1) - (logp - lb))  # the low-variance estimator
                     stats += tf.stack([loss, pg, vloss, entropy, kl, frac])
                     count += 1.0
-            return stats / count
+                if not stop:
+                    epochs_run += 1.0
+            return tf.concat([stats / tf.maximum(count, 1.0), [epochs_run]], 0)
 
-        self._act, self._value, self._update = act, value, update
+        self._update = tf.function(update, reduce_retracing=True, jit_compile=bool(c.get("jit_compile", False)))
 
     def train(self, factory, run, total_steps: int, seed: int, evaluate, env_cfg, eval_every: int):
         import tensorflow as tf
@@ -165,6 +294,7 @@ class PPO:
         obs, _ = envs.reset(seed=seed)
         envs.action_space.seed(seed)
         obs = as_rows(obs, self.obs_space)
+        policy = NumpyPolicy(self.model, self.continuous, seed)
         per_update = n_envs * n_steps
         updates = max(1, total_steps // per_update)
         history: dict[str, list] = {}
@@ -173,8 +303,10 @@ class PPO:
         finished: list[float] = []
         lengths: list[int] = []
         run.progress(updates * per_update, "steps")
-        start, step, next_eval = time.perf_counter(), 0, eval_every
+        clock, step, next_eval = Clock(), 0, eval_every
         a_shape = self.act_space.shape if self.continuous else ()
+        names = ("train/loss", "train/policy_loss", "train/value_loss", "train/entropy", "train/kl",
+                 "train/clip_fraction", "train/epochs_run")
         for u in range(updates):
             if run.should_stop:
                 break
@@ -184,8 +316,7 @@ class PPO:
             b_act = np.zeros((n_steps, n_envs, *a_shape), np.float32)
             b_logp, b_val, b_rew, b_done = (np.zeros((n_steps, n_envs), np.float32) for _ in range(4))
             for t in range(n_steps):
-                a, logp, v = self._act(tf.constant(obs))
-                a = a.numpy()
+                a, logp, v = policy.act(obs)
                 env_a = np.clip(a, self.act_space.low, self.act_space.high) if self.continuous else a
                 nxt, r, term, trunc, info = envs.step(env_a)
                 r = np.asarray(r, np.float32)
@@ -193,7 +324,7 @@ class PPO:
                 done = term | trunc
                 if trunc.any():  # bootstrap truncated episodes from their last observation
                     fin = as_rows(np.stack([info["final_obs"][i] for i in np.flatnonzero(trunc)]), self.obs_space)
-                    r[trunc] += gamma * self._value(tf.constant(fin)).numpy()
+                    r[trunc] += gamma * policy.value(fin)
                 b_obs[t], b_act[t], b_logp[t], b_val[t], b_rew[t], b_done[t] = obs, a, logp, v, r, done
                 ep_len += 1
                 for i in np.flatnonzero(done):
@@ -201,19 +332,20 @@ class PPO:
                     lengths.append(int(ep_len[i]))
                     ep_ret[i], ep_len[i] = 0.0, 0
                 obs = as_rows(nxt, self.obs_space)
-            last_v = self._value(tf.constant(obs)).numpy()
-            adv, ret = gae(b_rew, b_val, b_done, last_v, gamma, lam)
+            adv, ret = gae(b_rew, b_val, b_done, policy.value(obs), gamma, lam)
             flat = lambda x: x.reshape(n_steps * n_envs, *x.shape[2:])  # noqa: E731
             stats = self._update(*(tf.constant(flat(x)) for x in (b_obs, b_act, b_logp, adv, ret, b_val))).numpy()
+            policy.sync()
             step += per_update
-            m = dict(zip(("train/loss", "train/policy_loss", "train/value_loss", "train/entropy", "train/kl",
-                          "train/clip_fraction"), map(float, stats), strict=True))
+            m = dict(zip(names, map(float, stats), strict=True))
             m["train/lr"] = float(self.opt.learning_rate.numpy())
-            m["train/steps_per_second"] = step / (time.perf_counter() - start)
+            if self.kl_target is not None:  # the KL penalty is on and adapts toward kl_target
+                m["train/kl_coef"] = float(self.kl_coef.numpy())
+                self.kl_coef.assign(adapt_kl_coef(m["train/kl_coef"], m["train/kl"], float(self.kl_target)))
             m.update(episode_stats(finished, lengths))
             due = step >= next_eval or u == updates - 1
             if due:
                 next_eval += eval_every
-            log_point(run, history, steps_log, step, m, self.model, evaluate if due else None)
+            log_point(run, history, steps_log, step, m, self.model, evaluate if due else None, clock=clock)
         envs.close()
         return history, steps_log, step

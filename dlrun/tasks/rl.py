@@ -12,7 +12,9 @@ optimum and the ratio agent/optimum.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -107,6 +109,9 @@ class RLTask(Task):
         env = factory()
         obs_space, act_space = env.observation_space, env.action_space
         env.close()
+        if int(cfg.task.eval.get("video", 0) or 0) > 0 and "rgb_array" not in env.metadata.get("render_modes", []):
+            raise DlrunError(f"{cfg.env.id} cannot render frames (no rgb_array render mode), so there is no video",
+                             "task.eval.video needs an env that renders, e.g. CartPole-v1, Pendulum-v1")
         continuous = isinstance(act_space, gym.spaces.Box)
         if continuous and agent not in ("ppo", "ddpg"):
             raise DlrunError(f"agent={agent} needs discrete actions; {cfg.env.id} has continuous ones",
@@ -202,6 +207,11 @@ class RLTask(Task):
                                      for s, r, n in zip(seeds[:20], ret, length, strict=False)]
         if str(cfg.env.id).startswith("dlrun/Orso"):
             report.figures["orso_greedy_path.png"] = orso_path_figure(factory, seeds[0], greedy(served.model))
+        videos = int(cfg.task.eval.get("video", 0) or 0)
+        if videos > 0:
+            folder = Path(str(cfg.task.eval.get("video_dir") or "videos")).resolve()
+            files = record_videos(cfg.env, seeds[:videos], greedy(served.model), folder)
+            report.files.update({f"videos/{f.name}": f for f in files})
         return report
 
     def read(self, cfg, source: str, served: Served | None = None) -> Examples:
@@ -217,6 +227,32 @@ class RLTask(Task):
         except ValueError:
             raise DlrunError(f"{source}: observation columns must be numbers") from None
         return Examples(rows, rows=frame, name=str(source), source=str(source))
+
+
+def record_videos(env_cfg, seeds, act, folder: Path) -> list[Path]:
+    """MP4s of greedy episodes (one per seed) through gymnasium's RecordVideo wrapper."""
+    import gymnasium as gym
+    from gymnasium.error import DependencyNotInstalled
+
+    from dlrun.rl.envs import make
+    from dlrun.rl.rollout import as_rows
+
+    env = make(str(env_cfg.id), render_mode="rgb_array", **dict(env_cfg.get("kwargs") or {}))
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    try:
+        env = gym.wrappers.RecordVideo(env, str(folder), episode_trigger=lambda _: True, name_prefix=f"greedy-{stamp}",
+                                       disable_logger=True)
+        for seed in seeds:
+            obs, _ = env.reset(seed=int(seed))
+            done = False
+            while not done:
+                obs, _, term, trunc, _ = env.step(act(as_rows([obs], env.observation_space))[0])
+                done = term or trunc
+        env.close()
+    except DependencyNotInstalled as e:
+        raise DlrunError(f"video recording: {str(e).splitlines()[0]}", "pip install 'dlrun[video]'") from None
+    return sorted(folder.glob(f"greedy-{stamp}-episode-*.mp4"))
 
 
 def orso_path_figure(factory, seed: int, act):
