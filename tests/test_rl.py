@@ -297,6 +297,17 @@ def test_cli_train_ppo_smoke_logs_the_policy_and_reloads_it(run_dlrun, runs, mlf
     assert mlflow_client.get_run(run.info.run_id).info.status == "FINISHED"
 
 
+def test_the_same_seed_gives_the_same_ppo_return_curve(run_dlrun, runs, mlflow_client):
+    args = ("train", "task=rl", "env.num_envs=4", "agent.n_steps=64", "task.total_steps=3072", "task.eval.episodes=2",
+            "task.eval.during=2", "task.eval.every_steps=1024", "tracking.log_model=false", "trainer.seed=7")
+    run_dlrun(*args)
+    run_dlrun(*args)
+    curves = [{k: [(m.step, m.value) for m in mlflow_client.get_metric_history(r.info.run_id, k)]
+               for k in ("train/episode_return", "train/loss", "val/mean_return")} for r in runs()]
+    assert len(curves) == 2 and len(curves[0]["train/loss"]) == 12
+    assert curves[0] == curves[1]
+
+
 def test_video_of_an_env_without_rendering_is_one_line(run_dlrun):
     proc = run_dlrun("train", "task=rl", "env=gridworld", "agent=q_learning", "task.total_steps=200",
                      "task.eval.episodes=2", "task.eval.video=1", "tracking=off", expect=2)
