@@ -14,11 +14,12 @@ def build_policy(model_cfg, info):
     hidden = list(agent.get("hidden", [64, 64]))
     if agent["name"] in ("ppo", "reinforce"):  # REINFORCE: the value head is its baseline
         return nets.actor_critic(info.input_shape[0], info.action_dim, info.continuous, hidden,
-                                 agent.get("activation", "tanh"), info.obs_scale, bool(agent.get("shared", False)))
+                                 agent.get("activation", "tanh"), info.obs_scale, bool(agent.get("shared", False)),
+                                 normalize_obs=info.normalize_obs)
     if agent["name"] == "dqn":
         return nets.q_network(info.input_shape[0], info.action_dim, hidden, agent.get("activation", "relu"),
-                              info.obs_scale)
+                              info.obs_scale, normalize_obs=info.normalize_obs)
     if agent["name"] == "ddpg":
         return nets.ddpg_actor(info.input_shape[0], info.action_dim, hidden, agent.get("activation", "relu"),
-                               info.obs_scale, info.action_bound)
+                               info.obs_scale, info.action_bound, normalize_obs=info.normalize_obs)
     return nets.q_table(info.n_states, info.action_dim)

@@ -18,7 +18,7 @@ import numpy as np
 
 from dlrun.rl.dqn import Replay
 from dlrun.rl.ppo import log_point
-from dlrun.rl.rollout import as_rows, vector_env
+from dlrun.rl.rollout import as_rows, finished_episodes, obs_normalizer, training_env
 
 
 class ContinuousReplay(Replay):
@@ -59,8 +59,9 @@ class DDPG:
 
         self.actor, self.cfg, self.obs_space, self.act_space = actor, cfg, obs_space, act_space
         obs_dim, act_dim = actor.input.shape[1], int(np.prod(act_space.shape))
+        normalize_obs = any(layer.name == "obs_norm" for layer in actor.layers)  # env.normalize_obs
         self.critic = critic(obs_dim, act_dim, list(cfg.critic_hidden), str(cfg.activation),
-                             float(actor.get_layer("obs_scale").scale) ** -1)
+                             float(actor.get_layer("obs_scale").scale) ** -1, normalize_obs)
         self.actor_t, self.critic_t = keras.models.clone_model(actor), keras.models.clone_model(self.critic)
         self.actor_t.set_weights(actor.get_weights())
         self.critic_t.set_weights(self.critic.get_weights())
@@ -98,14 +99,18 @@ class DDPG:
 
         self._act, self._train = act, train
 
-    def train(self, factory, run, total_steps: int, seed: int, evaluate, eval_every: int, num_envs: int = 1):
+    def train(self, factory, run, total_steps: int, seed: int, evaluate, eval_every: int, num_envs: int = 1,
+              env_cfg=None):
         import tensorflow as tf
 
         c = self.cfg
-        envs = vector_env(factory, num_envs)
+        envs = training_env(factory, num_envs, env_cfg, float(c.gamma))
         obs, _ = envs.reset(seed=seed)
         envs.action_space.seed(seed)
         obs = as_rows(obs, self.obs_space)
+        # one set of statistics in all four networks' "obs_norm" layers (actor, critic, targets)
+        norm = obs_normalizer(self.actor, self.critic, self.actor_t, self.critic_t)
+        norm.update(obs)
         rng = np.random.default_rng(seed)
         low, high = self.act_space.low, self.act_space.high
         act_dim = int(np.prod(self.act_space.shape))
@@ -114,7 +119,7 @@ class DDPG:
         ou = OUNoise((num_envs, act_dim), sigma, rng) if str(c.noise) == "ou" else None
         history: dict[str, list] = {}
         steps_log: list[int] = []
-        ep_ret, finished, stats = np.zeros(num_envs), [], None
+        finished, stats = [], None
         run.progress(total_steps, "steps")
         step, next_eval, next_log, start = 0, eval_every, int(c.log_every), time.perf_counter()
         n_grad, batch = int(c.gradient_steps), int(c.batch_size)
@@ -130,12 +135,11 @@ class DDPG:
             for i in np.flatnonzero(term | trunc):  # the true last observation, not the reset one
                 real_next[i] = as_rows([info["final_obs"][i]], self.obs_space)[0]
             buf.add(obs, a, r, real_next, term.astype(np.float32))  # truncation still bootstraps
-            ep_ret += r
-            for i in np.flatnonzero(term | trunc):
-                finished.append(float(ep_ret[i]))
-                ep_ret[i] = 0.0
+            for i, ret, _ in finished_episodes(info):  # raw returns, even when `r` is normalised
+                finished.append(ret)
                 if ou is not None:
                     ou.reset(i)
+            norm.update(nxt)
             obs = nxt
             step += num_envs
             if step >= int(c.learning_starts) and step % int(c.train_freq) < num_envs:

@@ -1,6 +1,11 @@
 """DQN: replay buffer, target network (hard copy every N steps, or soft tau), linear epsilon
 schedule from 1.0, Double DQN switch, Huber loss, learning starts and train frequency, on a
-gymnasium.vector env. The gradient step is one compiled tf.function."""
+gymnasium.vector env. The gradient step is one compiled tf.function.
+
+`prioritized: true` replaces the uniform buffer with proportional prioritised replay (Schaul et
+al. 2016): priority p_i = (|TD error| + eps)^alpha, P(i) = p_i / sum p, importance weights
+w_i = (N P(i))^-beta / max_batch w with beta annealed linearly from beta_start to 1 over the run;
+new transitions get the largest priority so far."""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import time
 import numpy as np
 
 from dlrun.rl.ppo import log_point
-from dlrun.rl.rollout import as_rows, vector_env
+from dlrun.rl.rollout import as_rows, finished_episodes, obs_normalizer, training_env
 
 
 class Replay:
@@ -36,6 +41,82 @@ class Replay:
         return self.obs[idx], self.act[idx], self.rew[idx], self.next[idx], self.done[idx]
 
 
+class SumTree:
+    """Binary sum tree over `capacity` leaves (padded to a power of two) in one numpy array:
+    node k holds the sum of its children 2k and 2k+1, the root (node 1) the total. Updates and
+    lookups handle a whole batch per level (log2(capacity) numpy steps). Hand-written: no library
+    among dlrun's dependencies (numpy, TensorFlow/Keras, gymnasium) offers one."""
+
+    def __init__(self, capacity: int):
+        self.cap = 1 << max(0, int(capacity - 1).bit_length())
+        self.depth = self.cap.bit_length() - 1
+        self.tree = np.zeros(2 * self.cap, np.float64)
+
+    @property
+    def total(self) -> float:
+        return float(self.tree[1])
+
+    def get(self, idx) -> np.ndarray:
+        return self.tree[self.cap + np.asarray(idx)]
+
+    def update(self, idx, values) -> None:
+        """Set the leaves `idx` to `values` (later duplicates win) and refresh their ancestors."""
+        node = self.cap + np.asarray(idx, np.int64)
+        self.tree[node] = values
+        for _ in range(self.depth):
+            node = np.unique(node // 2)
+            self.tree[node] = self.tree[2 * node] + self.tree[2 * node + 1]
+
+    def find(self, values) -> np.ndarray:
+        """Leaf index of each prefix-sum value in [0, total): descend the tree for the whole batch.
+        A branch with zero mass is never taken, so an empty slot is never returned."""
+        v = np.asarray(values, np.float64).copy()
+        node = np.ones(len(v), np.int64)
+        for _ in range(self.depth):
+            left = 2 * node
+            lv, rv = self.tree[left], self.tree[left + 1]
+            right = (v >= lv) & (rv > 0)
+            v = np.where(right, v - lv, v)
+            node = np.where(right, left + 1, left)
+        return node - self.cap
+
+    def sample(self, batch: int, rng) -> np.ndarray:
+        """Stratified: one uniform draw in each of `batch` equal segments of the total."""
+        seg = self.total / batch
+        return self.find((np.arange(batch) + rng.random(batch)) * seg)
+
+
+def importance_weights(priorities, total: float, n: int, beta: float) -> np.ndarray:
+    """w_i = (n P(i))^-beta with P(i) = p_i / total, divided by the batch's largest weight (as in
+    Dopamine's prioritised replay), so that the weights only ever scale the updates down."""
+    w = (n * np.asarray(priorities, np.float64) / total) ** -beta
+    return (w / w.max()).astype(np.float32)
+
+
+class PrioritizedReplay(Replay):
+    """Replay with proportional prioritised sampling over a SumTree (Schaul et al. 2016)."""
+
+    def __init__(self, size: int, obs_dim: int, seed: int, alpha: float = 0.6, eps: float = 1e-6):
+        super().__init__(size, obs_dim, seed)
+        self.tree, self.alpha, self.eps, self.max_p = SumTree(self.size), float(alpha), float(eps), 1.0
+
+    def add(self, obs, act, rew, nxt, done):
+        slots = (self.i + np.arange(len(obs))) % self.size
+        super().add(obs, act, rew, nxt, done)
+        self.tree.update(slots, np.full(len(slots), self.max_p))  # new: the largest priority so far
+
+    def sample(self, batch: int, beta: float = 1.0):
+        """The transitions, their importance weights and their slots (for update_priorities)."""
+        idx = self.tree.sample(batch, self.rng)
+        w = importance_weights(self.tree.get(idx), self.tree.total, self.n, beta)
+        return self.obs[idx], self.act[idx], self.rew[idx], self.next[idx], self.done[idx], w, idx
+
+    def update_priorities(self, idx, td_abs) -> None:
+        p = (np.abs(np.asarray(td_abs, np.float64)) + self.eps) ** self.alpha
+        self.tree.update(idx, p)
+        self.max_p = max(self.max_p, float(p.max()))
+
+
 def td_targets(q_next_online, q_next_target, rewards, dones, gamma: float, double: bool):
     """r + gamma * Q_target(s', a*) with a* = argmax Q_target (DQN) or argmax Q_online (Double DQN)."""
     import tensorflow as tf
@@ -56,7 +137,9 @@ class DQN:
         self.opt = keras.optimizers.Adam(float(cfg.learning_rate), global_clipnorm=float(cfg.max_grad_norm))
         self.opt.build(model.trainable_variables)
         gamma, double = float(cfg.gamma), bool(cfg.double)
+        self.prioritized = prioritized = bool(cfg.get("prioritized", False))
         huber = keras.losses.Huber()
+        huber_each = keras.losses.Huber(reduction=None)
         target = self.target
 
         @tf.function(reduce_retracing=True)
@@ -64,13 +147,20 @@ class DQN:
             return model(obs)["q_values"]
 
         @tf.function(reduce_retracing=True)
-        def train_step(obs, act, rew, nxt, done):
+        def train_step(obs, act, rew, nxt, done, weights=None):
+            """Uniform: the mean Huber loss. Prioritised (`weights` given): mean of Huber x weight,
+            and the per-sample |TD error| comes back for the priority update."""
             y = td_targets(model(nxt)["q_values"], target(nxt)["q_values"], rew, done, gamma, double)
             with tf.GradientTape() as tape:
                 q = tf.gather(model(obs, training=True)["q_values"], act, batch_dims=1)
-                loss = huber(tf.stop_gradient(y), q)
+                if prioritized:
+                    loss = tf.reduce_mean(huber_each(tf.stop_gradient(y)[:, None], q[:, None]) * weights)
+                else:
+                    loss = huber(tf.stop_gradient(y), q)
             grads = tape.gradient(loss, model.trainable_variables)
             self.opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+            if prioritized:
+                return loss, tf.reduce_mean(q), tf.abs(y - q)
             return loss, tf.reduce_mean(q)
 
         @tf.function
@@ -85,19 +175,30 @@ class DQN:
         frac = min(1.0, step / max(1.0, float(c.exploration_fraction) * total))
         return float(c.epsilon_start + frac * (c.epsilon_end - c.epsilon_start))
 
-    def train(self, factory, run, total_steps: int, seed: int, evaluate, eval_every: int, num_envs: int = 1):
+    def beta(self, step: int, total: int) -> float:
+        """Prioritised replay's importance-sampling exponent: beta_start -> 1 linearly over the run."""
+        b0 = float(self.cfg.get("beta_start", 0.4))
+        return b0 + (1.0 - b0) * min(1.0, step / max(1, total))
+
+    def train(self, factory, run, total_steps: int, seed: int, evaluate, eval_every: int, num_envs: int = 1,
+              env_cfg=None):
         import tensorflow as tf
 
         c = self.cfg
-        envs = vector_env(factory, num_envs)
+        envs = training_env(factory, num_envs, env_cfg, float(c.gamma))
         obs, _ = envs.reset(seed=seed)
         obs = as_rows(obs, self.obs_space)
+        norm = obs_normalizer(self.model, self.target)
+        norm.update(obs)
         rng = np.random.default_rng(seed)
-        buf = Replay(int(c.buffer_size), obs.shape[1], seed)
+        if self.prioritized:
+            buf = PrioritizedReplay(int(c.buffer_size), obs.shape[1], seed, float(c.alpha), float(c.priority_eps))
+        else:
+            buf = Replay(int(c.buffer_size), obs.shape[1], seed)
         n_act = int(self.act_space.n)
         history: dict[str, list] = {}
         steps_log: list[int] = []
-        ep_ret, finished = np.zeros(num_envs), []
+        finished = []
         losses, qs = [], []
         run.progress(total_steps, "steps")
         step, next_eval, next_log, start = 0, eval_every, int(c.log_every), time.perf_counter()
@@ -113,15 +214,18 @@ class DQN:
             for i in np.flatnonzero(term | trunc):  # the true last observation, not the reset one
                 real_next[i] = as_rows([info["final_obs"][i]], self.obs_space)[0]
             buf.add(obs, a, r, real_next, term.astype(np.float32))  # truncation still bootstraps
-            ep_ret += r
-            for i in np.flatnonzero(term | trunc):
-                finished.append(float(ep_ret[i]))
-                ep_ret[i] = 0.0
+            finished += [ret for _, ret, _ in finished_episodes(info)]  # raw returns, even if r is normalised
+            norm.update(nxt)
             obs = nxt
             step += num_envs
             if step >= int(c.learning_starts) and step % int(c.train_freq) < num_envs:
                 for _ in range(int(c.gradient_steps)):
-                    loss, q = self._train(*(tf.constant(x) for x in buf.sample(int(c.batch_size))))
+                    if self.prioritized:
+                        *batch, idx = buf.sample(int(c.batch_size), self.beta(step, total_steps))
+                        loss, q, td = self._train(*(tf.constant(x) for x in batch))
+                        buf.update_priorities(idx, td.numpy())
+                    else:
+                        loss, q = self._train(*(tf.constant(x) for x in buf.sample(int(c.batch_size))))
                     losses.append(float(loss))
                     qs.append(float(q))
                 if tau < 1.0:
@@ -131,6 +235,8 @@ class DQN:
             if step >= next_log or step >= total_steps:
                 next_log += int(c.log_every)
                 m = {"train/epsilon": eps, "train/steps_per_second": step / (time.perf_counter() - start)}
+                if self.prioritized:
+                    m["train/per_beta"] = self.beta(step, total_steps)
                 if losses:
                     m.update({"train/td_loss": float(np.mean(losses)), "train/q_mean": float(np.mean(qs))})
                     losses, qs = [], []

@@ -36,6 +36,40 @@ class Argmax(keras.layers.Layer):
         return keras.ops.cast(keras.ops.argmax(x, axis=-1), "int32")
 
 
+@keras.saving.register_keras_serializable(package="dlrun_rl")
+class ObsNorm(keras.layers.Layer):
+    """y = clip((x - mean) / sqrt(var + 1e-8), -clip, clip) with non-trainable `mean` and `var`
+    (identity-like until set). Training writes the running statistics of the collected
+    observations into them (dlrun/rl/rollout.py obs_normalizer); they are saved with the model,
+    so the served policy takes raw observations. A layer rather than gymnasium's NormalizeObservation
+    wrapper because the wrapper's statistics would stay outside the saved, served model."""
+
+    def __init__(self, clip: float = 10.0, **kw):
+        super().__init__(**kw)
+        self.clip = float(clip)
+
+    def build(self, input_shape):
+        dim = int(input_shape[-1])
+        self.mean = self.add_weight(shape=(dim,), initializer="zeros", trainable=False, name="mean")
+        self.var = self.add_weight(shape=(dim,), initializer="ones", trainable=False, name="var")
+
+    def call(self, x):
+        y = (x - self.mean) / keras.ops.sqrt(self.var + 1e-8)
+        return keras.ops.clip(y, -self.clip, self.clip)
+
+    def get_config(self):
+        return {**super().get_config(), "clip": self.clip}
+
+
+def _obs_input(obs_dim: int, obs_scale: float, normalize_obs: bool, name: str = "obs_scale"):
+    """The observation input, divided by obs_scale, then (normalize_obs) the running ObsNorm."""
+    inp = keras.Input((obs_dim,), name="observation", dtype="float32")
+    x = keras.layers.Rescaling(1.0 / float(obs_scale), name=name)(inp)
+    if normalize_obs:
+        x = ObsNorm(name="obs_norm")(x)
+    return inp, x
+
+
 def _mlp(x, hidden, activation, name, out_init=1.0):
     for i, units in enumerate(hidden):
         x = keras.layers.Dense(int(units), activation=activation, name=f"{name}_{i}",
@@ -48,10 +82,9 @@ def _head(x, units, name, gain):
 
 
 def actor_critic(obs_dim: int, n_out: int, continuous: bool, hidden, activation: str = "tanh",
-                 obs_scale: float = 1.0, shared: bool = False) -> keras.Model:
+                 obs_scale: float = 1.0, shared: bool = False, normalize_obs: bool = False) -> keras.Model:
     """PPO's actor and critic MLPs (separate by default) on one observation input."""
-    inp = keras.Input((obs_dim,), name="observation", dtype="float32")
-    x = keras.layers.Rescaling(1.0 / float(obs_scale), name="obs_scale")(inp)
+    inp, x = _obs_input(obs_dim, obs_scale, normalize_obs)
     a = _mlp(x, hidden, activation, "actor")
     c = a if shared else _mlp(x, hidden, activation, "critic")
     out = {"value": _head(c, 1, "value", 1.0)}
@@ -63,9 +96,9 @@ def actor_critic(obs_dim: int, n_out: int, continuous: bool, hidden, activation:
     return keras.Model(inp, out, name="ppo_actor_critic")
 
 
-def q_network(obs_dim: int, n_actions: int, hidden, activation: str = "relu", obs_scale: float = 1.0) -> keras.Model:
-    inp = keras.Input((obs_dim,), name="observation", dtype="float32")
-    x = keras.layers.Rescaling(1.0 / float(obs_scale), name="obs_scale")(inp)
+def q_network(obs_dim: int, n_actions: int, hidden, activation: str = "relu", obs_scale: float = 1.0,
+              normalize_obs: bool = False) -> keras.Model:
+    inp, x = _obs_input(obs_dim, obs_scale, normalize_obs)
     x = _mlp(x, hidden, activation, "q")
     return keras.Model(inp, {"q_values": keras.layers.Dense(n_actions, name="q_values")(x)}, name="q_network")
 
@@ -96,11 +129,10 @@ def served_policy(model: keras.Model) -> keras.Model:
 
 
 def ddpg_actor(obs_dim: int, act_dim: int, hidden, activation: str = "relu", obs_scale: float = 1.0,
-               bound: float = 1.0) -> keras.Model:
+               bound: float = 1.0, normalize_obs: bool = False) -> keras.Model:
     """DDPG's deterministic policy mu(s): tanh scaled to the (symmetric) action bound, as {"mean"}
     so that the served policy and the evaluation treat it like PPO's Gaussian mean."""
-    inp = keras.Input((obs_dim,), name="observation", dtype="float32")
-    x = keras.layers.Rescaling(1.0 / float(obs_scale), name="obs_scale")(inp)
+    inp, x = _obs_input(obs_dim, obs_scale, normalize_obs)
     for i, units in enumerate(hidden):
         x = keras.layers.Dense(int(units), activation=activation, name=f"actor_{i}")(x)
     x = keras.layers.Dense(act_dim, activation="tanh", name="mu",
@@ -108,11 +140,13 @@ def ddpg_actor(obs_dim: int, act_dim: int, hidden, activation: str = "relu", obs
     return keras.Model(inp, {"mean": keras.layers.Rescaling(float(bound), name="bound")(x)}, name="ddpg_actor")
 
 
-def critic(obs_dim: int, act_dim: int, hidden, activation: str = "relu", obs_scale: float = 1.0) -> keras.Model:
-    """DDPG's Q(s, a): observation and action concatenated into an MLP."""
-    s = keras.Input((obs_dim,), name="observation", dtype="float32")
+def critic(obs_dim: int, act_dim: int, hidden, activation: str = "relu", obs_scale: float = 1.0,
+           normalize_obs: bool = False) -> keras.Model:
+    """DDPG's Q(s, a): observation and action concatenated into an MLP. With normalize_obs it has
+    its own "obs_norm" layer, which DDPG's obs_normalizer keeps equal to the actor's."""
+    s, x = _obs_input(obs_dim, obs_scale, normalize_obs, name="critic_obs_scale")
     a = keras.Input((act_dim,), name="action", dtype="float32")
-    x = keras.layers.Concatenate()([keras.layers.Rescaling(1.0 / float(obs_scale))(s), a])
+    x = keras.layers.Concatenate()([x, a])
     for i, units in enumerate(hidden):
         x = keras.layers.Dense(int(units), activation=activation, name=f"critic_{i}")(x)
     return keras.Model([s, a], keras.layers.Dense(1, name="q")(x), name="ddpg_critic")

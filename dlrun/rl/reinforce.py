@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from dlrun.rl.ppo import episode_stats, log_point, log_prob_entropy
-from dlrun.rl.rollout import as_rows, vector_env
+from dlrun.rl.rollout import as_rows, finished_episodes, obs_normalizer, training_env
 
 
 def returns_to_go(rewards, gamma: float) -> np.ndarray:
@@ -73,14 +73,17 @@ class Reinforce:
 
         self._act, self._update = act, update
 
-    def train(self, factory, run, total_steps: int, seed: int, evaluate, eval_every: int, num_envs: int):
+    def train(self, factory, run, total_steps: int, seed: int, evaluate, eval_every: int, num_envs: int,
+              env_cfg=None):
         import tensorflow as tf
 
         c = self.cfg
         gamma, per_update = float(c.gamma), int(c.episodes_per_update)
-        envs = vector_env(factory, num_envs)
+        envs = training_env(factory, num_envs, env_cfg, gamma)
         obs, _ = envs.reset(seed=seed)
         obs = as_rows(obs, self.obs_space)
+        norm = obs_normalizer(self.model)
+        norm.update(obs)
         bufs = [([], [], []) for _ in range(num_envs)]  # per env: observations, actions, rewards
         batch: list[tuple] = []  # finished episodes waiting for the next update
         finished: list[float] = []
@@ -91,19 +94,20 @@ class Reinforce:
         step, next_eval, start = 0, eval_every, time.perf_counter()
         while step < total_steps and not run.should_stop:
             a = self._act(tf.constant(obs)).numpy()
-            nxt, r, term, trunc, _ = envs.step(a)
+            nxt, r, term, trunc, info = envs.step(a)
             for i in range(num_envs):
                 bufs[i][0].append(obs[i])
                 bufs[i][1].append(a[i])
                 bufs[i][2].append(float(r[i]))
             step += num_envs
-            for i in np.flatnonzero(term | trunc):  # truncation ends the episode too (no bootstrap)
+            for i, ret, length in finished_episodes(info):  # truncation ends the episode too (no bootstrap)
                 o, acts, rews = bufs[i]
                 batch.append((np.stack(o), np.asarray(acts, np.int32), returns_to_go(rews, gamma)))
-                finished.append(float(sum(rews)))
-                lengths.append(len(rews))
+                finished.append(ret)  # the env's own units even when the rewards `r` are normalised
+                lengths.append(length)
                 bufs[i] = ([], [], [])
             obs = as_rows(nxt, self.obs_space)
+            norm.update(obs)
             if len(batch) < per_update and step < total_steps:
                 continue
             m = {"train/steps_per_second": step / (time.perf_counter() - start)}

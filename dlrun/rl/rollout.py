@@ -22,11 +22,77 @@ def env_factory(env_cfg) -> Callable[[], gym.Env]:
     return factory
 
 
-def vector_env(factory, num_envs: int, asynchronous: bool = False):
+def vector_env(factory, num_envs: int, asynchronous: bool = False, normalize_reward: bool = False,
+               gamma: float = 0.99):
     """gymnasium.vector env; SAME_STEP autoreset, so a finished episode's last observation is in
-    info["final_obs"] (for bootstrapping truncated episodes) and the returned one is the new start."""
+    info["final_obs"] (for bootstrapping truncated episodes) and the returned one is the new start.
+
+    Always wrapped in gymnasium's RecordEpisodeStatistics, so info["episode"] (read it with
+    `finished_episodes`) holds each finished episode's return and length in the env's own units;
+    with `normalize_reward` gymnasium's NormalizeReward(gamma) goes OUTSIDE it: the agent learns
+    from rewards scaled by the running std of the discounted return, the logs stay raw."""
+    from gymnasium.wrappers.vector import NormalizeReward, RecordEpisodeStatistics
+
     cls = gym.vector.AsyncVectorEnv if asynchronous else gym.vector.SyncVectorEnv
-    return cls([factory] * int(num_envs), autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    envs = RecordEpisodeStatistics(cls([factory] * int(num_envs), autoreset_mode=gym.vector.AutoresetMode.SAME_STEP))
+    return NormalizeReward(envs, gamma=float(gamma)) if normalize_reward else envs
+
+
+def training_env(factory, num_envs: int, env_cfg=None, gamma: float = 0.99):
+    """The agents' training vector env from the env config (`vector`, `normalize_reward`)."""
+    env_cfg = env_cfg or {}
+    return vector_env(factory, num_envs, str(env_cfg.get("vector", "sync")) == "async",
+                      bool(env_cfg.get("normalize_reward", False)), gamma)
+
+
+def finished_episodes(info) -> list[tuple[int, float, int]]:
+    """(env index, raw return, length) of each episode that ended in this vector step, from
+    RecordEpisodeStatistics' info["episode"] (raw even when the rewards are normalised)."""
+    if "episode" not in info:
+        return []
+    ep = info["episode"]
+    return [(int(i), float(ep["r"][i]), int(ep["l"][i])) for i in np.flatnonzero(info["_episode"])]
+
+
+class ObsNormalizer:
+    """Running mean/variance of the raw observation rows the agent collects (gymnasium's
+    RunningMeanStd), written into the "obs_norm" layer (dlrun/rl/nets.py ObsNorm) of each given
+    model, so that the network, the saved model and the served policy normalise by themselves and
+    keep taking raw observations. A no-op when the first model has no "obs_norm" layer."""
+
+    def __init__(self, *models):
+        self.layers = [m.get_layer("obs_norm") for m in models if _has_layer(m, "obs_norm")]
+        self.rms = None
+        if self.layers:
+            from gymnasium.wrappers.utils import RunningMeanStd
+
+            first = models[0]
+            # the layer sits after the "obs_scale" Rescaling: statistics of the rescaled rows
+            self.scale = float(first.get_layer("obs_scale").scale) if _has_layer(first, "obs_scale") else 1.0
+            self.rms = RunningMeanStd(shape=(int(self.layers[0].mean.shape[0]),))
+
+    @property
+    def active(self) -> bool:
+        return self.rms is not None
+
+    def update(self, rows) -> None:
+        """Add a batch of raw observation rows (n, obs_dim) and refresh the layers' weights."""
+        if self.rms is None:
+            return
+        self.rms.update(np.asarray(rows, np.float64).reshape(len(rows), -1) * self.scale)
+        mean, var = self.rms.mean.astype(np.float32), self.rms.var.astype(np.float32)
+        for layer in self.layers:
+            layer.mean.assign(mean)
+            layer.var.assign(var)
+
+
+def obs_normalizer(*models) -> ObsNormalizer:
+    """`obs_normalizer(model[, critic, targets...]).update(rows)` after every collected batch."""
+    return ObsNormalizer(*models)
+
+
+def _has_layer(model, name: str) -> bool:
+    return any(layer.name == name for layer in model.layers)
 
 
 def obs_dim(space) -> int:

@@ -54,7 +54,7 @@ def _train_agent(cfg, model, info, factory, run, total, seed, evaluate, every):
         agent = agent_cls(model, env.observation_space, env.action_space, cfg.agent)
         if shape == "ppo":
             return agent.train(factory, run, total, seed, evaluate, cfg.env, every)
-        return agent.train(factory, run, total, seed, evaluate, every, int(cfg.env.num_envs))
+        return agent.train(factory, run, total, seed, evaluate, every, int(cfg.env.num_envs), env_cfg=cfg.env)
     if shape == "tabular":
         return agent_cls(model, info.n_states, info.action_dim, cfg.agent).train(factory, run, total, seed,
                                                                                   evaluate, every)
@@ -71,6 +71,7 @@ class RLInfo(DataInfo):
     action_dim: int = 1  # actions (discrete) or action components (continuous)
     continuous: bool = False
     obs_scale: float = 1.0
+    normalize_obs: bool = False  # env.normalize_obs: a running ObsNorm layer inside the network
     action_bound: float = 1.0  # continuous: the largest |action| (DDPG's tanh scale)
     n_states: int = 0  # discrete observation spaces (tabular agents)
     env_id: str = ""
@@ -122,6 +123,10 @@ class RLTask(Task):
         if agent in TABULAR and not isinstance(obs_space, gym.spaces.Discrete):
             raise DlrunError(f"agent={agent} needs a discrete state space; {cfg.env.id} has {obs_space}",
                              "use agent=ppo or agent=dqn, or env=gridworld / FrozenLake-v1 / Taxi-v3")
+        norm = [k for k in ("normalize_obs", "normalize_reward") if cfg.env.get(k, False)]
+        if agent in TABULAR and norm:
+            raise DlrunError(f"env.{norm[0]}=true needs a network agent; agent={agent} is tabular",
+                             f"drop env.{norm[0]} or use agent=dqn / ppo / reinforce")
         from dlrun.rl.rollout import obs_dim
 
         info = RLInfo(name=str(cfg.env.id), input_shape=(obs_dim(obs_space),), target="policy",
@@ -129,6 +134,7 @@ class RLTask(Task):
                       agent=dict(cfg.agent), action_dim=int(np.prod(act_space.shape)) if continuous else int(act_space.n),
                       continuous=continuous, action_bound=float(np.max(np.abs(act_space.high))) if continuous else 1.0,
                       obs_scale=float(cfg.env.get("obs_scale", 1.0)),
+                      normalize_obs=bool(cfg.env.get("normalize_obs", False)),
                       n_states=int(obs_space.n) if isinstance(obs_space, gym.spaces.Discrete) else 0,
                       env_id=str(cfg.env.id))
         return Data(info=info, train=factory, test=factory)
