@@ -211,14 +211,16 @@ def test_ppo_xla_update_equals_the_plain_one():
     assert max(float(np.abs(a - b).max()) for a, b in zip(weights[False], weights[True], strict=True)) < 1e-5
 
 
-@pytest.mark.parametrize("continuous,shared", [(False, False), (True, False), (False, True)])
-def test_numpy_collection_policy_equals_the_keras_model(continuous, shared):
+@pytest.mark.parametrize("continuous,shared,norm", [(False, False, False), (True, False, True), (False, True, True)])
+def test_numpy_collection_policy_equals_the_keras_model(continuous, shared, norm):
     import tensorflow as tf
 
     from dlrun.rl.nets import actor_critic
     from dlrun.rl.ppo import NumpyPolicy, log_prob_entropy
+    from dlrun.rl.rollout import obs_normalizer
 
-    model = actor_critic(4, 2, continuous, [32, 32], obs_scale=2.0, shared=shared)
+    model = actor_critic(4, 2, continuous, [32, 32], obs_scale=2.0, shared=shared, normalize_obs=norm)
+    obs_normalizer(model).update(np.random.default_rng(2).normal(3.0, 5.0, (50, 4)))  # non-trivial statistics
     policy = NumpyPolicy(model, continuous, seed=0)
     obs = np.random.default_rng(1).standard_normal((8, 4)).astype(np.float32)
     keras_out = model(obs)

@@ -153,10 +153,11 @@ def test_cli_dqn_prioritized_smoke(run_dlrun, runs):
     assert np.isfinite(m["train/td_loss"]) and 0.4 < m["train/per_beta"] <= 1.0
 
 
-def test_cli_normalized_obs_and_reward_log_raw_returns(run_dlrun, runs, mlflow_client):
-    run_dlrun("train", "experiment=cartpole_reinforce", "env.num_envs=2", "agent.episodes_per_update=2",
-              "env.normalize_obs=true", "env.normalize_reward=true", "task.total_steps=600",
-              "task.eval.episodes=3", "task.eval.during=1", "task.eval.every_steps=300")
+@pytest.mark.parametrize("agent", [("experiment=cartpole_reinforce", "agent.episodes_per_update=2"),
+                                   ("experiment=cartpole_ppo", "agent.n_steps=75")])
+def test_cli_normalized_obs_and_reward_log_raw_returns(run_dlrun, runs, mlflow_client, agent):
+    run_dlrun("train", *agent, "env.num_envs=2", "env.normalize_obs=true", "env.normalize_reward=true",
+              "task.total_steps=600", "task.eval.episodes=3", "task.eval.during=1", "task.eval.every_steps=300")
     run = runs()[0]
     returns = [p.value for p in mlflow_client.get_metric_history(run.info.run_id, "train/episode_return")]
     assert returns and all(8 <= r <= 500 for r in returns)  # CartPole's own units, not normalised ones

@@ -15,7 +15,7 @@ import time
 import gymnasium as gym
 import numpy as np
 
-from dlrun.rl.rollout import as_rows, vector_env
+from dlrun.rl.rollout import as_rows, finished_episodes, obs_normalizer, training_env
 
 
 def gae(rewards, values, dones, last_value, gamma: float, lam: float):
@@ -290,16 +290,19 @@ class PPO:
         c = self.cfg
         n_envs, n_steps = int(env_cfg.num_envs), int(c.n_steps)
         gamma, lam = float(c.gamma), float(c.gae_lambda)
-        envs = vector_env(factory, n_envs, str(env_cfg.get("vector", "sync")) == "async")
+        envs = training_env(factory, n_envs, env_cfg, gamma)
         obs, _ = envs.reset(seed=seed)
         envs.action_space.seed(seed)
         obs = as_rows(obs, self.obs_space)
+        # env.normalize_obs: statistics fixed during a rollout and its update (the stored
+        # log-probabilities were computed with them), refreshed from each rollout afterwards
+        norm = obs_normalizer(self.model)
+        norm.update(obs)
         policy = NumpyPolicy(self.model, self.continuous, seed)
         per_update = n_envs * n_steps
         updates = max(1, total_steps // per_update)
         history: dict[str, list] = {}
         steps_log: list[int] = []
-        ep_ret, ep_len = np.zeros(n_envs), np.zeros(n_envs, int)
         finished: list[float] = []
         lengths: list[int] = []
         run.progress(updates * per_update, "steps")
@@ -319,22 +322,20 @@ class PPO:
                 a, logp, v = policy.act(obs)
                 env_a = np.clip(a, self.act_space.low, self.act_space.high) if self.continuous else a
                 nxt, r, term, trunc, info = envs.step(env_a)
-                r = np.asarray(r, np.float32)
-                ep_ret += r  # the env's own reward, before bootstrapping
+                r = np.asarray(r, np.float32)  # normalised with env.normalize_reward
                 done = term | trunc
                 if trunc.any():  # bootstrap truncated episodes from their last observation
                     fin = as_rows(np.stack([info["final_obs"][i] for i in np.flatnonzero(trunc)]), self.obs_space)
                     r[trunc] += gamma * policy.value(fin)
                 b_obs[t], b_act[t], b_logp[t], b_val[t], b_rew[t], b_done[t] = obs, a, logp, v, r, done
-                ep_len += 1
-                for i in np.flatnonzero(done):
-                    finished.append(float(ep_ret[i]))
-                    lengths.append(int(ep_len[i]))
-                    ep_ret[i], ep_len[i] = 0.0, 0
+                for _, ret_i, len_i in finished_episodes(info):  # raw returns (RecordEpisodeStatistics)
+                    finished.append(ret_i)
+                    lengths.append(len_i)
                 obs = as_rows(nxt, self.obs_space)
             adv, ret = gae(b_rew, b_val, b_done, policy.value(obs), gamma, lam)
             flat = lambda x: x.reshape(n_steps * n_envs, *x.shape[2:])  # noqa: E731
             stats = self._update(*(tf.constant(flat(x)) for x in (b_obs, b_act, b_logp, adv, ret, b_val))).numpy()
+            norm.update(flat(b_obs))
             policy.sync()
             step += per_update
             m = dict(zip(names, map(float, stats), strict=True))
