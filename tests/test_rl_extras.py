@@ -82,6 +82,37 @@ def test_dqn_prioritized_train_step_returns_td_errors(compose):
     assert float(loss) == pytest.approx(np.mean(huber * [1.0, 0.5]), rel=1e-5)
 
 
+def test_dqn_phase_in_one_call_equals_its_gradient_steps_one_by_one(compose):
+    import tensorflow as tf
+    from omegaconf import OmegaConf
+
+    from dlrun.rl.dqn import DQN
+    from dlrun.rl.nets import NumpyMLP, q_network
+
+    cfg = OmegaConf.create(compose("task=rl", "agent=dqn").agent)
+    rng = np.random.default_rng(0)
+    g, b = 3, 5
+    batch = [rng.standard_normal((g, b, 2)).astype(np.float32), rng.integers(0, 2, (g, b)).astype(np.int32),
+             rng.standard_normal((g, b)).astype(np.float32), rng.standard_normal((g, b, 2)).astype(np.float32),
+             (rng.random((g, b)) < 0.3).astype(np.float32)]
+    weights, losses = {}, {}
+    for mode in ("phase", "steps"):
+        model = q_network(2, 2, [8])
+        model.set_weights([np.full_like(w, 0.1 * (i + 1)) for i, w in enumerate(model.get_weights())])
+        agent = DQN(model, gym.spaces.Box(-1, 1, (2,)), gym.spaces.Discrete(2), cfg)
+        if mode == "phase":
+            losses[mode] = float(agent._phase(*map(tf.constant, batch))[0])
+        else:
+            losses[mode] = np.mean([float(agent._train(*(tf.constant(x[k]) for x in batch))[0]) for k in range(g)])
+        weights[mode] = model.get_weights()
+    assert losses["phase"] == pytest.approx(losses["steps"], rel=1e-5)
+    assert all(np.allclose(a, c, atol=1e-6) for a, c in zip(weights["phase"], weights["steps"], strict=True))
+    # the numpy Q-network that picks the greedy actions answers like the Keras model
+    q = NumpyMLP(model, ("q",), ("q_values",))
+    rows = rng.standard_normal((4, 2)).astype(np.float32)
+    assert np.allclose(q.head(q.branch(q.inputs(rows), "q"), "q_values"), model(rows)["q_values"].numpy(), atol=1e-5)
+
+
 # -- observation and reward normalisation --------------------------------------------------------
 def test_obs_norm_layer_matches_numpy_and_survives_a_keras_round_trip(tmp_path):
     import keras

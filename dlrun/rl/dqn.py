@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 
+from dlrun.rl.nets import NumpyMLP
 from dlrun.rl.ppo import log_point
 from dlrun.rl.rollout import as_rows, finished_episodes, obs_normalizer, training_env
 
@@ -143,10 +144,6 @@ class DQN:
         target = self.target
 
         @tf.function(reduce_retracing=True)
-        def q_values(obs):
-            return model(obs)["q_values"]
-
-        @tf.function(reduce_retracing=True)
         def train_step(obs, act, rew, nxt, done, weights=None):
             """Uniform: the mean Huber loss. Prioritised (`weights` given): mean of Huber x weight,
             and the per-sample |TD error| comes back for the priority update."""
@@ -163,12 +160,24 @@ class DQN:
                 return loss, tf.reduce_mean(q), tf.abs(y - q)
             return loss, tf.reduce_mean(q)
 
+        @tf.function(reduce_retracing=True)
+        def train_phase(obs, act, rew, nxt, done):
+            """Uniform replay: all of a phase's gradient steps in one compiled call (batches
+            stacked on a leading axis; the target network is fixed within a phase)."""
+            loss_sum, q_sum = 0.0, 0.0
+            for g in tf.range(tf.shape(obs)[0]):
+                loss, q = train_step(obs[g], act[g], rew[g], nxt[g], done[g])
+                loss_sum += loss
+                q_sum += q
+            n = tf.cast(tf.shape(obs)[0], tf.float32)
+            return loss_sum / n, q_sum / n
+
         @tf.function
         def soft_update(tau):
             for t, s in zip(target.weights, model.weights, strict=True):
                 t.assign((1.0 - tau) * t + tau * s)
 
-        self._q, self._train, self._soft = q_values, train_step, soft_update
+        self._train, self._phase, self._soft = train_step, train_phase, soft_update
 
     def epsilon(self, step: int, total: int) -> float:
         c = self.cfg
@@ -190,6 +199,8 @@ class DQN:
         obs = as_rows(obs, self.obs_space)
         norm = obs_normalizer(self.model, self.target)
         norm.update(obs)
+        q_net = NumpyMLP(self.model, ("q",), ("q_values",))  # greedy actions without a TF call per step
+        copied = True  # the target equals the model (no gradient step since the last copy)
         rng = np.random.default_rng(seed)
         if self.prioritized:
             buf = PrioritizedReplay(int(c.buffer_size), obs.shape[1], seed, float(c.alpha), float(c.priority_eps))
@@ -205,7 +216,7 @@ class DQN:
         tau = float(c.tau)
         while step < total_steps and not run.should_stop:
             eps = self.epsilon(step, total_steps)
-            greedy = self._q(tf.constant(obs)).numpy().argmax(axis=1)
+            greedy = q_net.head(q_net.branch(q_net.inputs(obs), "q"), "q_values").argmax(axis=1)
             explore = rng.random(num_envs) < eps
             a = np.where(explore, rng.integers(0, n_act, num_envs), greedy)
             nxt, r, term, trunc, info = envs.step(a)
@@ -215,23 +226,31 @@ class DQN:
                 real_next[i] = as_rows([info["final_obs"][i]], self.obs_space)[0]
             buf.add(obs, a, r, real_next, term.astype(np.float32))  # truncation still bootstraps
             finished += [ret for _, ret, _ in finished_episodes(info)]  # raw returns, even if r is normalised
-            norm.update(nxt)
+            norm.update(nxt, write=False)
             obs = nxt
             step += num_envs
             if step >= int(c.learning_starts) and step % int(c.train_freq) < num_envs:
-                for _ in range(int(c.gradient_steps)):
-                    if self.prioritized:
+                norm.write()
+                if self.prioritized:  # sampling depends on the priorities the previous step updated
+                    for _ in range(int(c.gradient_steps)):
                         *batch, idx = buf.sample(int(c.batch_size), self.beta(step, total_steps))
                         loss, q, td = self._train(*(tf.constant(x) for x in batch))
                         buf.update_priorities(idx, td.numpy())
-                    else:
-                        loss, q = self._train(*(tf.constant(x) for x in buf.sample(int(c.batch_size))))
+                        losses.append(float(loss))
+                        qs.append(float(q))
+                else:
+                    g, b = int(c.gradient_steps), int(c.batch_size)
+                    batch = buf.sample(g * b)
+                    loss, q = self._phase(*(tf.constant(x.reshape(g, b, *x.shape[1:])) for x in batch))
                     losses.append(float(loss))
                     qs.append(float(q))
                 if tau < 1.0:
                     self._soft(tf.constant(tau))
-            if tau >= 1.0 and step % int(c.target_update) < num_envs:
+                q_net.sync()
+                copied = False
+            if tau >= 1.0 and step % int(c.target_update) < num_envs and not copied:
                 self.target.set_weights(self.model.get_weights())
+                copied = True
             if step >= next_log or step >= total_steps:
                 next_log += int(c.log_every)
                 m = {"train/epsilon": eps, "train/steps_per_second": step / (time.perf_counter() - start)}

@@ -9,6 +9,7 @@ policy wraps it: observation in, {"action", "probabilities" | "q_values"} out.
 from __future__ import annotations
 
 import keras
+import numpy as np
 
 
 @keras.saving.register_keras_serializable(package="dlrun_rl")
@@ -59,6 +60,52 @@ class ObsNorm(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "clip": self.clip}
+
+
+class NumpyMLP:
+    """The numpy forward pass of a network built here (obs_scale, optional obs_norm, Dense
+    branches `<prefix>_0, <prefix>_1, ...`, Dense heads), on a copy of the weights.
+
+    Hand-written on purpose: agents pick actions once per environment step, and a compiled TF
+    call costs ~0.4-0.7 ms of dispatch on CPU, several times the whole forward pass of a 64x64
+    MLP on a few rows in numpy (~0.1 ms). Call `sync()` after every update of the weights."""
+
+    ACT = {"tanh": np.tanh, "relu": lambda x: np.maximum(x, 0.0), "linear": lambda x: x}
+
+    def __init__(self, model, prefixes, heads):
+        self.model, self.heads = model, tuple(heads)
+        names = {layer.name for layer in model.layers}
+        self.branches = {p: sorted((n for n in names if n.startswith(f"{p}_") and n[len(p) + 1:].isdigit()),
+                                   key=lambda n: int(n[len(p) + 1:])) for p in prefixes}
+        self.norm = "obs_norm" in names
+        self.sync()
+
+    def sync(self) -> None:
+        m = self.model
+        self.scale = float(m.get_layer("obs_scale").scale)
+        self.dense = {}
+        for name in [*(n for b in self.branches.values() for n in b), *self.heads]:
+            layer = m.get_layer(name)
+            k, b = (w.numpy() for w in layer.weights)
+            self.dense[name] = (k, b, self.ACT[layer.activation.__name__])
+        if self.norm:
+            layer = m.get_layer("obs_norm")
+            self.mean, self.var, self.clip = layer.mean.numpy(), layer.var.numpy(), float(layer.clip)
+
+    def inputs(self, obs: np.ndarray) -> np.ndarray:
+        x = obs * self.scale
+        if self.norm:
+            x = np.clip((x - self.mean) / np.sqrt(self.var + 1e-8), -self.clip, self.clip)
+        return x
+
+    def branch(self, x, prefix: str):
+        for name in self.branches[prefix]:
+            x = self.head(x, name)
+        return x
+
+    def head(self, x, name: str):
+        k, b, f = self.dense[name]
+        return f(x @ k + b)
 
 
 def _obs_input(obs_dim: int, obs_scale: float, normalize_obs: bool, name: str = "obs_scale"):

@@ -15,6 +15,7 @@ import time
 import gymnasium as gym
 import numpy as np
 
+from dlrun.rl.nets import NumpyMLP
 from dlrun.rl.rollout import as_rows, finished_episodes, obs_normalizer, training_env
 
 
@@ -81,59 +82,30 @@ def adapt_kl_coef(beta: float, kl: float, target: float) -> float:
     return beta
 
 
-class NumpyPolicy:
-    """The actor-critic's forward pass in numpy, on a copy of the weights taken after each update.
-
-    Hand-written on purpose: a compiled TF call costs ~0.4-0.7 ms of dispatch on CPU, several
-    times the whole forward pass of a 64x64 MLP on 8 rows (~0.1 ms in numpy), and collection makes
-    one such call per vector step. It follows the layers nets.actor_critic builds (obs_scale,
-    optional obs_norm, actor_i / critic_i Dense, logits | mean + log_std, value) and is checked
-    against the Keras model in tests/test_rl.py."""
-
-    ACT = {"tanh": np.tanh, "relu": lambda x: np.maximum(x, 0.0), "linear": lambda x: x}
+class NumpyPolicy(NumpyMLP):
+    """PPO's actor-critic in numpy for collection (see nets.NumpyMLP for why): sampled actions,
+    their log-probabilities and the values. Checked against the Keras model in tests/test_rl.py."""
 
     def __init__(self, model, continuous: bool, seed: int):
-        self.model, self.continuous = model, continuous
+        self.continuous = continuous
         self.rng = np.random.default_rng(seed)
-        names = {layer.name for layer in model.layers}
-        self.actor = sorted((n for n in names if n.startswith("actor_")), key=lambda n: int(n.split("_")[1]))
-        self.critic = sorted((n for n in names if n.startswith("critic_")), key=lambda n: int(n.split("_")[1]))
-        self.norm = "obs_norm" in names
-        self.sync()
+        super().__init__(model, ("actor", "critic"), ("value", "mean" if continuous else "logits"))
 
     def sync(self) -> None:
-        """Copy the current weights (call after every update)."""
-        m = self.model
-        self.scale = float(m.get_layer("obs_scale").scale)
-        self.dense = {}
-        for name in [*self.actor, *self.critic, "value", "mean" if self.continuous else "logits"]:
-            layer = m.get_layer(name)
-            k, b = (w.numpy() for w in layer.weights)
-            self.dense[name] = (k, b, self.ACT[layer.activation.__name__])
+        super().sync()
         if self.continuous:
-            self.log_std = m.get_layer("log_std").log_std.numpy()
-        if self.norm:
-            layer = m.get_layer("obs_norm")
-            self.mean, self.var, self.clip = layer.mean.numpy(), layer.var.numpy(), float(layer.clip)
-
-    def _mlp(self, x, names):
-        for name in names:
-            k, b, f = self.dense[name]
-            x = f(x @ k + b)
-        return x
+            self.log_std = self.model.get_layer("log_std").log_std.numpy()
 
     def outputs(self, obs: np.ndarray) -> dict:
-        x = obs * self.scale
-        if self.norm:
-            x = np.clip((x - self.mean) / np.sqrt(self.var + 1e-8), -self.clip, self.clip)
-        a = self._mlp(x, self.actor)
-        c = a if not self.critic else self._mlp(x, self.critic)
-        out = {"value": self._mlp(c, ["value"])}
+        x = self.inputs(obs)
+        a = self.branch(x, "actor")
+        c = self.branch(x, "critic") if self.branches["critic"] else a
+        out = {"value": self.head(c, "value")}
         if self.continuous:
-            out["mean"] = self._mlp(a, ["mean"])
+            out["mean"] = self.head(a, "mean")
             out["log_std"] = np.broadcast_to(self.log_std, out["mean"].shape)
         else:
-            out["logits"] = self._mlp(a, ["logits"])
+            out["logits"] = self.head(a, "logits")
         return out
 
     def act(self, obs: np.ndarray):
@@ -151,11 +123,9 @@ class NumpyPolicy:
         return a, logp.astype(np.float32), out["value"][:, 0].astype(np.float32)
 
     def value(self, obs: np.ndarray) -> np.ndarray:
-        x = obs * self.scale
-        if self.norm:
-            x = np.clip((x - self.mean) / np.sqrt(self.var + 1e-8), -self.clip, self.clip)
-        c = self._mlp(x, self.critic or self.actor)
-        return self._mlp(c, ["value"])[:, 0].astype(np.float32)
+        x = self.inputs(obs)
+        c = self.branch(x, "critic" if self.branches["critic"] else "actor")
+        return self.head(c, "value")[:, 0].astype(np.float32)
 
 
 class Clock:

@@ -75,11 +75,19 @@ class ObsNormalizer:
     def active(self) -> bool:
         return self.rms is not None
 
-    def update(self, rows) -> None:
-        """Add a batch of raw observation rows (n, obs_dim) and refresh the layers' weights."""
+    def update(self, rows, write: bool = True) -> None:
+        """Add a batch of raw observation rows (n, obs_dim) and (`write`) refresh the layers' weights."""
         if self.rms is None:
             return
         self.rms.update(np.asarray(rows, np.float64).reshape(len(rows), -1) * self.scale)
+        if write:
+            self.write()
+
+    def write(self) -> None:
+        """Copy the statistics into the layers (a TF assign: agents that add rows every env step
+        write once per training phase)."""
+        if self.rms is None:
+            return
         mean, var = self.rms.mean.astype(np.float32), self.rms.var.astype(np.float32)
         for layer in self.layers:
             layer.mean.assign(mean)
