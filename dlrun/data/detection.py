@@ -5,12 +5,14 @@ Sources, each a DATA entry tagged "detection" that takes the `data` config and r
   coco     a COCO-format annotations JSON and its image folder
   voc      Pascal VOC XML annotations and their JPEG folder, or one CSV of
            filename,width,height,class,xmin,ymin,xmax,ymax rows (a common export)
+  tfds_detection  a TensorFlow Datasets detection set by name (voc/2007, coco/2017), when
+           tensorflow-datasets is installed
 
 Boxes are pixel corners (xmin, ymin, xmax, ymax) of the image as stored. Every box is checked
 (inside the image, positive area): `on_bad_box: skip` drops it and reports it by file in the
 run's warnings, `error` stops with the first one. The tf.data pipeline (`pipeline`) resizes,
-pads the box counts, flips with Keras' bounding-box-aware RandomFlip and matches boxes to the
-model's default boxes.
+pads the box counts, augments (zoom-out expansion and SSD random crop as tf functions, Keras'
+bounding-box-aware RandomFlip, colour jitter) and matches boxes to the model's default boxes.
 """
 
 from __future__ import annotations
@@ -307,6 +309,82 @@ def _voc_csv(csv: Path, images: Path, policy: str) -> Boxes:
     return _assemble(records, names, str(csv.resolve()), policy, [])
 
 
+# -- TensorFlow Datasets ------------------------------------------------------------------------
+
+
+def tfds_record(example, image_key: str = "image", objects_key: str = "objects", bbox_key: str = "bbox",
+                label_key: str = "label"):
+    """One TFDS detection example (numpy dict) -> (image uint8 HxWx3, boxes (n, 4) pixel xyxy,
+    labels (n,) int64). TFDS boxes are relative (ymin, xmin, ymax, xmax) (tfds.features.BBox);
+    crowd boxes (`is_crowd`, COCO) are left out as in data=coco. Boxes are not checked here: the
+    loader checks them like every other source's."""
+    if image_key not in example or objects_key not in example:
+        raise DlrunError(f"tfds example has no '{image_key}' image or no '{objects_key}' feature "
+                         f"(features: {', '.join(sorted(example))})",
+                         "set data.image_key / data.objects_key to the data set's feature names")
+    image, objects = np.asarray(example[image_key]), example[objects_key]
+    if image.ndim == 2 or image.shape[-1] == 1:
+        image = np.repeat(image.reshape(image.shape[0], image.shape[1], 1), 3, axis=-1)
+    h, w = image.shape[:2]
+    rel = np.asarray(objects[bbox_key], dtype="float32").reshape(-1, 4)
+    labels = np.asarray(objects[label_key], dtype="int64").reshape(-1)
+    keep = ~np.asarray(objects.get("is_crowd", np.zeros(len(labels), bool)), dtype=bool).reshape(-1)
+    boxes = rel[:, [1, 0, 3, 2]] * np.array([w, h, w, h], dtype="float32")
+    return image, boxes[keep], labels[keep]
+
+
+@DATA.register("tfds_detection", "A TensorFlow Datasets detection set by name, e.g. voc/2007 "
+               "(needs tensorflow-datasets)", tags=("detection",))
+def load_tfds_detection(data_cfg) -> Boxes:
+    # Registry names are global (one entry per name, checked per task with its tags), and "tfds"
+    # is the image classification loader in dlrun/data/images.py, hence this name.
+    import importlib.util
+
+    from dlrun.download import downloading
+
+    if importlib.util.find_spec("tensorflow_datasets") is None:
+        raise DlrunError("data=tfds_detection needs the tensorflow-datasets package",
+                         "pip install 'dlrun[tfds]', or use data=voc or data=coco on local files")
+    import tensorflow_datasets as tfds
+
+    name = data_cfg.get("dataset")
+    if name in (None, "", "???"):
+        raise DlrunError("data.dataset is required for data=tfds_detection", "data.dataset=voc/2007")
+    name, policy = str(name), _policy(data_cfg)
+    splits = {s: str(data_cfg[f"{s}_split"]) for s in ("train", "val", "test")}
+    keys = {k: str(data_cfg.get(k, d)) for k, d in (("image_key", "image"), ("objects_key", "objects"),
+                                                    ("bbox_key", "bbox"), ("label_key", "label"))}
+    hint = "tensorflow-datasets caches it under data.data_dir (~/tensorflow_datasets) after one online run"
+    with downloading(f"data set '{name}' (tfds)", data_cfg.get("download_timeout", 15), hint):
+        try:
+            parts, info = tfds.load(name, split=list(splits.values()), with_info=True,
+                                    data_dir=data_cfg.get("data_dir"), download=bool(data_cfg.download))
+        except (ValueError, KeyError, AssertionError) as e:
+            raise DlrunError(f"tfds data set '{name}': {str(e).strip().splitlines()[0][:200]}") from None
+    try:
+        label = info.features[keys["objects_key"]][keys["label_key"]]
+    except (KeyError, TypeError):
+        raise DlrunError(f"tfds data set '{name}' has no {keys['objects_key']}/{keys['label_key']} feature",
+                         "data=tfds_detection needs a detection set (objects with bbox and label)") from None
+    class_names = list(getattr(label, "names", None) or [str(i) for i in range(int(label.num_classes))])
+    limit = data_cfg.get("limit")
+    images, boxes, labels, files, split, warnings = [], [], [], [], {}, []
+    for (s, spec), part in zip(splits.items(), parts, strict=True):
+        start = len(images)
+        for k, example in enumerate(tfds.as_numpy(part.take(int(limit)) if limit else part)):
+            img, b, lab = tfds_record(example, **keys)
+            where = f"{name}[{spec}] example {k}"
+            b, lab = _keep_good(where, b, lab, img.shape[1], img.shape[0], policy, warnings)
+            images.append(img)
+            boxes.append(b)
+            labels.append(lab)
+            files.append(where)
+        if len(images) == start:
+            raise DlrunError(f"tfds data set '{name}': split '{spec}' is empty")
+        split[s] = np.arange(start, len(images))
+    return Boxes(images, boxes, labels, class_names, f"tfds:{name}", files=files, split=split, warnings=warnings)
+
+
 # -- splits and the tf.data pipeline ------------------------------------------------------------
 
 
@@ -350,36 +428,158 @@ def model_arrays(src: Boxes, indices, size: int, max_boxes: int, warnings: list 
     return x, b, lab
 
 
+AUGMENT_KEYS = ("flip", "color_jitter", "expand", "expand_max", "crop", "crop_min_area", "crop_min_cover")
+
+
+def _augment_value(augment_cfg, key: str, default: float, lo: float, hi: float) -> float:
+    raw = augment_cfg.get(key, default)
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not lo <= value <= hi:
+        raise DlrunError(f"task.augment.{key}: '{raw}' is not a number in [{lo:g}, {hi:g}]")
+    return value
+
+
 def augmenter(augment_cfg, seed: int):
-    """Keras augmentation layers that move boxes with the pixels (bounding_box_format), or None."""
+    """The training augmentation, applied in order, or None when everything is off.
+
+    Zoom-out expansion and SSD random crop (box-moving tf functions, see `expand_op`/`crop_op`),
+    then Keras' bounding-box-aware RandomFlip, then pixel-only colour jitter.
+    """
     import keras
 
-    layers = []
+    augment_cfg = augment_cfg or {}
+    unknown = sorted(set(augment_cfg) - set(AUGMENT_KEYS))
+    if unknown:
+        raise DlrunError(f"task.augment: unknown key(s) {', '.join(unknown)}", f"valid: {', '.join(AUGMENT_KEYS)}")
+    steps = []
+    expand = _augment_value(augment_cfg, "expand", 0.0, 0.0, 1.0)
+    expand_max = _augment_value(augment_cfg, "expand_max", 2.0, 1.0, 16.0)
+    if expand > 0 and expand_max > 1:
+        steps.append(expand_op(expand, expand_max, seed + 3))
+    crop = _augment_value(augment_cfg, "crop", 0.0, 0.0, 1.0)
+    min_area = _augment_value(augment_cfg, "crop_min_area", 0.3, 0.01, 1.0)
+    min_cover = _augment_value(augment_cfg, "crop_min_cover", 0.3, 0.0, 1.0)
+    if crop > 0:
+        steps.append(crop_op(crop, min_area, min_cover, seed + 4))
     flip = str(augment_cfg.get("flip", "horizontal")) if augment_cfg else "none"
     if flip not in ("none", "horizontal", "vertical", "horizontal_and_vertical"):
         raise DlrunError(f"task.augment.flip: unknown value '{flip}'",
                          "valid: none, horizontal, vertical, horizontal_and_vertical")
     if flip != "none":
-        layers.append(keras.layers.RandomFlip(flip, bounding_box_format="rel_xyxy", seed=seed))
-    jitter = float(augment_cfg.get("color_jitter", 0.0)) if augment_cfg else 0.0
+        steps.append(keras.layers.RandomFlip(flip, bounding_box_format="rel_xyxy", seed=seed))
+    jitter = _augment_value(augment_cfg, "color_jitter", 0.0, 0.0, 1.0)
     if jitter > 0:  # pixel-only: boxes stay where they are
-        layers.append(keras.layers.RandomBrightness(jitter, value_range=(0.0, 1.0), seed=seed + 1))
-        layers.append(keras.layers.RandomContrast(jitter, value_range=(0.0, 1.0), seed=seed + 2))
-    return layers or None
+        steps.append(keras.layers.RandomBrightness(jitter, value_range=(0.0, 1.0), seed=seed + 1))
+        steps.append(keras.layers.RandomContrast(jitter, value_range=(0.0, 1.0), seed=seed + 2))
+    return steps or None
 
 
-def augment_fn(layers):
-    """A tf.data map function: (image, boxes, labels) -> the same, augmented together."""
+# Random crop and zoom-out are written with tf ops because the Keras 3.15 layers do not do them
+# right (checked on boxes; see docs/detection.md): keras.layers.RandomCrop crops a fixed output size
+# (no random scale/aspect), shifts x by the *row* offset and y by the column offset, and keeps
+# boxes that end up outside the crop with their labels (zero-area boxes that are still "objects");
+# keras.layers.RandomZoom zooms out about the image centre only and fills with one scalar (or
+# reflects, which draws phantom objects without boxes). tf.image.sample_distorted_bounding_box is
+# the library's SSD-style window sampler, so the crop uses it.
+
+
+def _drop(boxes, labels, keep):
+    """Boxes not kept become padding rows (zeros, label -1): the matcher ignores them."""
+    import tensorflow as tf
+
+    return tf.where(keep[:, None], boxes, 0.0), tf.where(keep, labels, -1)
+
+
+def expand_op(probability: float, max_ratio: float, seed: int):
+    """Zoom-out: with `probability`, put the image at a random place of a canvas up to
+    `max_ratio` times its side filled with the image's mean colour, then resize back to the image
+    size; boxes (rel_xyxy) shrink and shift with it. Small objects for the small default boxes."""
     import tensorflow as tf
 
     def apply(image, boxes, labels):
-        data = {"images": image, "bounding_boxes": {"boxes": boxes, "labels": tf.cast(labels, tf.float32)}}
-        for layer in layers:
-            if "bounding_box_format" in layer.get_config():
-                data = layer(data, training=True)
+        shape = tf.shape(image)
+        h, w = shape[0], shape[1]
+        on = tf.random.uniform([], seed=seed) < probability
+        ratio = tf.where(on, tf.random.uniform([], 1.0, max_ratio, seed=seed + 1), 1.0)
+        nh = tf.cast(tf.round(tf.cast(h, tf.float32) * ratio), tf.int32)
+        nw = tf.cast(tf.round(tf.cast(w, tf.float32) * ratio), tf.int32)
+        top = tf.random.uniform([], 0, nh - h + 1, dtype=tf.int32, seed=seed + 2)
+        left = tf.random.uniform([], 0, nw - w + 1, dtype=tf.int32, seed=seed + 3)
+        mean = tf.reduce_mean(image, axis=[0, 1], keepdims=True)
+        canvas = tf.pad(image - mean, [[top, nh - h - top], [left, nw - w - left], [0, 0]]) + mean
+        out = tf.image.resize(canvas, (h, w), antialias=True)
+        scale = tf.cast(tf.stack([w, h, w, h]), tf.float32) / tf.cast(tf.stack([nw, nh, nw, nh]), tf.float32)
+        shift = tf.cast(tf.stack([left, top, left, top]), tf.float32) / tf.cast(tf.stack([nw, nh, nw, nh]), tf.float32)
+        boxes, labels = _drop(boxes * scale + shift, labels, labels >= 0)
+        return tf.where(on, out, image), boxes, labels
+
+    return apply
+
+
+def crop_op(probability: float, min_area: float, min_cover: float, seed: int):
+    """SSD random crop: with `probability`, a window of `min_area`..1 of the image area (aspect
+    0.5..2) that covers at least `min_cover` of some box (tf.image.sample_distorted_bounding_box),
+    resized back to the image size. Boxes whose centre lies in the window are clipped to it and
+    kept; the others become padding."""
+    import tensorflow as tf
+
+    def apply(image, boxes, labels):
+        shape = tf.shape(image)
+        h, w = shape[0], shape[1]
+        real = labels >= 0
+        yxyx = tf.gather(tf.boolean_mask(boxes, real), [1, 0, 3, 2], axis=1)
+        begin, size, _ = tf.image.sample_distorted_bounding_box(
+            shape, yxyx[None], min_object_covered=min_cover, aspect_ratio_range=(0.5, 2.0),
+            area_range=(min_area, 1.0), max_attempts=50, use_image_if_no_bounding_boxes=True, seed=seed)
+        on = tf.random.uniform([], seed=seed + 1) < probability
+        begin = tf.where(on, begin, tf.zeros_like(begin))
+        size = tf.where(on, size, tf.stack([h, w, -1]))
+        return crop_window(image, boxes, labels, begin, size)
+
+    return apply
+
+
+def crop_window(image, boxes, labels, begin, size):
+    """The window (begin, size as from sample_distorted_bounding_box: [y, x, 0], [h, w, -1]) of
+    the image resized back to its size; boxes whose centre lies in it are clipped to it, the
+    others become padding (a box mostly outside would teach the model a sliver as an object)."""
+    import tensorflow as tf
+
+    shape = tf.shape(image)
+    h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+    cropped = tf.image.resize(tf.slice(image, begin, size), shape[:2])
+    y0, x0 = tf.cast(begin[0], tf.float32) / h, tf.cast(begin[1], tf.float32) / w
+    ch, cw = tf.cast(size[0], tf.float32) / h, tf.cast(size[1], tf.float32) / w
+    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    inside = (labels >= 0) & (cx > x0) & (cx < x0 + cw) & (cy > y0) & (cy < y0 + ch)
+    moved = tf.clip_by_value((boxes - tf.stack([x0, y0, x0, y0])) / tf.stack([cw, ch, cw, ch]), 0.0, 1.0)
+    keep = inside & (moved[:, 2] > moved[:, 0]) & (moved[:, 3] > moved[:, 1])
+    boxes, labels = _drop(moved, labels, keep)
+    return cropped, boxes, labels
+
+
+def augment_fn(steps):
+    """A tf.data map function: (image, boxes, labels) -> the same, augmented together. `steps`:
+    Keras layers (bounding-box-aware or pixel-only) and box-moving functions from `augmenter`."""
+    import keras
+    import tensorflow as tf
+
+    def apply(image, boxes, labels):
+        labels = tf.cast(labels, tf.int32)
+        for step in steps:
+            if not isinstance(step, keras.layers.Layer):
+                image, boxes, labels = step(image, boxes, labels)
+            elif "bounding_box_format" in step.get_config():
+                data = {"images": image, "bounding_boxes": {"boxes": boxes, "labels": tf.cast(labels, tf.float32)}}
+                data = step(data, training=True)
+                image, boxes = data["images"], data["bounding_boxes"]["boxes"]
+                labels = tf.cast(data["bounding_boxes"]["labels"], tf.int32)
             else:
-                data = dict(data, images=layer(data["images"], training=True))
-        return data["images"], data["bounding_boxes"]["boxes"], tf.cast(data["bounding_boxes"]["labels"], tf.int32)
+                image = step(image, training=True)
+        return image, boxes, labels
 
     return apply
 
