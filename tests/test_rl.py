@@ -291,7 +291,10 @@ def test_cli_train_ppo_smoke_logs_the_policy_and_reloads_it(run_dlrun, runs, mlf
     probs = np.asarray(out["probabilities"])
     assert np.array_equal(np.asarray(out["action"]), probs.argmax(axis=1)) and probs.sum(axis=1) == pytest.approx(1)
     # dlrun eval re-runs the greedy episodes and records two of them as MP4 (gymnasium RecordVideo)
-    out = run_dlrun("eval", f"run_id={run.info.run_id}", "task.eval.video=2", "task.eval.episodes=2").stdout
+    out = run_dlrun("eval", f"run_id={run.info.run_id}", "task.eval.video=2").stdout
+    # the reloaded policy plays the same test episodes exactly as the trained one did
+    history = mlflow_client.get_metric_history(run.info.run_id, "test/mean_return")
+    assert len(history) == 2 and history[0].value == history[1].value
     videos = sorted((workdir / "videos").glob("*.mp4"))
     assert len(videos) == 2 and all(v.stat().st_size > 1000 for v in videos) and "wrote" in out
     logged = [a.path for a in mlflow_client.list_artifacts(run.info.run_id, "test/videos")]
