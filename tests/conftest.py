@@ -88,3 +88,24 @@ def compose():
             return hydra_compose("config", overrides=list(overrides))
 
     return make
+
+
+class UnitRun:
+    """The bits of the run handle an RL agent's train loop touches, for in-process unit runs."""
+
+    should_stop = False
+
+    def progress(self, total, unit): ...
+    def advance(self, done, metrics=None): ...
+    def log(self, step, metrics): ...
+    def keep_best(self, model, value, step): ...
+
+
+def tiny_ddpg_cfg(**overrides):
+    """A DDPG agent config small enough for a few hundred Pendulum steps in a unit test."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create({"name": "ddpg", "hidden": [8], "critic_hidden": [8], "activation": "relu",
+                             "actor_lr": 1e-3, "critic_lr": 1e-3, "gamma": 0.98, "tau": 0.5, "buffer_size": 1000,
+                             "batch_size": 16, "learning_starts": 100, "train_freq": 50, "gradient_steps": 2,
+                             "noise": "gaussian", "noise_std": 0.1, "log_every": 100, **overrides})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
+from conftest import UnitRun, tiny_ddpg_cfg
 
 import dlrun.rl  # noqa: F401  (registers the environments)
 
@@ -81,17 +82,6 @@ def test_cli_reinforce_smoke(run_dlrun, runs):
     assert 8 <= m["test/mean_return"] <= 500
 
 
-class _Run:
-    """The bits of the run handle MCControl.train touches (no runner: an in-process unit run)."""
-
-    should_stop = False
-
-    def progress(self, total, unit): ...
-    def advance(self, done, metrics=None): ...
-    def log(self, step, metrics): ...
-    def keep_best(self, model, value, step): ...
-
-
 def test_mc_control_learns_the_gridworld_path_to_the_goal():
     from omegaconf import OmegaConf
 
@@ -104,7 +94,7 @@ def test_mc_control_learns_the_gridworld_path_to_the_goal():
                             "epsilon_decay_fraction": 0.5, "ucb_c": 1.0})
     env = gym.make("dlrun/GridWorld-v0")
     agent = MCControl(q_table(20, 4), 20, 4, cfg)
-    agent.train(lambda: gym.make("dlrun/GridWorld-v0"), _Run(), 30_000, 0, lambda: 0.0, 10_000)
+    agent.train(lambda: gym.make("dlrun/GridWorld-v0"), UnitRun(), 30_000, 0, lambda: 0.0, 10_000)
     served = agent.model.get_layer("q_table").get_weights()[0]
     assert np.array_equal(served, agent.q.astype(np.float32))
     _, best, _ = value_iteration(env, 0.9)
@@ -149,20 +139,15 @@ def test_ddpg_soft_update_on_tiny_weights_and_action_errors(compose):
 
 
 def test_ddpg_trains_in_process_and_its_targets_trail_the_online_nets():
-    from omegaconf import OmegaConf
-
     from dlrun.rl.ddpg import DDPG
     from dlrun.rl.nets import ddpg_actor
 
-    cfg = OmegaConf.create({"name": "ddpg", "hidden": [8], "critic_hidden": [8], "activation": "relu",
-                            "actor_lr": 1e-3, "critic_lr": 1e-3, "gamma": 0.98, "tau": 0.5, "buffer_size": 1000,
-                            "batch_size": 16, "learning_starts": 100, "train_freq": 50, "gradient_steps": 2,
-                            "noise": "ou", "noise_std": 0.1, "log_every": 100})
+    cfg = tiny_ddpg_cfg(noise="ou")
     env = gym.make("Pendulum-v1")
     actor = ddpg_actor(3, 1, [8], bound=2.0)
     before = [w.copy() for w in actor.get_weights()]
     agent = DDPG(actor, env.observation_space, env.action_space, cfg)
-    history, steps, seen = agent.train(lambda: gym.make("Pendulum-v1"), _Run(), 300, 0, lambda: 0.0, 300)
+    history, steps, seen = agent.train(lambda: gym.make("Pendulum-v1"), UnitRun(), 300, 0, lambda: 0.0, 300)
     assert seen == 300 and steps[-1] == 300 and np.isfinite(history["train/critic_loss"][-1])
     after, target = actor.get_weights(), agent.actor_t.get_weights()
     assert not np.allclose(before[0], after[0])  # the actor learned

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
+from conftest import UnitRun, tiny_ddpg_cfg
 
 import dlrun.rl  # noqa: F401  (registers the environments)
 
@@ -206,26 +207,13 @@ def test_normalisation_needs_a_network_agent(compose):
 
 
 def test_ddpg_shares_one_set_of_observation_statistics_across_its_four_networks():
-    from omegaconf import OmegaConf
-
     from dlrun.rl.ddpg import DDPG
     from dlrun.rl.nets import ddpg_actor
 
-    class Run:
-        should_stop = False
-
-        def progress(self, total, unit): ...
-        def advance(self, done, metrics=None): ...
-        def log(self, step, metrics): ...
-        def keep_best(self, model, value, step): ...
-
-    cfg = OmegaConf.create({"name": "ddpg", "hidden": [8], "critic_hidden": [8], "activation": "relu",
-                            "actor_lr": 1e-3, "critic_lr": 1e-3, "gamma": 0.98, "tau": 0.5, "buffer_size": 1000,
-                            "batch_size": 16, "learning_starts": 100, "train_freq": 50, "gradient_steps": 2,
-                            "noise": "gaussian", "noise_std": 0.1, "log_every": 100})
+    cfg = tiny_ddpg_cfg()
     env = gym.make("Pendulum-v1")
     agent = DDPG(ddpg_actor(3, 1, [8], bound=2.0, normalize_obs=True), env.observation_space, env.action_space, cfg)
-    agent.train(lambda: gym.make("Pendulum-v1"), Run(), 250, 0, lambda: 0.0, 250,
+    agent.train(lambda: gym.make("Pendulum-v1"), UnitRun(), 250, 0, lambda: 0.0, 250,
                 env_cfg={"normalize_obs": True, "normalize_reward": True})
     means = [np.asarray(m.get_layer("obs_norm").mean) for m in (agent.actor, agent.critic, agent.actor_t, agent.critic_t)]
     assert np.abs(means[0]).max() > 0.01  # updated from the collected rows (cos, sin, angular velocity)

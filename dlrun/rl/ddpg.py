@@ -18,7 +18,7 @@ import numpy as np
 
 from dlrun.rl.dqn import Replay
 from dlrun.rl.ppo import log_point
-from dlrun.rl.rollout import as_rows, finished_episodes, obs_normalizer, training_env
+from dlrun.rl.rollout import as_rows, finished_episodes, has_layer, obs_normalizer, training_env
 
 
 class ContinuousReplay(Replay):
@@ -59,7 +59,7 @@ class DDPG:
 
         self.actor, self.cfg, self.obs_space, self.act_space = actor, cfg, obs_space, act_space
         obs_dim, act_dim = actor.input.shape[1], int(np.prod(act_space.shape))
-        normalize_obs = any(layer.name == "obs_norm" for layer in actor.layers)  # env.normalize_obs
+        normalize_obs = has_layer(actor, "obs_norm")  # env.normalize_obs
         self.critic = critic(obs_dim, act_dim, list(cfg.critic_hidden), str(cfg.activation),
                              float(actor.get_layer("obs_scale").scale) ** -1, normalize_obs)
         self.actor_t, self.critic_t = keras.models.clone_model(actor), keras.models.clone_model(self.critic)

@@ -61,14 +61,14 @@ class ObsNormalizer:
     keep taking raw observations. A no-op when the first model has no "obs_norm" layer."""
 
     def __init__(self, *models):
-        self.layers = [m.get_layer("obs_norm") for m in models if _has_layer(m, "obs_norm")]
+        self.layers = [m.get_layer("obs_norm") for m in models if has_layer(m, "obs_norm")]
         self.rms = None
         if self.layers:
             from gymnasium.wrappers.utils import RunningMeanStd
 
             first = models[0]
             # the layer sits after the "obs_scale" Rescaling: statistics of the rescaled rows
-            self.scale = float(first.get_layer("obs_scale").scale) if _has_layer(first, "obs_scale") else 1.0
+            self.scale = float(first.get_layer("obs_scale").scale) if has_layer(first, "obs_scale") else 1.0
             self.rms = RunningMeanStd(shape=(int(self.layers[0].mean.shape[0]),))
 
     @property
@@ -99,7 +99,8 @@ def obs_normalizer(*models) -> ObsNormalizer:
     return ObsNormalizer(*models)
 
 
-def _has_layer(model, name: str) -> bool:
+def has_layer(model, name: str) -> bool:
+    """Whether `model` has a layer called `name` (e.g. "obs_norm" with env.normalize_obs)."""
     return any(layer.name == name for layer in model.layers)
 
 

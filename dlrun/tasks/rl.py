@@ -110,7 +110,7 @@ class RLTask(Task):
         env = factory()
         obs_space, act_space = env.observation_space, env.action_space
         env.close()
-        if int(cfg.task.eval.get("video", 0) or 0) > 0 and "rgb_array" not in env.metadata.get("render_modes", []):
+        if video_count(cfg) > 0 and "rgb_array" not in env.metadata.get("render_modes", []):
             raise DlrunError(f"{cfg.env.id} cannot render frames (no rgb_array render mode), so there is no video",
                              "task.eval.video needs an env that renders, e.g. CartPole-v1, Pendulum-v1")
         continuous = isinstance(act_space, gym.spaces.Box)
@@ -213,7 +213,7 @@ class RLTask(Task):
                                      for s, r, n in zip(seeds[:20], ret, length, strict=False)]
         if str(cfg.env.id).startswith("dlrun/Orso"):
             report.figures["orso_greedy_path.png"] = orso_path_figure(factory, seeds[0], greedy(served.model))
-        videos = int(cfg.task.eval.get("video", 0) or 0)
+        videos = video_count(cfg)
         if videos > 0:
             folder = Path(str(cfg.task.eval.get("video_dir") or "videos")).resolve()
             files = record_videos(cfg.env, seeds[:videos], greedy(served.model), folder)
@@ -235,13 +235,30 @@ class RLTask(Task):
         return Examples(rows, rows=frame, name=str(source), source=str(source))
 
 
+def video_count(cfg) -> int:
+    """task.eval.video: how many greedy test episodes to record (0: none)."""
+    return int(cfg.task.eval.get("video", 0) or 0)
+
+
+def play_episode(env, seed: int, act) -> tuple[float, dict]:
+    """One episode of `act` (rows -> actions) from reset(seed): its return and the reset info."""
+    from dlrun.rl.rollout import as_rows
+
+    obs, info = env.reset(seed=int(seed))
+    total, done = 0.0, False
+    while not done:
+        obs, r, term, trunc, _ = env.step(act(as_rows([obs], env.observation_space))[0])
+        total += r
+        done = term or trunc
+    return total, info
+
+
 def record_videos(env_cfg, seeds, act, folder: Path) -> list[Path]:
     """MP4s of greedy episodes (one per seed) through gymnasium's RecordVideo wrapper."""
     import gymnasium as gym
     from gymnasium.error import DependencyNotInstalled
 
     from dlrun.rl.envs import make
-    from dlrun.rl.rollout import as_rows
 
     env = make(str(env_cfg.id), render_mode="rgb_array", **dict(env_cfg.get("kwargs") or {}))
     folder.mkdir(parents=True, exist_ok=True)
@@ -250,11 +267,7 @@ def record_videos(env_cfg, seeds, act, folder: Path) -> list[Path]:
         env = gym.wrappers.RecordVideo(env, str(folder), episode_trigger=lambda _: True, name_prefix=f"greedy-{stamp}",
                                        disable_logger=True)
         for seed in seeds:
-            obs, _ = env.reset(seed=int(seed))
-            done = False
-            while not done:
-                obs, _, term, trunc, _ = env.step(act(as_rows([obs], env.observation_space))[0])
-                done = term or trunc
+            play_episode(env, seed, act)
         env.close()
     except DependencyNotInstalled as e:
         raise DlrunError(f"video recording: {str(e).splitlines()[0]}", "pip install 'dlrun[video]'") from None
@@ -269,17 +282,12 @@ def orso_path_figure(factory, seed: int, act):
     import matplotlib.pyplot as plt
 
     from dlrun.rl.envs import EDGES, NODES
-    from dlrun.rl.rollout import as_rows
 
     pos = {"S": (0, 0), "A": (-2, 2), "B": (0, 1.5), "C": (2, 1), "D": (-3.5, 3), "E": (-2, 3.5), "F": (-3, 4.5),
            "G": (-1, 6), "H": (0, 4), "K": (1, 3), "L": (3.5, 2.5), "M": (2.5, 3), "N": (2.5, 4.5), "O": (1.5, 6)}
     env = factory()
-    obs, info = env.reset(seed=seed)
-    pots, total, done = list(info["pots"]), 0.0, False
-    while not done:
-        obs, r, term, trunc, _ = env.step(int(act(as_rows([obs], env.observation_space))[0]))
-        total += r
-        done = term or trunc
+    total, info = play_episode(env, seed, act)  # Orso.step casts the action to int
+    pots = list(info["pots"])
     path = env.unwrapped.path
     fig, ax = plt.subplots(figsize=(6, 6))
     cmap = plt.get_cmap("viridis")
