@@ -37,3 +37,27 @@ def downloading(what: str, timeout: float, hint: str):
         raise DlrunError(f"cannot download {what}: no network? ({reason})", hint) from None
     finally:
         socket.setdefaulttimeout(old)
+
+
+def require_tfds(source: str, alternatives: str):
+    """The tensorflow_datasets module, or one line saying that data=`source` needs it."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorflow_datasets") is None:
+        raise DlrunError(f"data={source} needs the tensorflow-datasets package",
+                         f"pip install 'dlrun[tfds]', or use {alternatives}")
+    import tensorflow_datasets as tfds
+
+    return tfds
+
+
+def tfds_load(tfds, data_cfg, name: str, splits: list[str], **kwargs):
+    """tfds.load of `splits` of data set `name` (with info), bounded by data.download_timeout;
+    a failed download or an unknown set is one line. -> (parts, info)"""
+    hint = "tensorflow-datasets caches it under data.data_dir (~/tensorflow_datasets) after one online run"
+    with downloading(f"data set '{name}' (tfds)", data_cfg.get("download_timeout", 15), hint):
+        try:
+            return tfds.load(name, split=splits, with_info=True, data_dir=data_cfg.get("data_dir"),
+                             download=bool(data_cfg.download), **kwargs)
+        except (ValueError, KeyError, AssertionError) as e:
+            raise DlrunError(f"tfds data set '{name}': {str(e).strip().splitlines()[0][:200]}") from None

@@ -338,15 +338,9 @@ def tfds_record(example, image_key: str = "image", objects_key: str = "objects",
 def load_tfds_detection(data_cfg) -> Boxes:
     # Registry names are global (one entry per name, checked per task with its tags), and "tfds"
     # is the image classification loader in dlrun/data/images.py, hence this name.
-    import importlib.util
+    from dlrun.download import require_tfds, tfds_load
 
-    from dlrun.download import downloading
-
-    if importlib.util.find_spec("tensorflow_datasets") is None:
-        raise DlrunError("data=tfds_detection needs the tensorflow-datasets package",
-                         "pip install 'dlrun[tfds]', or use data=voc or data=coco on local files")
-    import tensorflow_datasets as tfds
-
+    tfds = require_tfds("tfds_detection", "data=voc or data=coco on local files")
     name = data_cfg.get("dataset")
     if name in (None, "", "???"):
         raise DlrunError("data.dataset is required for data=tfds_detection", "data.dataset=voc/2007")
@@ -354,13 +348,7 @@ def load_tfds_detection(data_cfg) -> Boxes:
     splits = {s: str(data_cfg[f"{s}_split"]) for s in ("train", "val", "test")}
     keys = {k: str(data_cfg.get(k, d)) for k, d in (("image_key", "image"), ("objects_key", "objects"),
                                                     ("bbox_key", "bbox"), ("label_key", "label"))}
-    hint = "tensorflow-datasets caches it under data.data_dir (~/tensorflow_datasets) after one online run"
-    with downloading(f"data set '{name}' (tfds)", data_cfg.get("download_timeout", 15), hint):
-        try:
-            parts, info = tfds.load(name, split=list(splits.values()), with_info=True,
-                                    data_dir=data_cfg.get("data_dir"), download=bool(data_cfg.download))
-        except (ValueError, KeyError, AssertionError) as e:
-            raise DlrunError(f"tfds data set '{name}': {str(e).strip().splitlines()[0][:200]}") from None
+    parts, info = tfds_load(tfds, data_cfg, name, list(splits.values()))
     try:
         label = info.features[keys["objects_key"]][keys["label_key"]]
     except (KeyError, TypeError):

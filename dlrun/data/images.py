@@ -292,24 +292,14 @@ def _from_directory(path, **kwargs):
 @DATA.register("tfds", "A TensorFlow Datasets image classification set by name (needs tensorflow-datasets)",
                tags=("image",))
 def load_tfds(data_cfg) -> Images:
-    import importlib.util
-
     import tensorflow as tf
 
-    if importlib.util.find_spec("tensorflow_datasets") is None:
-        raise DlrunError("data=tfds needs the tensorflow-datasets package",
-                         "pip install 'dlrun[tfds]', or use data=folder, mnist or cifar10")
-    import tensorflow_datasets as tfds
+    from dlrun.download import require_tfds, tfds_load
 
+    tfds = require_tfds("tfds", "data=folder, mnist or cifar10")
     name = _required(data_cfg, "dataset", "data.dataset=tf_flowers")
     splits = [str(data_cfg.train_split), str(data_cfg.val_split), str(data_cfg.test_split)]
-    hint = "tensorflow-datasets caches it under data.data_dir (~/tensorflow_datasets) after one online run"
-    with downloading(f"data set '{name}' (tfds)", data_cfg.get("download_timeout", 15), hint):
-        try:
-            parts, info = tfds.load(name, split=splits, as_supervised=True, with_info=True,
-                                    data_dir=data_cfg.get("data_dir"), download=bool(data_cfg.download))
-        except (ValueError, KeyError, AssertionError) as e:
-            raise DlrunError(f"tfds data set '{name}': {str(e).strip().splitlines()[0][:200]}") from None
+    parts, info = tfds_load(tfds, data_cfg, name, splits, as_supervised=True)
     label = info.features[str(data_cfg.get("label_key", "label"))]
     names = list(getattr(label, "names", None) or [str(i) for i in range(int(label.num_classes))])
     size = image_size(data_cfg.get("image_size"))
