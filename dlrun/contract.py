@@ -175,6 +175,9 @@ class Report:
     figures: file name -> matplotlib Figure (logged as PNG under plots/).
     texts: file name -> text (samples, TSV files; logged as artifacts).
     files: artifact path -> a local file the task wrote (binary results: videos).
+    warnings: lines the user must see beside the results (a network that loses to a baseline
+    on validation data, see metrics.losing_to_baseline); printed and added to the run's
+    `dlrun.warnings` tag by the runner.
     """
 
     metrics: dict[str, float] = field(default_factory=dict)
@@ -183,6 +186,7 @@ class Report:
     texts: dict[str, str] = field(default_factory=dict)
     files: dict[str, Any] = field(default_factory=dict)
     primary: str | None = None  # e.g. "test/accuracy"
+    warnings: list[str] = field(default_factory=list)
 
     def merge(self, other: Report) -> Report:
         self.metrics.update(other.metrics)
@@ -191,12 +195,14 @@ class Report:
         self.texts.update(other.texts)
         self.files.update(other.files)
         self.primary = self.primary or other.primary
+        self.warnings += [w for w in other.warnings if w not in self.warnings]
         return self
 
     def prefixed(self, prefix: str) -> Report:
         """The same report with every metric name under `prefix/`."""
         return Report({f"{prefix}/{k}": v for k, v in self.metrics.items()}, self.tables, self.figures,
-                      self.texts, self.files, primary=f"{prefix}/{self.primary}" if self.primary else None)
+                      self.texts, self.files, primary=f"{prefix}/{self.primary}" if self.primary else None,
+                      warnings=self.warnings)
 
 
 class RunHandle(Protocol):

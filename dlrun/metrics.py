@@ -62,6 +62,29 @@ def regression(y_true, y_pred) -> dict:
     }
 
 
+def losing_to_baseline(metric: str, maximize: bool, network: float | None, baselines: dict[str, float],
+                       suggestion: str | None = None) -> str | None:
+    """The warning line owed when the network does worse than the best baseline on the
+    validation split (None when it does not, or when there is nothing to compare).
+
+    metric: the compared metric's name; maximize: its direction; network: the network's value
+    at the evaluated weights; baselines: baseline name -> value on the same split; suggestion:
+    what to try instead (e.g. "model=bow"), task-specific.
+    """
+    import math
+
+    scored = {k: float(v) for k, v in baselines.items() if v is not None and math.isfinite(float(v))}
+    if network is None or not math.isfinite(float(network)) or not scored:
+        return None
+    name, best = (max if maximize else min)(scored.items(), key=lambda kv: kv[1])
+    loses = float(network) < best if maximize else float(network) > best
+    if not loses:
+        return None
+    line = (f"the network loses to the {name} baseline on the validation split: {metric} "
+            f"{float(network):.4g} vs {best:.4g}")
+    return f"{line}; try {suggestion}" if suggestion else line
+
+
 def prefixed(prefix: str, metrics: dict) -> dict:
     return {f"{prefix}/{k}": v for k, v in metrics.items()}
 

@@ -240,6 +240,10 @@ def _train(cfg, overrides, workdir: Path, task_name: str, strategy, tracker, sto
         served = task.serving(cfg, model, data)
     report = task.evaluate(cfg, served, data)
     console.report(report, title=f"{task_name} results")
+    for line in report.warnings:
+        console.warn(line)
+    if report.warnings:
+        tracker.set_tags({"dlrun.warnings": " | ".join([*data.warnings, *report.warnings])[:5000]})
     try:
         model_id = tracker.log_served(served, workdir / "served", task_name) if chief else None
         tracker.log_report(report, model_id=model_id, dataset=datasets.get("testing"))
