@@ -229,6 +229,9 @@ def _run_hydra(command: str, args: list[str]) -> int:
 
     register_schemas()
     failures: list[str] = []
+    from dlrun import sweep
+
+    sweep.FAILED_JOBS = sweep.FAILED_BEFORE = 0  # this command's sweep (a process may run several commands)
 
     def job(cfg):
         from dlrun import console, runner
@@ -276,8 +279,6 @@ def _run_hydra(command: str, args: list[str]) -> int:
     main = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(job)
     sys.argv = [f"dlrun {command}", *args]
     main()
-    from dlrun import sweep
-
     return 2 if failures or sweep.FAILED_JOBS else 0
 
 

@@ -1,16 +1,44 @@
-"""Shared fixtures: run the real `dlrun` console script and read the real MLflow store."""
+"""Shared fixtures: run `dlrun` in this process (default tier) or as a real console-script
+process (e2e tier), share trained runs across tests, and read the real MLflow store.
+
+Tiers (pyproject's addopts deselect the last two):
+- default: unit tests and in-process runs (`run_dlrun`, `shared_run`): minutes in all;
+- `-m e2e`: tests that need real processes (signals, kill and resume, servers, concurrent
+  first runs, read-only folders, parallel sweeps, installed wheels): `run_process`;
+- `-m slow`: the preset quality bars of `scripts/*_quality.py`.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import subprocess
 import sys
+import traceback
+import types
 from pathlib import Path
 
 import pytest
 
+# rich reads the width when dlrun's consoles are made (import time): tables as wide as in a terminal
+os.environ.setdefault("COLUMNS", "160")
+
 DLRUN = shutil.which("dlrun", path=str(Path(sys.executable).parent)) or shutil.which("dlrun")
+
+
+def pytest_configure(config):
+    """TensorFlow (quietly) with two logical CPU devices before anything starts its runtime, so
+    that in-process runs with `strategy.cpu_replicas=2` get a real two-replica MirroredStrategy."""
+    from dlrun.runner import quiet_tensorflow
+
+    quiet_tensorflow()
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    with contextlib.suppress(RuntimeError):  # already initialised (a plugin imported it): one device
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 
 def dlrun_env(**extra) -> dict:
@@ -18,6 +46,77 @@ def dlrun_env(**extra) -> dict:
     env.update({"PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": "", "COLUMNS": "160"})
     env.update(extra)
     return env
+
+
+def _reset_mlflow() -> None:
+    """Forget the tracking URI an earlier in-process run set (a run sets it for its process)."""
+    if "mlflow" not in sys.modules:
+        return
+    import mlflow
+
+    leaked = mlflow.active_run()
+    while mlflow.active_run():
+        mlflow.end_run("FAILED")
+    mlflow.set_tracking_uri(None)
+    assert leaked is None, f"an in-process dlrun call left MLflow run {leaked.info.run_id} active"
+
+
+def _reset_determinism() -> None:
+    """trainer.deterministic=true turns TensorFlow's op determinism on for the process; a later
+    in-process run must start without it, as a new process would."""
+    from tensorflow.python.framework import config as tf_config  # no public switch back
+
+    if tf_config.is_op_determinism_enabled():
+        tf_config.disable_op_determinism()
+
+
+def dlrun_inprocess(args, cwd: Path, env: dict | None = None) -> types.SimpleNamespace:
+    """`dlrun *args` in this process, in folder `cwd`: (returncode, stdout, stderr) like a
+    finished process. MLflow's default store is `cwd`/mlflow.db, as for a process started there."""
+    from dlrun import cli
+
+    saved_env, saved_argv, saved_cwd = dict(os.environ), list(sys.argv), os.getcwd()
+    out, err = io.StringIO(), io.StringIO()
+    for key in [k for k in os.environ if k.startswith("MLFLOW_")]:
+        del os.environ[key]
+    # the default relative sqlite:///mlflow.db, made absolute: MLflow caches a store per URI
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path(cwd).resolve()}/mlflow.db"
+    os.environ.update(env or {})
+    _reset_mlflow()
+    os.chdir(cwd)
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                cli.main([str(a) for a in args])
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            except Exception:  # a bug: its traceback, as a process would print it
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.chdir(saved_cwd)
+        sys.argv = saved_argv
+        os.environ.clear()
+        os.environ.update(saved_env)
+        _reset_mlflow()
+        _reset_determinism()
+    return types.SimpleNamespace(args=list(args), returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
+def dlrun_process(args, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """The real `dlrun` console script as a new process in folder `cwd`."""
+    assert DLRUN, "the dlrun console script is not installed"
+    return subprocess.run([DLRUN, *map(str, args)], cwd=cwd, env=dlrun_env(**(env or {})), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _checked(proc, args, expect):
+    if expect is not None and proc.returncode != expect:
+        raise AssertionError(
+            f"dlrun {' '.join(map(str, args))} exited {proc.returncode}, expected {expect}\n"
+            f"--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}")
+    return proc
 
 
 @pytest.fixture
@@ -28,19 +127,29 @@ def workdir(tmp_path) -> Path:
 
 @pytest.fixture
 def run_dlrun(workdir):
-    """run_dlrun(*args, expect=0, env=None, timeout=300) -> CompletedProcess (text output)."""
+    """run_dlrun(*args, expect=0, env=None) -> result with returncode, stdout, stderr: `dlrun`
+    called in this process, in `workdir`."""
 
-    def run(*args, expect: int | None = 0, env: dict | None = None, timeout: int = 300):
-        assert DLRUN, "the dlrun console script is not installed"
-        proc = subprocess.run([DLRUN, *map(str, args)], cwd=workdir, env=dlrun_env(**(env or {})),
-                              capture_output=True, text=True, timeout=timeout)
-        if expect is not None and proc.returncode != expect:
-            raise AssertionError(
-                f"dlrun {' '.join(map(str, args))} exited {proc.returncode}, expected {expect}\n"
-                f"--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}")
-        return proc
+    def run(*args, expect: int | None = 0, env: dict | None = None, timeout: int | None = None):
+        return _checked(dlrun_inprocess(args, workdir, env), args, expect)
 
     return run
+
+
+@pytest.fixture
+def run_process(workdir):
+    """run_process(*args, expect=0, env=None, timeout=300): the real console script (e2e tier)."""
+
+    def run(*args, expect: int | None = 0, env: dict | None = None, timeout: int = 300):
+        return _checked(dlrun_process(args, workdir, env, timeout), args, expect)
+
+    return run
+
+
+def store_runs(client):
+    """Every run in a store, newest first."""
+    exps = client.search_experiments()
+    return client.search_runs([e.experiment_id for e in exps], order_by=["attributes.start_time DESC"])
 
 
 @pytest.fixture
@@ -53,10 +162,42 @@ def mlflow_client(workdir):
 @pytest.fixture
 def runs(mlflow_client):
     """runs() -> every run in the store, newest first."""
+    return lambda: store_runs(mlflow_client)
 
-    def get():
-        exps = mlflow_client.search_experiments()
-        return mlflow_client.search_runs([e.experiment_id for e in exps], order_by=["attributes.start_time DESC"])
+
+# One trained run per task family, shared by every test that only reads it (logging, predict,
+# pyfunc, export, eval). Each lives in its own folder and store. A test that adds to a shared
+# run (eval, export) must not assume it is the only one that did.
+SHARED_RUNS = {
+    "tabular": ("train", "trainer.epochs=3", "tracking.system_metrics_interval=0.5"),
+    "cnn": ("train", "task=cnn", "trainer=smoke"),
+    "sequence": ("train", "task=sequence", "trainer=smoke"),
+    "text": ("train", "task=text", "trainer=smoke"),
+}
+
+
+@pytest.fixture(scope="session")
+def shared_run(tmp_path_factory):
+    """shared_run(name) -> namespace(workdir, client, run, proc, run_dlrun) for SHARED_RUNS[name],
+    trained once per session in process; run_dlrun(*args) runs further commands in its folder."""
+    from mlflow.tracking import MlflowClient
+
+    cache: dict[str, types.SimpleNamespace] = {}
+
+    def get(name: str) -> types.SimpleNamespace:
+        if name not in cache:
+            workdir = tmp_path_factory.mktemp(f"shared_{name}")
+            args = SHARED_RUNS[name]
+            proc = _checked(dlrun_inprocess(args, workdir), args, 0)
+            client = MlflowClient(tracking_uri=f"sqlite:///{workdir}/mlflow.db")
+            (run,) = store_runs(client)
+
+            def again(*more, expect: int | None = 0, env: dict | None = None, _dir=workdir):
+                return _checked(dlrun_inprocess(more, _dir, env), more, expect)
+
+            cache[name] = types.SimpleNamespace(workdir=workdir, client=client, run=run, proc=proc,
+                                                run_dlrun=again)
+        return cache[name]
 
     return get
 

@@ -17,14 +17,14 @@ FAST = ("experiment=insurance", "data.n_samples=300", "task.baselines=[]", "trac
         "tracking.system_metrics=false", "tracking.log_dataset=false")
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is None,
                     reason="hydra-joblib-launcher not installed (dev extra)")
-def test_four_parallel_jobs_on_one_sqlite_store_lose_no_run_and_no_metric(run_dlrun, runs, mlflow_client):
+def test_four_parallel_jobs_on_one_sqlite_store_lose_no_run_and_no_metric(run_process, runs, mlflow_client):
     epochs = 3
     # backup_interval_s=0: every job sends its metrics after every epoch, so the four processes
     # write to the store at the same moments
-    run_dlrun("train", "-m", *FAST, f"trainer.epochs={epochs}", "trainer.backup_interval_s=0",
+    run_process("train", "-m", *FAST, f"trainer.epochs={epochs}", "trainer.backup_interval_s=0",
               "trainer.seed=1,2,3,4", "tracking.log_model=false", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4",
               timeout=480)
     every = runs()
@@ -42,11 +42,12 @@ def test_four_parallel_jobs_on_one_sqlite_store_lose_no_run_and_no_metric(run_dl
     assert parent.data.metrics["sweep/finished"] == 4 and parent.data.metrics["sweep/failed"] == 0
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is None,
                     reason="hydra-joblib-launcher not installed (dev extra)")
-def test_a_job_failing_in_a_joblib_worker_fails_the_sweep_command(run_dlrun, runs):
+def test_a_job_failing_in_a_joblib_worker_fails_the_sweep_command(run_process, runs):
     # the job fails in another process: the command learns it from the sweep's summary
-    run_dlrun("train", "-m", "trainer=smoke", "tracking.log_model=false", "model.dropout=0.1,1.5",
+    run_process("train", "-m", "trainer=smoke", "tracking.log_model=false", "model.dropout=0.1,1.5",
               "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", expect=2)
     (parent,) = [r for r in runs() if r.data.tags.get("dlrun.sweep") == "true"]
     assert parent.data.metrics["sweep/failed"] == 1 and parent.data.metrics["sweep/finished"] == 1
@@ -63,7 +64,7 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_two_workers_train_one_model_and_only_the_chief_logs_and_saves(tmp_path, mlflow_client, runs, workdir):
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}

@@ -49,6 +49,7 @@ def _augmented(augment: dict, n: int, seed: int = 0):
     from dlrun.data.detection import augment_fn, augmenter
 
     x, b, lab, colours = _scenes(n, seed)
+    tf.random.set_seed(None)  # no global seed (a run sets one): the same windows whatever ran before
     ds = tf.data.Dataset.from_tensor_slices((x, b, lab)).map(augment_fn(augmenter(augment, seed=7)))
     out = [tuple(v.numpy() for v in row) for row in ds]
     return x, b, lab, colours, out

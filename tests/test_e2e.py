@@ -1,4 +1,5 @@
-"""End to end: the real `dlrun` console script against a real MLflow store."""
+"""End to end through the CLI (in process; the signal tests run the real console script) against
+a real MLflow store."""
 
 from __future__ import annotations
 
@@ -17,11 +18,12 @@ def _metric_history(client, run_id, key):
     return client.get_metric_history(run_id, key)
 
 
-def test_train_logs_everything_then_eval_reproduces(run_dlrun, runs, mlflow_client, workdir):
-    out = run_dlrun("train", "trainer.epochs=3", "tracking.system_metrics_interval=0.5").stdout
+def test_train_logs_everything_then_eval_reproduces(shared_run):
+    shared = shared_run("tabular")
+    out, workdir, mlflow_client, run_dlrun = shared.proc.stdout, shared.workdir, shared.client, shared.run_dlrun
     assert "comparison" in out and "random_forest" in out and "mlp (network)" in out
     assert (workdir / "mlflow.db").exists()  # MLflow's default local store, in the working directory
-    (run,) = runs()
+    run = mlflow_client.get_run(shared.run.info.run_id)
     assert run.info.status == "FINISHED"
     assert run.info.run_name.startswith("tabular-mlp-")
     exp = mlflow_client.get_experiment(run.info.experiment_id)
@@ -75,7 +77,7 @@ def test_train_logs_everything_then_eval_reproduces(run_dlrun, runs, mlflow_clie
     again = mlflow_client.get_run(run.info.run_id)
     assert again.info.status == "FINISHED"
     history = _metric_history(mlflow_client, run.info.run_id, "test/accuracy")
-    assert len(history) == 2 and history[0].value == pytest.approx(history[1].value, abs=1e-9)
+    assert len(history) >= 2 and history[0].value == pytest.approx(history[-1].value, abs=1e-9)
 
     # eval failing on bad data must not damage the finished run
     proc = run_dlrun("eval", f"run_id={run.info.run_id}", "data=csv", "data.path=missing.csv", "data.target=y",
@@ -151,6 +153,7 @@ def test_multirun_sweep_is_one_parent_run_with_a_summary(run_dlrun, runs, mlflow
     assert (workdir / "multirun").is_dir() and not (workdir / "dlrun").exists()
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(("sig", "code", "reason"), [(signal.SIGINT, 130, "interrupted (Ctrl-C)"),
                                                    (signal.SIGTERM, 143, "terminated (SIGTERM)")])
 def test_ctrl_c_and_sigterm_end_the_run_killed_with_the_best_checkpoint(workdir, runs, mlflow_client, sig, code,
@@ -196,15 +199,3 @@ def test_trainer_options_mixed_precision_cosine_adamw_early_stopping(run_dlrun, 
     assert run.data.metrics["timing/epochs"] == 2
     events = [a.path for a in mlflow_client.list_artifacts(run.info.run_id, "tensorboard/train")]
     assert any("tfevents" in p for p in events), events
-
-
-@pytest.mark.slow
-def test_insurance_preset_reaches_the_course_range(run_dlrun, runs):
-    """Course: best known model ~0.80 test accuracy; the generator's Bayes rate is ~0.80."""
-    run_dlrun("train", "experiment=insurance", "trainer.progress=false")
-    (run,) = runs()
-    m = run.data.metrics
-    assert run.data.params["model.params"] == "353"
-    assert 0.74 <= m["test/accuracy"] <= 0.86
-    best_baseline = max(m["baseline/linear/accuracy"], m["baseline/random_forest/accuracy"])
-    assert m["test/accuracy"] >= best_baseline - 0.05

@@ -1,5 +1,5 @@
 """`dlrun export` round trips (keras, savedmodel, tflite float and int8) and the logged model
-served for real by `mlflow models serve`, answering raw rows like `dlrun predict`."""
+served for real by `mlflow models serve` (e2e), answering raw rows like `dlrun predict`."""
 
 from __future__ import annotations
 
@@ -19,30 +19,17 @@ from test_server import _free_port
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """One small insurance run shared by the tests here: (workdir, run id)."""
-    from conftest import DLRUN, dlrun_env
-
-    workdir = tmp_path_factory.mktemp("export")
-    subprocess.run([DLRUN, "train", "trainer.epochs=3", "trainer.progress=false"], cwd=workdir, env=dlrun_env(),
-                   check=True, capture_output=True, timeout=300)
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
-    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    return workdir, run.info.run_id
+def trained(shared_run):
+    """The session's shared insurance run: (workdir, run id, in-process dlrun in its folder)."""
+    shared = shared_run("tabular")
+    return shared.workdir, shared.run.info.run_id, shared.run_dlrun
 
 
 def test_export_round_trips(trained):
-    from conftest import DLRUN, dlrun_env
-
-    workdir, run_id = trained
+    workdir, run_id, run_dlrun = trained
 
     def export(*args, expect=0):
-        proc = subprocess.run([DLRUN, "export", f"run_id={run_id}", *args], cwd=workdir, env=dlrun_env(),
-                              capture_output=True, text=True, timeout=300)
-        assert proc.returncode == expect, proc.stderr[-3000:]
-        return proc
+        return run_dlrun("export", f"run_id={run_id}", *args, expect=expect)
 
     for fmt in ("keras", "savedmodel", "tflite"):
         export(f"format={fmt}")
@@ -77,11 +64,11 @@ def _has(package: str) -> bool:
     return importlib.util.find_spec(package) is not None
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_mlflow_models_serve_answers_raw_rows_like_dlrun_predict(trained):
     from conftest import DLRUN, dlrun_env
 
-    workdir, run_id = trained
+    workdir, run_id, _ = trained
     rows = pd.DataFrame({"speed": [190, 95, 120], "age": [19, 45, 30], "miles": [40.0, 5.0, 12.0]})
     rows.to_csv(workdir / "rows.csv", index=False)
     subprocess.run([DLRUN, "predict", f"run_id={run_id}", "input=rows.csv", "output=answers.csv"], cwd=workdir,

@@ -1,7 +1,7 @@
-"""Faults a demanding user meets (issue 7), each through the real console script: concurrent
-runs, a racing first store creation, NaN losses, one-class and constant targets, unreadable
-folders and stores, corrupt files. Each asserts the exit code, one line on stderr and what the
-MLflow store holds afterwards."""
+"""Faults a demanding user meets (issue 7) through the CLI: NaN losses, one-class and constant
+targets, corrupt files, deleted experiments (in process); concurrent first runs, unreadable
+folders and stores (real console-script processes, e2e). Each asserts the exit code, one line
+on stderr and what the MLflow store holds afterwards."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import pytest
 from conftest import DLRUN, dlrun_env, stderr_line
 
 
-def start(cwd: Path, *args):
-    return subprocess.Popen([DLRUN, *map(str, args)], cwd=cwd, env=dlrun_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+def start(cwd: Path, *args, preexec_fn=None, env=None):
+    return subprocess.Popen([DLRUN, *map(str, args)], cwd=cwd, env=dlrun_env(**(env or {})), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn)
 
 
 def finish(proc, timeout: int = 300):
@@ -30,6 +30,7 @@ def all_runs(client):
     return client.search_runs([e.experiment_id for e in exps], order_by=["attributes.start_time ASC"])
 
 
+@pytest.mark.e2e
 def test_two_first_runs_in_a_fresh_folder_each_log_their_own_model(workdir, mlflow_client, tmp_path):
     """Both start before the store exists (its creation is locked) and in the same second (each
     gets its own run folder): each run's checkpoint and model are its own network."""
@@ -106,40 +107,62 @@ def test_image_folders_one_class_and_a_corrupt_file(run_dlrun, runs, workdir):
     assert runs()[0].info.status == "FINISHED"
 
 
-def _read_only_folder(path: Path) -> Path:
-    """A folder nobody may write to: chmod for a normal user; root ignores modes, so for root a
-    read-only tmpfs mount (skipped where mounting is not allowed)."""
-    path.mkdir()
+NOBODY = 65534
+
+
+def _as_nobody():
+    """preexec_fn: the child drops root (root ignores file modes), as a normal user would run."""
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
+
+
+def _read_only_folder(base: Path):
+    """A folder its dlrun processes may not write to, and how they must be started (None, or
+    a preexec_fn). A normal user: chmod. Root ignores modes, so for root: a read-only tmpfs
+    mount, else the immutable flag (both need capabilities a container may lack), else the
+    processes run as 'nobody' over a chmod-ed folder (needs a Python that others may read)."""
+    ro = base / "ro"
+    ro.mkdir()
     if os.geteuid() != 0:
-        path.chmod(0o555)
-        return path
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(path)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip("running as root without permission to mount a read-only folder")
-    return path
+        ro.chmod(0o555)
+        return ro, None, lambda: None
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], capture_output=True).returncode == 0:
+        return ro, None, lambda: subprocess.run(["umount", str(ro)], capture_output=True)
+    if subprocess.run(["chattr", "+i", str(ro)], capture_output=True).returncode == 0:
+        return ro, None, lambda: subprocess.run(["chattr", "-i", str(ro)], capture_output=True)
+    probe = subprocess.run([DLRUN, "--version"], preexec_fn=_as_nobody, capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("root without mount/chattr capabilities, and the environment is not readable by others")
+    for folder in (base, *base.parents):  # let 'nobody' reach the base folder
+        if folder == Path("/"):
+            break
+        folder.chmod(folder.stat().st_mode | 0o005)
+    base.chmod(0o777)
+    ro.chmod(0o555)
+    return ro, _as_nobody, lambda: None
 
 
-def test_read_only_folder_and_unusable_stores_are_one_line(tmp_path):
-    ro = _read_only_folder(tmp_path / "ro")
+@pytest.mark.e2e
+def test_read_only_folder_is_one_line(tmp_path):
+    ro, user, undo = _read_only_folder(tmp_path)
+    env = {"HOME": str(tmp_path), "MPLCONFIGDIR": str(tmp_path / "mpl")}
     try:
-        procs = {
-            "cwd": start(ro, "train", "trainer=smoke"),
-            "store": start(ro, "train", "trainer=smoke", f"hydra.run.dir={tmp_path / 'out'}"),
-        }
-        junk = tmp_path / "junk"
-        junk.mkdir()
-        (junk / "mlflow.db").write_bytes(b"this is not a database" * 10)
-        procs["corrupt"] = start(junk, "train", "trainer=smoke")
+        procs = {"cwd": start(ro, "train", "trainer=smoke", preexec_fn=user, env=env),
+                 "store": start(ro, "train", "trainer=smoke", f"hydra.run.dir={tmp_path / 'out'}", preexec_fn=user,
+                                env=env)}
         results = {k: finish(p) for k, p in procs.items()}
     finally:
-        if os.geteuid() == 0:
-            subprocess.run(["umount", str(ro)], capture_output=True)
+        undo()
     for r in results.values():
         assert r.returncode == 2, r.stderr[-2000:]
     assert f"folder '{ro}' is not writable" in stderr_line(results["cwd"])
     assert f"cannot create the tracking store '{ro}/mlflow.db'" in stderr_line(results["store"])
-    assert "mlflow.db' is not an SQLite database" in stderr_line(results["corrupt"])
-    assert (junk / "mlflow.db").read_bytes() == b"this is not a database" * 10  # never overwritten
+
+
+def test_a_store_that_is_not_a_database_is_one_line_and_never_overwritten(run_dlrun, workdir):
+    (workdir / "mlflow.db").write_bytes(b"this is not a database" * 10)
+    assert "mlflow.db' is not an SQLite database" in stderr_line(run_dlrun("train", "trainer=smoke", expect=2))
+    assert (workdir / "mlflow.db").read_bytes() == b"this is not a database" * 10
 
 
 def test_deleted_experiment_and_sweep_jobs_that_fail(run_dlrun, runs, mlflow_client):
@@ -161,19 +184,18 @@ def test_deleted_experiment_and_sweep_jobs_that_fail(run_dlrun, runs, mlflow_cli
     assert parents[0].data.metrics["sweep/finished"] == 1
 
 
-def test_misleading_inputs_get_the_right_message(run_dlrun, workdir, tmp_path):
+def test_misleading_inputs_get_the_right_message(run_dlrun, workdir):
     (workdir / "folder.csv").mkdir()
     (workdir / "junk.keras").write_text("junk")
     rng = np.random.default_rng(1)
     (workdir / "u.csv").write_text("größe,b,y\n" + "".join(f"{a},{b},{int(a > b)}\n" for a, b in rng.normal(size=(60, 2))))
-    procs = {
-        "folder": start(workdir, "train", "trainer=smoke", "data=csv", "data.path=folder.csv", "data.target=y"),
-        "junk": start(workdir, "eval", "checkpoint=junk.keras"),
-        "quote": start(workdir, "train", "trainer=smoke", "data=csv", "data.path=u.csv", "data.target=y",
-                       "data.features=[größe,b]"),
-        "ok": start(workdir, "train", "trainer=smoke", "data=csv", "data.path=u.csv", "data.target=y"),
+    r = {
+        "folder": run_dlrun("train", "trainer=smoke", "data=csv", "data.path=folder.csv", "data.target=y", expect=None),
+        "junk": run_dlrun("eval", "checkpoint=junk.keras", expect=None),
+        "quote": run_dlrun("train", "trainer=smoke", "data=csv", "data.path=u.csv", "data.target=y",
+                           "data.features=[größe,b]", expect=None),
+        "ok": run_dlrun("train", "trainer=smoke", "data=csv", "data.path=u.csv", "data.target=y", expect=None),
     }
-    r = {k: finish(p) for k, p in procs.items()}
     assert "'folder.csv' is a folder, not a file" in stderr_line(r["folder"])
     assert "'junk.keras' is not a Keras model file" in stderr_line(r["junk"])
     assert """quote names with non-ASCII letters: 'data.features=["größe",b]'""" in stderr_line(r["quote"])

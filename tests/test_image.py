@@ -392,52 +392,46 @@ def test_evaluate_report(image_cfg, tmp_path):
     assert "test/top3_accuracy" not in report.metrics  # 3 classes: no top-k
 
 
-# -- end to end ----------------------------------------------------------------------------
+# -- whole runs, in process ------------------------------------------------------------------
 
-E2E = {
-    "cnn": ("train", "task=cnn", "trainer=smoke"),
+RUNS = {
     "shapes": ("train", "task=image", "data=synthetic_shapes", "trainer=smoke"),
     "mirrored": ("train", "task=cnn", "trainer=smoke", "strategy=mirrored", "strategy.cpu_replicas=2"),
 }
 
 
 @pytest.fixture(scope="module")
-def e2e(tmp_path_factory):
-    """The three smoke runs of the real `dlrun` start together (they overlap on the CPU), each in
-    its own folder with its own MLflow store; result(key) waits for one -> (run, MlflowClient)."""
-    import subprocess
+def smoke(shared_run, tmp_path_factory):
+    """smoke(key) -> (run, MlflowClient): the shared cnn smoke run, or one of RUNS trained once
+    for this module in its own folder and store."""
+    from conftest import dlrun_inprocess, store_runs
+    from mlflow.tracking import MlflowClient
 
-    from conftest import DLRUN, dlrun_env
-
-    procs = {}
-    for key, args in E2E.items():
-        folder = tmp_path_factory.mktemp(f"e2e_{key}")
-        with open(folder / "out.txt", "w") as out:
-            procs[key] = (folder, subprocess.Popen([DLRUN, *args], cwd=folder, env=dlrun_env(), text=True,
-                                                   stdout=out, stderr=subprocess.STDOUT))
+    done = {}
 
     def result(key):
-        from mlflow.tracking import MlflowClient
-
-        folder, proc = procs[key]
-        code = proc.wait(timeout=300)
-        assert code == 0, f"dlrun {' '.join(E2E[key])} exited {code}\n{(folder / 'out.txt').read_text()[-4000:]}"
-        client = MlflowClient(tracking_uri=f"sqlite:///{folder}/mlflow.db")
-        (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+        if key == "cnn":
+            shared = shared_run("cnn")
+            run, client = shared.client.get_run(shared.run.info.run_id), shared.client
+        elif key not in done:
+            folder = tmp_path_factory.mktemp(f"image_{key}")
+            proc = dlrun_inprocess(RUNS[key], folder)
+            assert proc.returncode == 0, f"dlrun {' '.join(RUNS[key])} exited {proc.returncode}\n{proc.stderr[-4000:]}"
+            client = MlflowClient(tracking_uri=f"sqlite:///{folder}/mlflow.db")
+            (run,) = store_runs(client)
+            done[key] = run, client
+        run, client = done.get(key, (run, client))
         assert run.info.status == "FINISHED"
         m = run.data.metrics
         assert {"test/accuracy", "test/loss", "val/loss", "train/loss"} <= set(m)
         assert m.get("test/top3_accuracy", 1.0) >= m["test/accuracy"]  # top-3 contains the top-1 answer
         return run, client
 
-    yield result
-    for _, proc in procs.values():
-        if proc.poll() is None:
-            proc.kill()
+    return result
 
 
-def test_train_task_cnn_smoke(e2e):
-    run, client = e2e("cnn")
+def test_train_task_cnn_smoke(smoke):
+    run, client = smoke("cnn")
     params = run.data.params
     assert (params["task.name"], params["model.name"], params["data.name"]) == ("image", "cnn", "digits")
     assert "test/top3_accuracy" in run.data.metrics
@@ -445,22 +439,16 @@ def test_train_task_cnn_smoke(e2e):
     assert {"plots/confusion_matrix.png", "plots/misclassified.png"} <= plots
 
 
-def test_train_synthetic_shapes_smoke(e2e):
-    run, _ = e2e("shapes")
+def test_train_synthetic_shapes_smoke(smoke):
+    run, _ = smoke("shapes")
     assert run.data.params["data.name"] == "synthetic_shapes"
     assert "test/top3_accuracy" not in run.data.metrics  # 3 classes: no top-k
 
 
-def test_train_task_cnn_mirrored_two_cpu_replicas(e2e):
-    run, _ = e2e("mirrored")
+def test_train_task_cnn_mirrored_two_cpu_replicas(smoke):
+    run, _ = smoke("mirrored")
     assert run.data.params["strategy.replicas"] == "2"
-
-
-@pytest.mark.slow
-def test_preset_cnn_reaches_its_reference_accuracy(run_dlrun, runs):
-    run_dlrun("train", "experiment=cnn", timeout=600)
-    run = runs()[0]
-    assert run.info.status == "FINISHED" and run.data.metrics["test/accuracy"] >= 0.98
+    assert run.data.tags["dlrun.strategy"] == "MirroredStrategy"
 
 
 def test_file_cache_is_one_file_per_split(image_cfg, tmp_path):

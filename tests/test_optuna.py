@@ -68,8 +68,8 @@ def test_study_runs_records_failures_and_continues(run_dlrun, workdir, mlflow_cl
     assert summary.data.metrics["sweep/finished"] == 3
 
 
-@pytest.mark.slow
-def test_interrupted_study_resumes_with_the_same_command(run_dlrun, workdir):
+@pytest.mark.e2e
+def test_interrupted_study_resumes_with_the_same_command(run_process, workdir):
     args = ["train", "-m", "hparams_search=optuna", *FAST, "hydra.sweeper.n_trials=3", "trainer.epochs=2"]
     proc = subprocess.Popen([DLRUN, *args], cwd=workdir, env=dlrun_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -87,7 +87,7 @@ def test_interrupted_study_resumes_with_the_same_command(run_dlrun, workdir):
         proc.wait(timeout=60)
     kept = (workdir / "multirun" / "optuna" / "tabular-mlp" / "0" / ".hydra" / "overrides.yaml").stat().st_mtime_ns
 
-    run_dlrun(*args, expect=0)
+    run_process(*args, expect=0)
     s = study(workdir)
     assert states(s) == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
     interrupted, retry = s.trials[1], s.trials[2]
@@ -98,10 +98,10 @@ def test_interrupted_study_resumes_with_the_same_command(run_dlrun, workdir):
     assert (folder / "0" / ".hydra" / "overrides.yaml").stat().st_mtime_ns == kept  # nothing overwritten
 
 
-@pytest.mark.slow
-def test_parallel_workers_share_the_study_and_prune(run_dlrun, workdir, mlflow_client):
+@pytest.mark.e2e
+def test_parallel_workers_share_the_study_and_prune(run_process, workdir, mlflow_client):
     # two processes, one trial each at a time; a pruner that prunes every trial after its first epoch
-    run_dlrun("train", "-m", "hparams_search=optuna", *FAST, "trainer.epochs=3", "hydra.sweeper.n_trials=4",
+    run_process("train", "-m", "hparams_search=optuna", *FAST, "trainer.epochs=3", "hydra.sweeper.n_trials=4",
               "hydra.sweeper.n_jobs=2", "hydra.sweeper.study_name=par",
               "hydra.sweeper.pruner={_target_:optuna.pruners.ThresholdPruner,lower:1.01}", expect=0)
     s = study(workdir, "par")

@@ -12,7 +12,7 @@ import pytest
 from conftest import dlrun_env
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_wheel_installs_and_runs_from_another_folder(tmp_path):
     root = Path(__file__).resolve().parents[1]
     dist = tmp_path / "dist"

@@ -10,6 +10,8 @@ import time
 import pytest
 from conftest import DLRUN, dlrun_env, stderr_line
 
+pytestmark = pytest.mark.e2e
+
 COMMAND = ("train", "experiment=insurance", "trainer.epochs=24", "trainer.backup_interval_s=0")
 
 

@@ -192,9 +192,13 @@ def test_cli_normalized_obs_and_reward_log_raw_returns(run_dlrun, runs, mlflow_c
               "task.total_steps=600", "task.eval.episodes=3", "task.eval.during=1", "task.eval.every_steps=300")
     run = runs()[0]
     returns = [p.value for p in mlflow_client.get_metric_history(run.info.run_id, "train/episode_return")]
-    assert returns and all(8 <= r <= 500 for r in returns)  # CartPole's own units, not normalised ones
-    m = run.data.metrics
-    assert 8 <= m["test/mean_return"] <= 500  # the served policy ran on raw observations
+    # CartPole's own units (+1 a step: whole numbers), not normalised rewards
+    assert returns and all(r >= 8 and float(r).is_integer() for r in returns)
+    # the served policy (its normalisation inside) answers raw observations: dlrun eval feeds it
+    # raw ones and gets the trained agent's test return exactly
+    run_dlrun("eval", f"run_id={run.info.run_id}")
+    history = [h.value for h in mlflow_client.get_metric_history(run.info.run_id, "test/mean_return")]
+    assert len(history) == 2 and history[0] == history[1]
 
 
 def test_normalisation_needs_a_network_agent(compose):

@@ -289,18 +289,3 @@ def test_cli_train_smoke(run_dlrun, runs, mlflow_client, task, extra):
     assert {"test/mae", "baseline/naive/mae", "baseline/moving_average/mae"} <= set(run.data.metrics)
     artifacts = {a.path for a in mlflow_client.list_artifacts(run.info.run_id, "plots")}
     assert "plots/forecast.png" in artifacts
-
-
-@pytest.mark.slow
-def test_next_number_preset_reaches_the_course_result(run_dlrun, runs):
-    run_dlrun("train", "experiment=next_number")
-    metrics = runs()[0].data.metrics
-    assert abs(metrics["predict/70_80_90"] - 100) <= 5
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("preset", ["timeseries", "seq2seq"])
-def test_forecast_preset_beats_the_baselines(run_dlrun, runs, preset):
-    run_dlrun("train", f"experiment={preset}")
-    m = runs()[0].data.metrics
-    assert m["test/mae"] < min(m["baseline/naive/mae"], m["baseline/moving_average/mae"])

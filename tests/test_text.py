@@ -129,10 +129,3 @@ def test_transformer_saves_and_reloads_with_its_custom_layers(compose, tmp_path,
     model.save(tmp_path / "m.keras")
     again = keras.saving.load_model(tmp_path / "m.keras")
     assert np.allclose(model.predict(ids, verbose=0), again.predict(ids, verbose=0), atol=1e-5)
-
-
-@pytest.mark.slow
-def test_sentiment_preset_beats_the_tfidf_baseline(run_dlrun, runs):
-    run_dlrun("train", "experiment=text_sentiment", timeout=400)
-    m = runs()[0].data.metrics
-    assert m["test/accuracy"] > m["baseline/tfidf_logreg/accuracy"] + 0.1

@@ -43,7 +43,10 @@ def test_preset_smoke_logs_projector_files_and_probe_accuracy(run_dlrun, runs, m
     run = runs()[0]
     m = run.data.metrics
     assert run.info.status == "FINISHED" and 0 < m["test/analogy_chance"] < 0.05
-    assert 0 <= m["test/analogy_accuracy"] <= 1 and 0 < m["test/neighbour_chance"] < 0.2
+    assert 0 < m["test/neighbour_chance"] < 0.2
+    # one epoch on 2,000 sentences already places the planted pairs well above chance
+    assert m["test/analogy_accuracy"] > 3 * m["test/analogy_chance"]
+    assert m["test/neighbour_accuracy"] > 2 * m["test/neighbour_chance"]
     files = {f.path for f in mlflow_client.list_artifacts(run.info.run_id)}
     assert {"vectors.tsv", "metadata.tsv"} <= files
     meta = mlflow_client.download_artifacts(run.info.run_id, "metadata.tsv")
