@@ -86,3 +86,12 @@ def test_bad_config_values_are_one_line(run_dlrun, args, needle):
     command = ["eval"] if args == ["eval"] else ["train", *args]
     line = stderr_line(run_dlrun(*command, expect=2))
     assert (needle or "eval needs a model") in line
+
+
+def test_the_console_script_trains_and_logs_a_run(run_process, runs):
+    """One real `dlrun` process in the default tier: the installed entry point, TensorFlow's
+    start-up in a fresh interpreter, the exit code and the store it leaves behind."""
+    proc = run_process("train", "trainer=smoke")
+    assert "done in" in proc.stdout and "Traceback" not in proc.stderr
+    (run,) = runs()
+    assert run.info.status == "FINISHED" and "test/accuracy" in run.data.metrics
