@@ -17,7 +17,7 @@ from dlrun import __version__
 from dlrun.errors import DlrunError, Interrupted, did_you_mean
 
 COMMANDS = ("train", "eval", "predict", "export", "list")
-GROUPS = ("task", "model", "data", "strategy", "trainer", "tracking", "experiment", "hparams_search")
+GROUPS = ("task", "model", "data", "agent", "env", "strategy", "trainer", "tracking", "experiment", "hparams_search")
 
 USAGE = f"""dlrun {__version__} — deep-learning experiment runner (TensorFlow/Keras 3, Hydra, MLflow)
 
@@ -219,6 +219,13 @@ def _first_value(arg: str) -> str:
     return f"{key}={out}"
 
 
+def _flags_first(args: list[str]) -> list[str]:
+    """-m/--multirun anywhere on the line (`dlrun train trainer=smoke -m lr=0.1,0.01`): Hydra's
+    argument parser takes flags only before the overrides, so they move to the front."""
+    flags = [a for a in args if a in ("-m", "--multirun")]
+    return [*flags, *(a for a in args if a not in ("-m", "--multirun"))]
+
+
 def _run_hydra(command: str, args: list[str]) -> int:
     """Compose with Hydra and run `command` for each job (one, or many with -m)."""
     import hydra
@@ -345,7 +352,7 @@ def main(argv: list[str] | None = None) -> None:
             code = _from_run(command, rest)
         else:
             check_group_overrides(rest)
-            code = _run_hydra(command, rest)
+            code = _run_hydra(command, _flags_first(rest))
     except DlrunError as e:
         from dlrun import console
 

@@ -299,9 +299,8 @@ def export(cfg, where: dict, served_dir: Path, options: dict) -> dict:
 
 def evaluate_checkpoint(cfg) -> dict:
     """`dlrun eval checkpoint=<best.keras> task=...` (no MLflow): the data is rebuilt as in
-    training (same config, same seed), the saved network is put behind it and scored."""
-    import keras
-
+    training (same config, same seed), the saved network is put behind it and scored. The path
+    is checked before TensorFlow starts (prepare imports it quietly)."""
     from dlrun.registry import TASKS
     from dlrun.runner import build_data, prepare
 
@@ -314,6 +313,8 @@ def evaluate_checkpoint(cfg) -> dict:
     if not zipfile.is_zipfile(path):
         raise DlrunError(f"checkpoint '{path}' is not a Keras model file (a .keras file is a zip archive)")
     cfg, task_name, strategy = prepare(cfg)
+    import keras
+
     task = TASKS.get(task_name)()
     data, _, _ = build_data(task, cfg, strategy)
     console.header("eval", task_name, cfg.model.name, data.info.name, {"model": path.name}, None)

@@ -95,3 +95,28 @@ def test_the_console_script_trains_and_logs_a_run(run_process, runs):
     assert "done in" in proc.stdout and "Traceback" not in proc.stderr
     (run,) = runs()
     assert run.info.status == "FINISHED" and "test/accuracy" in run.data.metrics
+
+
+@pytest.mark.parametrize(("args", "needle", "valid"), [
+    (["train", "task=rl", "agent=dqnn"], "unknown agent 'dqnn'", "did you mean 'dqn'"),
+    (["train", "task=rl", "env=cartpol"], "unknown env 'cartpol'", "did you mean 'cartpole'"),
+])
+def test_agent_and_env_typos_name_the_valid_ones(run_dlrun, args, needle, valid):
+    line = stderr_line(run_dlrun(*args, expect=2))
+    assert needle in line and valid in line
+
+
+def test_multirun_flag_may_follow_the_overrides(run_dlrun, runs):
+    """`dlrun train trainer=smoke -m key=a,b` is a sweep, as `dlrun train -m ...` is."""
+    run_dlrun("train", "trainer=smoke", "tracking.log_model=false", "-m", "trainer.seed=1,2")
+    jobs = [r for r in runs() if "mlflow.parentRunId" in r.data.tags]
+    assert sorted(r.data.params["trainer.seed"] for r in jobs) == ["1", "2"]
+
+
+def test_eval_of_a_bad_checkpoint_path_is_one_quiet_line(run_process, workdir):
+    """Checked before TensorFlow starts: no start-up chatter around the one line."""
+    (workdir / "rows.csv").write_text("a,b\n1,2\n")
+    for path, needle in (("nope.keras", "does not exist"), ("rows.csv", "is not a Keras model file")):
+        proc = run_process("eval", f"checkpoint={path}", "task=tabular", expect=2)
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1 and needle in lines[0], proc.stderr
