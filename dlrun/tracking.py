@@ -38,6 +38,10 @@ def flatten(d: Any, prefix: str = "") -> dict[str, str]:
 
 
 def git_commit() -> str | None:
+    """The commit of dlrun's own code: DLRUN_COMMIT where it is set (the Docker image, built with
+    --build-arg COMMIT, holds no repository), else git in the package's folder (a checkout)."""
+    if os.environ.get("DLRUN_COMMIT"):
+        return os.environ["DLRUN_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
                              cwd=Path(__file__).resolve().parent)
