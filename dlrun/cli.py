@@ -1,9 +1,9 @@
-"""The `dlrun` entry point: train, eval, predict, list, --help, --version.
+"""The `dlrun` entry point: train, eval, predict, export, explain, attack, list, --help, --version.
 
 train (and eval of a checkpoint file) hand their arguments to Hydra (overrides, -m/--multirun,
---cfg job, --info ...). eval/predict of a logged run (run_id= or run_dir=) start from that
-run's config instead (inference.py). Nothing here imports TensorFlow or MLflow: --help and
-list answer at once.
+--cfg job, --info ...). eval/predict/export/explain/attack of a logged run (run_id= or
+run_dir=) start from that run's config instead (inference.py, dlrun/explain/). Nothing here
+imports TensorFlow or MLflow: --help and list answer at once.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from pathlib import Path
 from dlrun import __version__
 from dlrun.errors import DlrunError, Interrupted, did_you_mean
 
-COMMANDS = ("train", "eval", "predict", "export", "list")
+COMMANDS = ("train", "eval", "predict", "export", "explain", "attack", "list")
+FROM_RUN = ("predict", "export", "explain", "attack")  # commands that always start from a logged run
 GROUPS = ("task", "model", "data", "agent", "env", "strategy", "trainer", "tracking", "experiment", "hparams_search")
 
 USAGE = f"""dlrun {__version__} — deep-learning experiment runner (TensorFlow/Keras 3, Hydra, MLflow)
@@ -28,6 +29,10 @@ usage:
   dlrun predict run_id=<id> input=<file|folder> [output=predictions.csv]   answers for raw inputs
               (run_dir=outputs/<date>/<time> instead of run_id for a run without MLflow)
   dlrun export run_id=<id> format=keras|savedmodel|tflite|onnx|tfjs [output=DIR] [quantize=dynamic]
+  dlrun explain run_id=<id> method=gradcam|saliency|occlusion|activations|filters|top_images|tsne
+              [input=<file|folder>] [output=explain] [layer=...]   what an image network looks at
+  dlrun attack run_id=<id> method=fgsm,pgd eps=0.01,0.03,0.1 | method=fooling   accuracy under attack
+              (eps in [0, 1] units of the raw pixel range: 0.03 = 7.65 grey levels of a 0-255 file)
   dlrun list  [group]              tasks, models, data sources, strategies, presets
   dlrun --version | --help
 
@@ -322,7 +327,7 @@ def _leave(e: BaseException) -> None:
 
 
 def _from_run(command: str, args: list[str]) -> int:
-    """eval/predict of a logged run, outside Hydra (the run's own config is the base)."""
+    """eval/predict/export/explain/attack of a logged run, outside Hydra (the run's own config is the base)."""
     from dlrun import inference
 
     if not any(a.startswith(("run_id=", "run_dir=")) for a in args):
@@ -348,7 +353,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(cmd_list(rest))
         if command not in COMMANDS:
             raise DlrunError(f"unknown command '{command}'", did_you_mean(command, COMMANDS))
-        if command in ("predict", "export") or any(a.startswith(("run_id=", "run_dir=")) for a in rest):
+        if command in FROM_RUN or any(a.startswith(("run_id=", "run_dir=")) for a in rest):
             code = _from_run(command, rest)
         else:
             check_group_overrides(rest)

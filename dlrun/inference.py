@@ -24,20 +24,30 @@ RUN_KEYS = ("run_id", "run_dir")
 EVAL_OPTIONS = ("input",)
 PREDICT_OPTIONS = ("input", "output", "rows")  # tasks may take more (prompt, length, temperature)
 EXPORT_OPTIONS = ("format", "output", "quantize")
+LOOKING_INSIDE = ("explain", "attack")  # options: configs/explain.yaml, configs/attack.yaml (dlrun/explain/)
 
 
 def from_run(command: str, args: list[str]) -> int:
-    """eval/predict on a logged run: `run_id=<id>` or `run_dir=<output folder>`, then overrides."""
+    """eval/predict/export/explain/attack on a logged run: `run_id=<id>` or `run_dir=<output
+    folder>`, then overrides and the command's options."""
     from dlrun.runner import quiet_tensorflow
 
+    where, options, overrides = _split_args(command, args)
+    if command in LOOKING_INSIDE:  # checked before anything is downloaded
+        from dlrun.explain.options import read
+
+        options = read(command, options, RUN_KEYS)
     quiet_tensorflow()
     with tempfile.TemporaryDirectory(prefix="dlrun-run-") as tmp:
-        where, options, overrides = _split_args(command, args)
         cfg, served_dir, tracking_uri = _load_run(where, overrides, Path(tmp))
         if command == "eval":
             evaluate(cfg, where, served_dir, options, overrides, tracking_uri)
         elif command == "export":
             export(cfg, where, served_dir, options)
+        elif command in LOOKING_INSIDE:
+            from dlrun.explain.command import run
+
+            run(command, cfg, where, served_dir, options)
         else:
             predict(cfg, where, served_dir, options)
     return 0
@@ -318,6 +328,8 @@ def evaluate_checkpoint(cfg) -> dict:
     task = TASKS.get(task_name)()
     data, _, _ = build_data(task, cfg, strategy)
     console.header("eval", task_name, cfg.model.name, data.info.name, {"model": path.name}, None)
+    import dlrun.training.adversarial  # noqa: F401  (registers the class of task.adversarial checkpoints)
+
     try:
         with strategy.scope():
             model = keras.saving.load_model(path)

@@ -5,8 +5,19 @@ from __future__ import annotations
 from dlrun.plots import new_figure
 
 
-def image_grid(images, titles, title: str = "", cols: int = 8, colors=None):
-    """A grid of images (N, H, W, C) in [0, 1], each with a small title; grayscale for one channel."""
+def show(ax, image) -> None:
+    """One image (H, W, C) in [0, 1] on `ax`; grayscale for one channel."""
+    import numpy as np
+
+    img = np.clip(np.asarray(image, dtype="float32"), 0.0, 1.0)
+    if img.ndim == 3 and img.shape[-1] == 1:
+        img = img[..., 0]
+    ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0.0, vmax=1.0, interpolation="nearest")
+
+
+def image_grid(images, titles, title: str = "", cols: int = 8, colors=None, maps=None):
+    """A grid of images (N, H, W, C) in [0, 1], each with a small title; grayscale for one channel.
+    `maps` (N, H, W) in [0, 1]: a heat map laid over each image, half transparent."""
     import numpy as np
 
     images = np.asarray(images)
@@ -18,10 +29,9 @@ def image_grid(images, titles, title: str = "", cols: int = 8, colors=None):
         ax.axis("off")
         if i >= n:
             continue
-        img = np.clip(images[i], 0.0, 1.0)
-        if img.ndim == 3 and img.shape[-1] == 1:
-            img = img[..., 0]
-        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0.0, vmax=1.0, interpolation="nearest")
+        show(ax, images[i])
+        if maps is not None:
+            ax.imshow(maps[i], cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0, interpolation="bilinear")
         ax.set_title(titles[i], fontsize=7, color=(colors[i] if colors else "black"))
     if title:
         fig.suptitle(title, fontsize=10)

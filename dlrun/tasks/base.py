@@ -31,9 +31,10 @@ class Task:
     def build_model(self, cfg, info: DataInfo):
         """Build and compile the model. Called inside the strategy scope."""
         from dlrun.models import build_model
+        from dlrun.training.adversarial import wrap
         from dlrun.training.compile import compile_model
 
-        model = build_model(cfg.model, info, task=self.name)
+        model = wrap(build_model(cfg.model, info, task=self.name), cfg)  # task.adversarial, where set
         compile_model(model, cfg, info)
         return model
 
@@ -46,9 +47,10 @@ class Task:
     def serving(self, cfg, model, data: Data) -> Served:
         """The trained network behind the data's fitted preprocessing (raw inputs in)."""
         from dlrun.serving import chain
+        from dlrun.training.adversarial import plain
 
         example = data.examples["test"].inputs if "test" in data.examples else None
-        return Served(chain(data.preprocess, model), example=_head(example))
+        return Served(chain(data.preprocess, plain(model)), example=_head(example))
 
     def evaluate(self, cfg, served: Served, data: Data) -> Report:
         """The test report: `score` on the test split's raw examples, prefixed test/."""
@@ -62,6 +64,13 @@ class Task:
         """A user's file or folder as raw examples (targets when the file has them); `served`
         is the model that will take them (its inputs may say how to read the file)."""
         raise DlrunError(f"task '{self.name}' does not read input files", "use dlrun eval run_id=...")
+
+    def lens(self, cfg, served: Served):
+        """The served model seen from inside, for `dlrun explain` and `dlrun attack`: a
+        dlrun.explain.lens.Lens (or a subclass) that finds the network, runs it differentiably
+        on images in [0, 1] units and knows the task's loss, score and class to explain."""
+        raise DlrunError(f"task '{self.name}' cannot be explained or attacked",
+                         "dlrun explain and dlrun attack take image runs (task=cnn)")
 
     def predict(self, cfg, served: Served, examples: Examples):
         """A pandas DataFrame with one row of answers per example, beside the example's row."""

@@ -111,8 +111,10 @@ class ImageTask(Task):
         """Raw pixels of any size -> {label, probability per class}."""
         import keras
 
+        from dlrun.training.adversarial import plain
+
         pre, names = data.preprocess, list(data.info.class_names)
-        proba = model(pre.output)
+        proba = plain(model)(pre.output)
         label = keras.layers.StringLookup(vocabulary=names, invert=True, num_oov_indices=0, name="label")(
             keras.ops.argmax(proba, axis=-1))
         served = keras.Model(pre.input, {"label": label, "probability": proba}, name=f"served_{model.name}")
@@ -121,6 +123,12 @@ class ImageTask(Task):
         info = data.info
         meta = {"scale": info.scale, "size": list(info.input_shape[:2]), "channels": int(info.input_shape[-1])}
         return Served(served, example=example.astype("float32"), output_columns={"probability": names}, meta=meta)
+
+    def lens(self, cfg, served: Served):
+        """The classifier inside the served model (dlrun explain, dlrun attack)."""
+        from dlrun.explain.lens import Lens
+
+        return Lens(served)
 
     def read(self, cfg, source: str, served: Served | None = None) -> Examples:
         """An image file, or a folder of them (recursively); files inside a sub-folder named after
