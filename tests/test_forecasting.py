@@ -82,15 +82,18 @@ def test_encode_decode_round_trip_and_the_served_layers_agree_and_reload(tmp_pat
 
     from dlrun.models._series_layers import ForecastOutputs
 
-    pre = F.inputs_model((24, 1), [0.01], [-1.0], 0, p)
-    x = windows[:, :, None].astype("float32")
+    pre = F.inputs_model((24, 2), [0.01, 0.5], [-1.0, 0.0], 0, p)  # the target and another column
+    x = np.stack([windows, windows], axis=-1).astype("float32")
     net_in = np.asarray(pre(x))
-    assert net_in.shape == (100, 24, 2)
-    assert np.allclose(net_in[..., 0], windows * 0.01 - 1, atol=1e-5)  # the scaled level
+    assert net_in.shape == (100, 24, 3)
     z = np.log(windows)
-    assert np.allclose(net_in[..., 1], (z - z[:, -1:]) / p.step_scale, atol=1e-5)  # window-relative steps
+    level_a, level_b = p.level
+    assert abs(np.mean(np.log(y[:100]) * level_a + level_b)) < 1e-9  # standardised on the training part
+    assert np.allclose(net_in[..., 0], z * level_a + level_b, atol=1e-4)  # the target's level, transformed
+    assert np.allclose(net_in[..., 1], windows * 0.5, rtol=1e-5)  # another column: scaled as given
+    assert np.allclose(net_in[..., 2], (z - z[:, -1:]) / p.step_scale, atol=1e-5)  # window-relative steps
     out = keras.Input((3,))
-    raw = keras.Input((24, 1))
+    raw = keras.Input((24, 2))
     served = keras.Model([out, raw], ForecastOutputs(p.matrix, p.offset, p.scale, 0, p.lmbda)([out, raw]))
     got = served.predict([encoded.astype("float32"), x], verbose=0)
     assert np.allclose(got, futures, rtol=1e-4)

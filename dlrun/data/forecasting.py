@@ -39,6 +39,7 @@ class TargetPlan:
     offset: float = 0.0
     scale: float = 1.0
     step_scale: float | None = None  # inputs get a window-relative channel divided by this (None: not)
+    level: tuple = (1.0, 0.0)  # the target's input column: boxcox(y) * a + b (data.scale fitted on z)
     val_mae: dict = field(default_factory=dict)  # difference candidate -> validation MAE (auto)
     why_transform: str = ""
     why_difference: str = ""
@@ -165,30 +166,33 @@ def plan(y: np.ndarray, bounds: dict, window: int, horizon: int, season: int | N
     else:
         chosen, why = difference, f"task.difference={difference}"
     m = base_matrix(window, horizon, chosen, season)
-    if chosen == "none":
-        from dlrun.data.series import affine, make_scaler
+    from dlrun.data.series import affine, make_scaler
 
-        scaler = make_scaler(scale)
-        if scaler is not None:
-            scaler.fit(z[:n_train, None])
-        a, b = affine(scaler, 1)
-        return TargetPlan(lmbda, chosen, season, m, float(-b[0] / a[0]), float(1.0 / a[0]), None, errors,
-                          why_transform, why)
+    scaler = make_scaler(scale)
+    if scaler is not None:
+        scaler.fit(z[:n_train, None])
+    a, b = (float(v[0]) for v in affine(scaler, 1))
+    if chosen == "none":  # the target scaled as its input column
+        return TargetPlan(lmbda, chosen, season, m, -b / a, 1.0 / a, None, (a, b), errors, why_transform, why)
     residual = zy_tr - zw_tr @ m
     spread = float(residual.std()) if len(residual) and residual.std() > 0 else 1.0
     steps = np.diff(z[:n_train])
     step_scale = float(steps.std() * np.sqrt(window)) if len(steps) and steps.std() > 0 else 1.0
-    return TargetPlan(lmbda, chosen, season, m, 0.0, spread, step_scale, errors, why_transform, why)
+    return TargetPlan(lmbda, chosen, season, m, 0.0, spread, step_scale, (a, b), errors, why_transform, why)
 
 
 def inputs_model(shape: tuple, a, b, target_index: int | None, plan: TargetPlan):
-    """Raw windows -> the network's inputs, as a Keras model (the served model's first part)."""
+    """Raw windows -> the network's inputs, as a Keras model (the served model's first part): each
+    column scaled by (a, b), the target's column transformed first and scaled by plan.level."""
     import keras
 
     from dlrun.models._series_layers import ForecastInputs
 
+    a, b = [float(v) for v in a], [float(v) for v in b]
+    if target_index is not None:
+        a[target_index], b[target_index] = plan.level
     inputs = keras.Input(shape=shape, name="window")
-    layer = ForecastInputs(list(a), list(b), target_index, plan.lmbda,
+    layer = ForecastInputs(a, b, target_index, plan.lmbda,
                            plan.step_scale if target_index is not None else None, name="scale", dtype="float32")
     return keras.Model(inputs, layer(inputs), name="preprocess")
 

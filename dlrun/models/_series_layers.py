@@ -32,10 +32,10 @@ def _inv_boxcox(z, lmbda):
 class ForecastInputs(keras.layers.Layer):
     """Raw windows (batch, window, inputs) -> the network's inputs.
 
-    Every input column scaled (raw * scale + shift, fitted on the training part), plus, when
-    `step_scale` is set, one more channel: the target's transformed values minus the window's
-    last one, divided by `step_scale` (a window-relative view that a trend cannot carry out of
-    the training range).
+    Every input column scaled (value * scale + shift, fitted on the training part; the target's
+    column Box-Cox transformed first), plus, when `step_scale` is set, one more channel: the
+    target's transformed values minus the window's last one, divided by `step_scale` (a
+    window-relative view that a trend cannot carry out of the training range).
     """
 
     def __init__(self, scale, shift, target_index=None, lmbda=None, step_scale=None, **kw):
@@ -45,10 +45,14 @@ class ForecastInputs(keras.layers.Layer):
 
     def call(self, x):
         x = ops.cast(x, "float32")
+        if self.target_index is not None and self.lmbda is not None:
+            i = self.target_index
+            z = _boxcox(x[..., i:i + 1], self.lmbda)
+            x = ops.concatenate([x[..., :i], z, x[..., i + 1:]], axis=-1)
         scaled = x * ops.convert_to_tensor(self.scale, "float32") + ops.convert_to_tensor(self.shift, "float32")
         if self.step_scale is None:
             return scaled
-        z = _boxcox(x[..., self.target_index], self.lmbda)
+        z = x[..., self.target_index]
         steps = (z - z[:, -1:]) / self.step_scale
         return ops.concatenate([scaled, steps[..., None]], axis=-1)
 
