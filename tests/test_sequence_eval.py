@@ -30,6 +30,7 @@ def line_run(tmp_path_factory):
 
     import dlrun.tasks.sequence as sequence
     from dlrun.cli import main
+    from dlrun.console import err_console
 
     tmp = tmp_path_factory.mktemp("line")
     seen = []
@@ -40,21 +41,16 @@ def line_run(tmp_path_factory):
         seen.append((len(series.frame), data.info.bounds, int(data.arrays["index_test"].max())))
         return data
 
-    with pytest.MonkeyPatch.context() as mp, pytest.raises(SystemExit) as done:
+    with pytest.MonkeyPatch.context() as mp, err_console.capture() as err, pytest.raises(SystemExit) as done:
         mp.chdir(tmp)
         mp.setattr(sequence, "series_data", recording)
-        import io
-        import sys
-
-        err = io.StringIO()
-        mp.setattr(sys, "stderr", err)
         main(["train", "task=sequence", "trainer=smoke", f"data.length={LENGTH}", "data.noise=0.001",
               "data.season_periods=[]", "data.season_amplitudes=[]", "task.evaluation=rolling",
               "task.rolling.origins=2", f"tracking.uri=sqlite:///{tmp}/mlflow.db", f"hydra.run.dir={tmp}/run"])
-    assert done.value.code == 0, err.getvalue()[-3000:]
+    assert done.value.code == 0, err.get()[-3000:]
     client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
     (run,) = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
-    return run, err.getvalue(), seen
+    return run, err.get(), seen
 
 
 def test_a_network_that_loses_on_validation_is_named_with_both_numbers(line_run):
