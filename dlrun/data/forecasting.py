@@ -81,7 +81,8 @@ def choose_lambda(y_fit: np.ndarray, season: int | None, setting: str) -> tuple[
     from statsmodels.base.transform import BoxCox
 
     window = season if season and season >= 2 and len(y_fit) >= 4 * season else 4
-    lmbda = float(np.clip(BoxCox()._est_lambda(y_fit, bounds=(-1, 2), method="guerrero", window_length=window), 0, 1))
+    _, guerrero = BoxCox().transform_boxcox(y_fit, method="guerrero", window_length=window, bounds=(-1, 2))
+    lmbda = float(np.clip(guerrero, 0, 1))
     if setting == "boxcox":
         return lmbda, f"Guerrero lambda {lmbda:.2f} (window {window})"
     if lmbda < LOG_BELOW:
