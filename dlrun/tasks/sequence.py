@@ -164,7 +164,7 @@ class SequenceTask(Task):
         scored, skipped, specs = forecast_all(cfg, served, data)
         truth, forecasts = scored["test"]
         report = Report(primary="test/mae")
-        rows, metrics = compare(truth, forecasts, label, skipped)
+        rows, metrics = compare(truth, forecasts, skipped)
         report.metrics.update({(f"test/{m}" if n == label else f"baseline/{n}/{m}"): v
                                for n, scores in metrics.items() for m, v in scores.items()})
         report.tables["comparison"] = [{**r, "forecaster": shown(r["forecaster"], label, k, info.season, specs)}
@@ -276,6 +276,7 @@ def forecast_all(cfg, served: Served, data: Data) -> tuple[dict, list[str], dict
     """({split: (truth, {forecaster: forecasts})} for val (when it has windows) and test,
     skipped baselines with the reason, {classical baseline: its chosen model}), all in the
     user's units. The classical models are fitted once for both parts."""
+    from dlrun.data import classical as C
     from dlrun.data import forecasting as F
     from dlrun.data.series import moving_average_forecast, naive_forecast, seasonal_naive_forecast
     from dlrun.serving import predict_frame
@@ -294,8 +295,8 @@ def forecast_all(cfg, served: Served, data: Data) -> tuple[dict, list[str], dict
     classical, specs = {}, {}
     for name in (n for n in names if n in CLASSICAL):
         origins = np.concatenate([arrays[f"index_{s}"] for s in splits])
-        fitted = CLASSICAL[name](F.boxcox(arrays["series_values"], info.plan.lmbda), info.bounds["train"][1],
-                                 origins, horizon, info.season, info.plan.difference)
+        fitted = C.fit(name, F.boxcox(arrays["series_values"], info.plan.lmbda), info.bounds["train"][1],
+                       origins, horizon, info.season, info.plan.difference)
         if fitted is None:
             skipped.append(f"{name} (no model could be fitted on {info.bounds['train'][1]} training steps)")
             continue
@@ -322,7 +323,7 @@ def forecast_all(cfg, served: Served, data: Data) -> tuple[dict, list[str], dict
     return scored, skipped, specs
 
 
-def compare(truth: np.ndarray, forecasts: dict, label: str, skipped: list) -> tuple[list[dict], dict]:
+def compare(truth: np.ndarray, forecasts: dict, skipped: list) -> tuple[list[dict], dict]:
     """(table rows, {forecaster: metrics}) in the user's units, each forecaster on the windows it
     answers (a seasonal naive needs a season of history)."""
     from dlrun import metrics as M
@@ -363,22 +364,13 @@ BASELINES = ("naive", "seasonal_naive", "moving_average", "ets", "arima")
 EVALUATIONS = ("holdout", "rolling")
 
 
-def _classical(kind: str):
-    def fit(z, n_fit, origins, horizon, season, difference):
-        from dlrun.data import classical as C
-
-        return C.fit(kind, z, n_fit, origins, horizon, season, difference)
-
-    return fit
-
-
-CLASSICAL = {"ets": _classical("ets"), "arima": _classical("arima")}
+CLASSICAL = ("ets", "arima")  # dlrun/data/classical.py
+_LONGER = "a longer window (data.window={window}) or more history; the classical forecast may simply fit a short " \
+          "series better"
 # what to try when the network loses on validation, by the baseline it loses to
 SUGGESTIONS = {
-    "ets": "a longer window (data.window={window}) or more history; the classical forecast may simply fit a "
-           "short series better",
-    "arima": "a longer window (data.window={window}) or more history; the classical forecast may simply fit a "
-             "short series better",
+    "ets": _LONGER,
+    "arima": _LONGER,
     "naive": "a longer window (data.window={window}), more epochs, or task.difference=first",
     "seasonal_naive": "task.difference=seasonal, or a window of at least one season (data.window={window})",
     "moving_average": "a longer window (data.window={window}), more epochs, or task.difference=first",

@@ -67,7 +67,7 @@ def rolling_origins(task, cfg, data, last: dict, label: str) -> Report:
             if cfg.trainer.checkpoint.evaluate == "best" and run.best is not None:
                 run.best.restore(model)
         scored, skipped, _ = forecast_all(fold_cfg, task.serving(fold_cfg, model, fold), fold)
-        per_origin.append((end, compare(*scored["test"], label, skipped)[1]))
+        per_origin.append((end, compare(*scored["test"], skipped)[1]))
     report = Report()
     rows = []
     for end, scores in reversed(per_origin):
