@@ -1,27 +1,22 @@
-"""Run the autoencoder presets and print their quality numbers beside the baselines.
+"""Run the autoencoder and GAN presets over several seeds and print their quality numbers beside
+the baselines (mean ± std over the seeds).
 
-Each preset trains with the real `dlrun train` in a temporary folder (its own MLflow store),
-and the run's metrics are read back from that store.
+Each preset trains with the real `dlrun train experiment=NAME trainer.seed=S` in a temporary folder
+(its own MLflow store), and the run's metrics are read back from that store.
 
-    python scripts/ae_quality.py                  # every preset
-    python scripts/ae_quality.py ae_outlier seed=1 # one preset, extra overrides
-    python scripts/ae_quality.py cgan             # issue 9's bar: the requested digit in >= 80 %
+    python scripts/ae_quality.py                      # every preset, seeds 42 1 2
+    python scripts/ae_quality.py ae_outlier --seeds 7 # one preset, one seed
+    python scripts/ae_quality.py cgan                 # issue 9's bar: the requested digit in >= 80 %
 
-Exit code 1 when a preset misses its bar (BARS).
+Exit code 1 when a preset misses its bar (BARS) on the mean over the seeds.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
-DLRUN = shutil.which("dlrun", path=str(Path(sys.executable).parent)) or "dlrun"
-ENV = {**{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}, "CUDA_VISIBLE_DEVICES": "",
-       "CI": "true"}
+from _preset import run_all, trained
+
 SHOW = {
     "ae_outlier": ["test/roc_auc", "test/pr_auc", "test/f1", "baseline/isolation_forest/roc_auc",
                    "baseline/isolation_forest/f1", "baseline/pca/roc_auc", "baseline/pca/f1"],
@@ -37,37 +32,24 @@ BARS = {"ae_outlier": ("test/roc_auc", 0.95, True), "ae_denoise": ("test/denoise
         "cgan": ("gan/label_accuracy", 0.8, True)}
 
 
-def metrics(folder: Path) -> dict:
-    from mlflow.tracking import MlflowClient
+def run(preset: str, overrides: list[str]) -> dict:
+    with trained([f"experiment={preset}", "trainer.progress=false"], overrides, preset) as t:
+        if t.run is None:
+            return t.failed(preset)
+        m = t.metrics
+    keys = SHOW.get(preset) or sorted(k for k in m if k.startswith(("test/", "baseline/", "gan/")))
+    return {"command": t.command, "wall_s": round(t.wall_s, 1), **{k: m[k] for k in keys if k in m}}
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{folder}/mlflow.db")
-    exps = [e.experiment_id for e in client.search_experiments()]
-    return client.search_runs(exps, order_by=["attributes.start_time DESC"])[0].data.metrics
+
+def check(preset: str, mean: dict) -> bool | None:
+    if preset not in BARS:
+        return None
+    key, bar, higher = BARS[preset]
+    return key in mean and (mean[key] >= bar if higher else mean[key] <= bar)
 
 
 def main(argv: list[str]) -> int:
-    missed = 0
-    presets = [a for a in argv if "=" not in a] or list(SHOW)
-    extra = [a for a in argv if "=" in a]
-    for preset in presets:
-        with tempfile.TemporaryDirectory() as tmp:
-            proc = subprocess.run([DLRUN, "train", f"experiment={preset}", *extra], cwd=tmp, env=ENV,
-                                  capture_output=True, text=True)
-            if proc.returncode:
-                print(f"{preset}: failed\n{proc.stderr[-2000:]}")
-                missed += 1
-                continue
-            m = metrics(Path(tmp))
-        print(f"\n{preset} {' '.join(extra)}")
-        for key in SHOW.get(preset, sorted(k for k in m if k.startswith(("test/", "baseline/", "gan/")))):
-            if key in m:
-                print(f"  {key:40s} {m[key]:.4f}")
-        if preset in BARS:
-            key, bar, higher = BARS[preset]
-            ok = key in m and (m[key] >= bar if higher else m[key] <= bar)
-            missed += not ok
-            print(f"  bar {key} {'>=' if higher else '<='} {bar}: {'met' if ok else 'MISSED'}")
-    return 1 if missed else 0
+    return run_all(argv, tuple(SHOW), run, check)
 
 
 if __name__ == "__main__":

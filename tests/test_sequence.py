@@ -237,7 +237,8 @@ def test_preset_composes_and_builds(compose, preset):
     assert cfg.task.name == "sequence"
     model = task.build_model(cfg, data.info)
     assert model.output_shape == (None, cfg.data.horizon)
-    assert data.info.input_shape == (cfg.data.window, 1)
+    steps = data.info.plan.step_scale is not None  # the window-relative channel of a differenced target
+    assert data.info.input_shape == (cfg.data.window, 1 + steps)
 
 
 def test_rnn_alias_composes_like_sequence(compose):

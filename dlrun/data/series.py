@@ -45,6 +45,7 @@ class Windows:
     history: np.ndarray  # (n, window), the target's past values in original units (baselines)
     time: np.ndarray  # (n,), time (or step) of each window's first target
     index: np.ndarray = field(default_factory=lambda: np.zeros(0, int))  # (n,) row of each first target
+    raw: np.ndarray = field(default_factory=lambda: np.zeros((0, 1, 1)))  # (n, window, features), original units
 
 
 # -- sources ------------------------------------------------------------------------------
@@ -55,8 +56,9 @@ class Windows:
 def synthetic_series(data_cfg) -> Series:
     """Deterministic synthetic series: level + trend * t + sum of sines + Gaussian noise.
 
-    `multiplicative: true` scales the seasonal terms by the trend line (amplitudes are then
-    fractions of it, as in sales or passenger counts that grow). `start` + `freq` (a pandas
+    `growth` makes the trend line compound: (level + trend * t) * exp(growth * t).
+    `multiplicative: true` scales the seasonal terms and the noise by the trend line (amplitudes
+    and noise are then fractions of it, as in sales or passenger counts that grow). `start` + `freq` (a pandas
     frequency such as MS for month starts) give the series calendar dates. `covariates: true`
     adds the sine and cosine of the first seasonal phase as extra columns (known calendar
     features), which makes the inputs multivariate.
@@ -76,13 +78,16 @@ def synthetic_series(data_cfg) -> Series:
     if any(p <= 0 for p in periods):
         raise DlrunError(f"data.season_periods must be > 0, got {periods}")
     t = np.arange(length, dtype=float)
-    line = float(data_cfg.get("level", 0.0)) + float(data_cfg.get("trend", 0.0)) * t
+    line = (float(data_cfg.get("level", 0.0)) + float(data_cfg.get("trend", 0.0)) * t) * np.exp(
+        float(data_cfg.get("growth", 0.0)) * t)
     seasonal = sum((a * np.sin(2 * np.pi * t / p) for p, a in zip(periods, amplitudes, strict=True)),
                    np.zeros(length))
-    values = line * (1.0 + seasonal) if data_cfg.get("multiplicative", False) else line + seasonal
+    multiplicative = bool(data_cfg.get("multiplicative", False))
+    values = line * (1.0 + seasonal) if multiplicative else line + seasonal
     noise = float(data_cfg.get("noise", 0.0))
     if noise:
-        values = values + np.random.default_rng(int(data_cfg.seed)).normal(0.0, noise, length)
+        shocks = np.random.default_rng(int(data_cfg.seed)).normal(0.0, noise, length)
+        values = values + (shocks * line if multiplicative else shocks)
     columns = {"value": values}
     if data_cfg.get("covariates", False):
         if not periods:
@@ -100,7 +105,8 @@ def synthetic_series(data_cfg) -> Series:
         index = pd.RangeIndex(length, name="step")
     frame = pd.DataFrame(columns, index=index)
     spec = (f"dlrun:{data_cfg.get('name', 'synthetic_series')}?length={length}&level={data_cfg.get('level', 0.0)}"
-            f"&trend={data_cfg.get('trend', 0.0)}&periods={periods}&amplitudes={amplitudes}"
+            f"&trend={data_cfg.get('trend', 0.0)}&growth={data_cfg.get('growth', 0.0)}&periods={periods}"
+            f"&amplitudes={amplitudes}"
             f"&multiplicative={bool(data_cfg.get('multiplicative', False))}&noise={noise}&seed={data_cfg.seed}")
     season = int(periods[0]) if periods and float(periods[0]).is_integer() else None
     return Series(frame, str(data_cfg.get("target", "value")), spec, name=str(data_cfg.get("name", "synthetic_series")), season=season)
@@ -313,6 +319,8 @@ def prepare(series: Series, data_cfg) -> tuple[dict[str, Windows], dict]:
             history=view(target, window)[starts] if len(x) else np.zeros((0, window)),
             time=times[lo:end][starts + window],
             index=lo + starts + window,
+            raw=view(raw[lo:end, in_idx], window, axis=0).transpose(0, 2, 1)[starts] if len(x)
+            else np.zeros((0, window, len(in_idx))),
         )
     meta = {
         "inputs": inputs,
@@ -366,29 +374,56 @@ def seasonal_naive_forecast(values: np.ndarray, index: np.ndarray, horizon: int,
     return out
 
 
-def infer_season(frame, setting, known: int | None = None) -> int | None:
-    """data.season: an integer, null (off) or auto: the generator's period, else from the time
-    column's frequency (monthly 12, quarterly 4, weekly 52, daily 7, business-daily 5,
-    hourly 24); unknown -> None (no seasonal baseline)."""
+# calendar periods worth testing per pandas frequency code (the first prefix that matches)
+CALENDAR_PERIODS = (("MS", (12,)), ("ME", (12,)), ("M", (12,)), ("QS", (4,)), ("QE", (4,)), ("Q", (4,)),
+                    ("W", (52,)), ("B", (5, 260)), ("D", (7, 365)), ("H", (24, 168)))
+ACF_PEAK = 0.15  # a season's autocorrelation must exceed the one at half its lag by this much
+
+
+def infer_season(frame, setting, known: int | None = None, values=None) -> tuple[int | None, str]:
+    """(period or None, why) from data.season: an integer, null (off) or auto: the generator's
+    period, else a period read from the data among the calendar candidates of the time column's
+    frequency (daily 7 and 365, monthly 12, hourly 24 and 168, ...): the candidate whose
+    autocorrelation (of `values`, the target's training part) peaks highest above the one at
+    half its lag, when it peaks at all and the part holds two such periods. None: no season."""
     import pandas as pd
 
     if setting is None or str(setting).lower() in ("null", "none", "off", "false"):
-        return None
+        return None, "data.season=null"
     if str(setting) != "auto":
         season = int(setting)
         if season < 1:
             raise DlrunError(f"data.season must be >= 1, auto or null, got {setting}")
-        return season
+        return season, f"data.season={season}"
     if known:
-        return int(known)
+        return int(known), "the generator's period"
     if not isinstance(frame.index, pd.DatetimeIndex) or len(frame) < 3:
-        return None
+        return None, "no dates to take calendar periods from (set data.season)"
     freq = pd.infer_freq(frame.index[:min(len(frame), 1000)])
-    if not freq:
+    code = freq.split("-")[0].upper().lstrip("0123456789") if freq else ""
+    candidates = next((periods for prefix, periods in CALENDAR_PERIODS if code.startswith(prefix)), ()) if code else ()
+    if not candidates:
+        return None, f"no calendar periods for the dates' frequency ({freq or 'irregular'}; set data.season)"
+    season = seasonal_peak(values, candidates) if values is not None else None
+    listed = ", ".join(map(str, candidates))
+    if season is None:
+        return None, f"no autocorrelation peak at {listed} (set data.season to force one)"
+    return season, f"autocorrelation peak among {listed} (data.season overrides)"
+
+
+def seasonal_peak(values, candidates) -> int | None:
+    """The candidate period whose autocorrelation stands highest above the one at half its lag
+    (by ACF_PEAK at least), among those the series holds twice; None when none does."""
+    from statsmodels.tsa.stattools import acf
+
+    y = np.asarray(values, dtype=float)
+    fit = [p for p in candidates if len(y) > 2 * p]
+    if not fit or not np.isfinite(y).all():
         return None
-    code = freq.split("-")[0].upper().lstrip("0123456789")
-    for prefix, season in (("MS", 12), ("ME", 12), ("M", 12), ("QS", 4), ("QE", 4), ("Q", 4), ("W", 52),
-                           ("B", 5), ("D", 7), ("H", 24)):
-        if code.startswith(prefix):
-            return season
-    return None
+    t = np.arange(len(y))
+    y = y - np.polyval(np.polyfit(t, y, 1), t)  # a trend alone would make every lag look alike
+    if not y.std() > 0:
+        return None
+    r = acf(y, nlags=max(fit), fft=True)
+    peaks = {p: r[p] - r[p // 2] for p in fit if r[p] > 0 and r[p] - r[p // 2] > ACF_PEAK}
+    return max(peaks, key=peaks.get) if peaks else None
