@@ -112,13 +112,12 @@ SMALL = ["task=rl", "env.num_envs=2", "agent.n_steps=64", "task.total_steps=1024
 
 @pytest.fixture(scope="module")
 def rl_search(tmp_path_factory):
-    """`dlrun train -m hparams_search=optuna task=rl ...`, one trial, run once for this module."""
+    """`dlrun train -m hparams_search=optuna_rl task=rl ...`, one trial, run once for this module."""
     from conftest import _checked, dlrun_inprocess, store_runs
     from mlflow.tracking import MlflowClient
 
     workdir = tmp_path_factory.mktemp("rl_search")
-    args = ("train", "-m", "hparams_search=optuna", *SMALL, "hydra.sweeper.n_trials=1", "~hydra.sweeper.params",
-            "+hydra.sweeper.params={agent.learning_rate:tag(log,interval(1e-4,1e-2))}")
+    args = ("train", "-m", "hparams_search=optuna_rl", *SMALL, "hydra.sweeper.n_trials=1")
     proc = _checked(dlrun_inprocess(args, workdir), args, 0)
     client = MlflowClient(tracking_uri=f"sqlite:///{workdir}/mlflow.db")
     (run,) = [r for r in store_runs(client) if "test/mean_return" in r.data.metrics]
