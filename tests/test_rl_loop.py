@@ -93,6 +93,15 @@ def test_optuna_pruning_stops_the_loop_at_its_first_evaluation(compose):
     assert trial.storage.get_trial(trial._trial_id).intermediate_values == {1: fit.history["val_mean_return"][0]}
 
 
+def test_a_stop_request_ends_the_loop_after_the_current_unit(compose):
+    import keras
+
+    run = UnitRun()  # Ctrl-C / SIGTERM call request_stop on the runner's handle, here at the first evaluation
+    run.callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: run.request_stop("test")))
+    fit = q_learning_run(compose, run)
+    assert run.should_stop and len(fit.steps) == 1 and fit.seen < 600
+
+
 def test_learning_curves_never_draw_validation_series_as_training():
     from dlrun.plots import close, learning_curves
 

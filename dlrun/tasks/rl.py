@@ -188,9 +188,12 @@ class RLTask(Task):
         import tensorflow as tf
         from omegaconf import OmegaConf
 
+        from dlrun.cli import config_dir
         from dlrun.config import TrainerConfig
 
-        t, default = cfg.trainer, OmegaConf.structured(TrainerConfig)
+        # the defaults are the trainer group's YAML (typed by the schema), what a plain run gets
+        t = cfg.trainer
+        default = OmegaConf.merge(OmegaConf.structured(TrainerConfig), OmegaConf.load(config_dir() / "trainer/default.yaml"))
         for key, instead in NOT_FOR_RL.items():
             if t.smoke and key in SMOKE_SET:
                 continue
