@@ -197,6 +197,7 @@ def test_what_an_rl_run_cannot_honour_is_one_line(run_dlrun, workdir, args, word
     (("trainer.lr_schedule.name=reduce_on_plateau",), "agent.anneal_lr"),
     (("trainer.jit_compile=true",), "agent.jit_compile"),
     (("task.eval.val_seed=10050",), "overlap the test episodes"),
+    (("task.eval.every_steps=0",), "task.eval.every_steps must be an integer >= 1"),
 ])
 def test_the_rl_check_refuses_options_it_cannot_honour(compose, args, words):
     import tensorflow as tf
@@ -213,6 +214,7 @@ def test_the_rl_check_refuses_options_it_cannot_honour(compose, args, words):
 def test_the_rl_check_accepts_what_it_honours(compose):
     import tensorflow as tf
 
+    from dlrun.cli import config_dir
     from dlrun.config import validate
     from dlrun.tasks.rl import RLTask
 
@@ -220,6 +222,10 @@ def test_the_rl_check_accepts_what_it_honours(compose):
     for args in [(), ("trainer=smoke",), ("trainer.early_stopping.enabled=true", "trainer.checkpoint.evaluate=last",
                                           "trainer.seed=3", "trainer.deterministic=true", "tracking.tensorboard=true")]:
         RLTask().check(validate(compose("task=rl", *args)), strategy)
+    presets = [p.stem for p in (config_dir() / "experiment").glob("*.yaml") if "task: rl" in p.read_text()]
+    assert len(presets) >= 9
+    for name in presets:  # every RL preset
+        RLTask().check(validate(compose(f"experiment={name}")), strategy)
     two = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])  # the two logical CPUs of conftest
     with pytest.raises(Exception, match="MirroredStrategy, 2 replica"):
         RLTask().check(validate(compose("task=rl", "strategy=cpu", "strategy.cpu_replicas=2")), two)

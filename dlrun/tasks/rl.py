@@ -213,6 +213,10 @@ class RLTask(Task):
                              f"{strategy.num_replicas_in_sync} replica(s)): an RL agent updates one small network "
                              "on experience it collects step by step; there is no batch to split across replicas",
                              "use strategy=auto (one device), strategy=cpu or strategy=gpu")
+        for key in ("total_steps", "eval.every_steps", "eval.episodes", "eval.during"):
+            value = OmegaConf.select(cfg.task, key)
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                raise DlrunError(f"task.{key} must be an integer >= 1, got {value!r}")
         e = cfg.task.eval
         test, val = range(int(e.seed), int(e.seed) + int(e.episodes)), range(int(e.val_seed), int(e.val_seed) + int(e.during))
         if set(test) & set(val):
