@@ -33,8 +33,9 @@ MAXIMIZED = frozenset({"accuracy", "auc", "precision", "recall", "f1", "f1_macro
 class Objective:
     """A task's primary metric: its unprefixed name and whether higher is better.
 
-    Keras history has it as `val_<name>` (validation) and `<name>` (training); the report as
-    `test/<name>`; custom loops log `val/<name>` through `RunHandle.log`.
+    Every Fit.history (Keras' and the custom loops') has it as `val_<name>` (validation) and
+    `<name>` (training); the tracker files them as `val/<name>`, `train/<name>`; the report
+    has `test/<name>`.
     """
 
     name: str
@@ -151,8 +152,11 @@ class Served:
 class Fit:
     """What training hands back to the runner.
 
-    history: name -> values, one per `unit` (epoch, update, episode, ...). steps: the step
-    numbers of those values when they are not 1, 2, 3, ... (e.g. environment steps). seen:
+    history: name -> values, one per `unit` (epoch, update, episode, ...), with Keras-style
+    names everywhere (`loss`, `val_loss`, `val_mean_return`: no train/ or val/ prefixes, which
+    only the tracker adds); NaN where a row has no value (a custom loop validates every few
+    rows). steps: the step numbers of those values when they are not 1, 2, 3, ... (e.g.
+    environment steps). seen:
     samples or environment steps trained on. best_*: the best value of the objective on
     validation data and where; best_path: the saved best model (None if not kept).
     """
@@ -209,7 +213,9 @@ class RunHandle(Protocol):
     """What `Task.fit` gets from the runner (dlrun/training/handle.py implements it).
 
     Keras tasks pass `callbacks` to fit (checkpoint, early stopping, progress, MLflow, stop
-    flag); custom loops call `progress`/`advance`, `log`, `keep_best` and check `should_stop`.
+    flag); custom loops (dlrun/rl/learn.py) call `progress`/`advance`, `log_keras` for their
+    rows, `begin`/`end_epoch`/`end` so the same callbacks act at their evaluations, and check
+    `should_stop`.
     """
 
     callbacks: list  # Keras callbacks built from cfg.trainer for this run
@@ -219,6 +225,19 @@ class RunHandle(Protocol):
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         """Metrics at `step` (any unit), buffered and sent to MLflow in batches."""
+
+    def log_keras(self, step: int, logs: dict[str, float]) -> None:
+        """Keras-style logs (`loss`, `val_mean_return`) at `step`: MLflow's train/…, val/…."""
+
+    def begin(self, model) -> None:
+        """A custom loop starts training `model`: the run's callbacks get it and on_train_begin."""
+
+    def end_epoch(self, epoch: int, step: int, logs: dict[str, float]) -> None:
+        """A custom loop's evaluation number `epoch`, at `step`: logged, and on_epoch_end for the
+        callbacks (best checkpoint, early stopping, LR on plateau, Optuna, TensorBoard)."""
+
+    def end(self) -> None:
+        """A custom loop ended: on_train_end for the callbacks."""
 
     def progress(self, total: int, unit: str) -> None:
         """Start a progress display of `total` `unit`s (steps, episodes, epochs)."""

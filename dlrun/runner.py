@@ -132,6 +132,11 @@ def train(cfg, overrides: list[str], workdir: Path) -> float | None:
     """Train, evaluate and log one run. Returns the validation value of the task's objective
     at the evaluated weights (what a sweep optimises)."""
     cfg, task_name, strategy = prepare(cfg)
+    task = TASKS.get(task_name)()
+    task.check(cfg, strategy)
+    if cfg.trainer.resume and not task.resumable:
+        raise DlrunError(f"trainer.resume: task '{task_name}' cannot resume a stopped run",
+                         "start the run again without trainer.resume")
     chief = is_chief(strategy)
     with contextlib.ExitStack() as stack:
         if not chief:  # workers run the same code into a folder that is thrown away
@@ -152,16 +157,15 @@ def train(cfg, overrides: list[str], workdir: Path) -> float | None:
         stack.enter_context(tracked_run(tracker))
         tracker.start(cfg, task_name, cfg.model.name, overrides, resume_run_id=resume.run_id if resume else None,
                       resumed_at=resume.epochs_done if resume else None)
-        return _train(cfg, overrides, workdir, task_name, strategy, tracker, stop, chief, resume)
+        return _train(cfg, overrides, workdir, task, task_name, strategy, tracker, stop, chief, resume)
 
 
-def _train(cfg, overrides, workdir: Path, task_name: str, strategy, tracker, stop, chief: bool, resume=None):
+def _train(cfg, overrides, workdir: Path, task, task_name: str, strategy, tracker, stop, chief: bool, resume=None):
     from dlrun.strategy import describe, evaluation_scope
     from dlrun.training.callbacks import tensorboard
     from dlrun.training.handle import Handle
 
     facts = describe(strategy)
-    task = TASKS.get(task_name)()
     data, global_batch, replicas = build_data(task, cfg, strategy)
     tracker.log_params({"strategy.replicas": replicas, "strategy.workers": facts["workers"],
                         "trainer.global_batch_size": global_batch})
@@ -182,13 +186,13 @@ def _train(cfg, overrides, workdir: Path, task_name: str, strategy, tracker, sto
         tracker.log_params({"model.params": model.count_params()})
 
     run = Handle(cfg.trainer, workdir, objective, has_val=data.val is not None, is_chief=chief,
-                 log=tracker.log_step, log_epoch=tracker.log_epoch,
+                 log=tracker.log_step, log_epoch=tracker.log_epoch, log_keras=tracker.log_keras,
                  progress=lambda total, unit: console.Progress(total, unit, enabled=bool(cfg.trainer.progress)))
     run.global_batch = global_batch
     if cfg.tracking.tensorboard:
         run.callbacks.append(tensorboard(workdir / "tensorboard"))
     backup_cb = None
-    if cfg.trainer.backup and chief and model is not None and hasattr(model, "fit"):
+    if cfg.trainer.backup and chief and task.resumable and model is not None and hasattr(model, "fit"):
         from dlrun.training import backup
 
         if resume is not None:
@@ -250,7 +254,8 @@ def _train(cfg, overrides, workdir: Path, task_name: str, strategy, tracker, sto
         if fit.history and cfg.tracking.log_plots and tracker.enabled:
             from dlrun.plots import learning_curves
 
-            report.figures["learning_curves.png"] = learning_curves(fit.history, fit.unit, fit.steps)
+            unit = "step" if fit.steps else fit.unit  # custom loops log at their own steps
+            report.figures["learning_curves.png"] = learning_curves(fit.history, unit, fit.steps)
             tracker.log_figures({"learning_curves.png": report.figures["learning_curves.png"]})
     finally:
         from dlrun.plots import close
@@ -262,7 +267,10 @@ def _train(cfg, overrides, workdir: Path, task_name: str, strategy, tracker, sto
         from dlrun.training import backup
 
         backup.mark_finished(workdir)
-    value = sweep_value(fit, objective, report)
+    value = sweep_value(fit, objective)
+    if value is None and _in_sweep():
+        raise DlrunError(f"no validation value of {objective.name} to hand the sweep (no {objective.val} in the "
+                         "training history)", "a search selects on validation data: give the task a validation split")
     tracker.set_tags({"dlrun.objective": objective.val, "dlrun.objective_maximize": str(objective.maximize).lower()})
     if value is not None:
         tracker.log_metrics({"objective/val": value})  # what a sweep compares (validation, evaluated weights)
@@ -320,18 +328,31 @@ def signals():
             signal.signal(s, h)
 
 
-def sweep_value(fit, objective, report) -> float | None:
-    """What `train` hands a Hydra sweeper: the objective on validation data at the evaluated
-    weights (the best step when the checkpoint kept it), so a search never selects on the
-    test split; the test value only when there is no validation history."""
+def sweep_value(fit, objective) -> float | None:
+    """What `train` hands a Hydra sweeper: the objective on validation data (`val_<name>` in
+    the Keras-style history every task returns) at the evaluated weights (the best step when
+    the checkpoint kept it, else the last value), so a search never selects on the test split.
+    None when the run has no validation value (a sweep refuses that, see `train`)."""
+    import math
+
     values = fit.history.get(objective.val) if fit.history else None
-    if values:
-        steps = fit.steps or list(range(1, len(values) + 1))
-        if fit.best_step in steps and fit.best_value is not None:
-            return float(values[steps.index(fit.best_step)])
-        return float(values[-1])
-    value = report.metrics.get(objective.test)
-    return None if value is None else float(value)
+    if not values:
+        return None
+    steps = fit.steps or list(range(1, len(values) + 1))
+    if fit.best_step in steps and fit.best_value is not None:
+        value = values[steps.index(fit.best_step)]
+        if math.isfinite(value):
+            return float(value)
+    finite = [v for v in values if math.isfinite(v)]  # a custom loop validates every few rows
+    return float(finite[-1]) if finite else None
+
+
+def _in_sweep() -> bool:
+    """Whether this run is a job of a Hydra multirun (a sweep or an Optuna search)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def _versions() -> dict:

@@ -174,7 +174,12 @@ class Tracker:
 
     def log_epoch(self, epoch: int, logs: dict) -> None:
         """Keras logs of epoch `epoch` (0-based) -> train/<m> and val/<m> at step epoch + 1."""
-        self.log_step(epoch + 1, {epoch_metric_name(k): v for k, v in logs.items()})
+        self.log_keras(epoch + 1, logs)
+
+    def log_keras(self, step: int, logs: dict) -> None:
+        """Keras-style logs (loss, val_loss; what every Fit.history holds) -> train/<m> and
+        val/<m> at `step` (custom loops log in their own unit, e.g. environment steps)."""
+        self.log_step(step, {epoch_metric_name(k): v for k, v in logs.items()})
 
     def last_step(self, key: str) -> int:
         """The highest step logged for metric `key` in this run (0 if none)."""

@@ -231,15 +231,22 @@ def compose():
     return make
 
 
-class UnitRun:
-    """The bits of the run handle an RL agent's train loop touches, for in-process unit runs."""
+def UnitRun(workdir: Path | None = None, **trainer):
+    """A real run handle (dlrun/training/handle.py) for in-process agent runs of the RL loop
+    (dlrun/rl/learn.py): the trainer's default callbacks (best checkpoint in `workdir`, a new
+    temporary folder by default), no MLflow and no progress display. `trainer`: overrides of
+    the trainer config, e.g. early_stopping={"enabled": True, "patience": 1}."""
+    import tempfile
 
-    should_stop = False
+    from omegaconf import OmegaConf
 
-    def progress(self, total, unit): ...
-    def advance(self, done, metrics=None): ...
-    def log(self, step, metrics): ...
-    def keep_best(self, model, value, step): ...
+    from dlrun.config import TrainerConfig
+    from dlrun.contract import Objective
+    from dlrun.training.handle import Handle
+
+    cfg = OmegaConf.merge(OmegaConf.structured(TrainerConfig), trainer)
+    folder = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="dlrun-unit-run-"))
+    return Handle(cfg, folder, Objective("mean_return", maximize=True), has_val=True)
 
 
 def tiny_ddpg_cfg(**overrides):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import UnitRun
 from omegaconf import OmegaConf
 
 from dlrun.cli import GROUPS, config_dir, group_options
@@ -170,18 +171,22 @@ def test_config_dir_is_packaged():
     assert (config_dir() / "config.yaml").is_file()
 
 
-def test_sweeps_get_the_validation_value_at_the_evaluated_weights():
-    from dlrun.contract import Fit, Report
+def test_sweeps_get_the_validation_value_at_the_evaluated_weights(compose):
+    from test_rl_loop import q_learning_run
+
+    from dlrun.contract import Fit
     from dlrun.runner import sweep_value
 
     acc = Objective("accuracy", maximize=True)
-    report = Report(metrics={"test/accuracy": 0.9}, primary="test/accuracy")
     history = {"val_accuracy": [0.5, 0.7, 0.6], "accuracy": [0.6, 0.8, 0.9]}
-    assert sweep_value(Fit(history, best_step=2, best_value=0.7), acc, report) == 0.7  # the best epoch
-    assert sweep_value(Fit(history), acc, report) == 0.6  # no checkpoint: the last epoch
-    assert sweep_value(Fit({"accuracy": [0.6]}), acc, report) == 0.9  # no validation split: the test value
-    assert sweep_value(Fit(), acc, Report()) is None
-    # RL-style history at environment steps
-    steps = Fit({"val_mean_return": [10.0, 50.0, 30.0]}, unit="step", steps=[1000, 2000, 3000], best_step=2000,
-                best_value=50.0)
-    assert sweep_value(steps, Objective("mean_return", True), Report()) == 50.0
+    assert sweep_value(Fit(history, best_step=2, best_value=0.7), acc) == 0.7  # the best epoch
+    assert sweep_value(Fit(history), acc) == 0.6  # no checkpoint: the last epoch
+    assert sweep_value(Fit({"accuracy": [0.6]}), acc) is None  # no validation: never the test value
+    assert sweep_value(Fit(), acc) is None
+    # a history the real RL loop produced (Q-learning on a slippery grid, environment steps)
+    fit = q_learning_run(compose, UnitRun())
+    val = fit.history["val_mean_return"]
+    assert fit.best_step != fit.steps[-1]  # the best evaluation is not the last one here
+    assert sweep_value(fit, Objective("mean_return", True)) == val[fit.steps.index(fit.best_step)] == max(val)
+
+

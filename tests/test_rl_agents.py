@@ -89,6 +89,7 @@ def test_mc_control_learns_the_gridworld_path_to_the_goal():
     from omegaconf import OmegaConf
 
     from dlrun.rl.envs import value_iteration
+    from dlrun.rl.learn import learn
     from dlrun.rl.mc_control import MCControl
     from dlrun.rl.nets import q_table
 
@@ -97,7 +98,7 @@ def test_mc_control_learns_the_gridworld_path_to_the_goal():
                             "epsilon_decay_fraction": 0.5, "ucb_c": 1.0})
     env = gym.make("dlrun/GridWorld-v0")
     agent = MCControl(q_table(20, 4), 20, 4, cfg)
-    agent.train(lambda: gym.make("dlrun/GridWorld-v0"), UnitRun(), 30_000, 0, lambda: 0.0, 10_000)
+    learn(agent, UnitRun(), lambda: gym.make("dlrun/GridWorld-v0"), 0, 30_000, 10_000, lambda: 0.0)
     served = agent.model.get_layer("q_table").get_weights()[0]
     assert np.array_equal(served, agent.q.astype(np.float32))
     _, best, _ = value_iteration(env, 0.9)
@@ -144,6 +145,7 @@ def test_ddpg_soft_update_on_tiny_weights_and_action_errors(compose):
 
 def test_ddpg_trains_in_process_and_its_targets_trail_the_online_nets():
     from dlrun.rl.ddpg import DDPG
+    from dlrun.rl.learn import learn
     from dlrun.rl.nets import ddpg_actor
 
     cfg = tiny_ddpg_cfg(noise="ou")
@@ -151,8 +153,8 @@ def test_ddpg_trains_in_process_and_its_targets_trail_the_online_nets():
     actor = ddpg_actor(3, 1, [8], bound=2.0)
     before = [w.copy() for w in actor.get_weights()]
     agent = DDPG(actor, env.observation_space, env.action_space, cfg)
-    history, steps, seen = agent.train(lambda: gym.make("Pendulum-v1"), UnitRun(), 300, 0, lambda: 0.0, 300)
-    assert seen == 300 and steps[-1] == 300 and np.isfinite(history["train/critic_loss"][-1])
+    fit = learn(agent, UnitRun(), lambda: gym.make("Pendulum-v1"), 0, 300, 300, lambda: 0.0)
+    assert fit.seen == 300 and fit.steps[-1] == 300 and np.isfinite(fit.history["critic_loss"][-1])
     after, target = actor.get_weights(), agent.actor_t.get_weights()
     assert not np.allclose(before[0], after[0])  # the actor learned
     assert not np.allclose(target[0], after[0]) and not np.allclose(target[0], before[0])  # soft, not copied

@@ -25,21 +25,41 @@ def close(figures: dict) -> None:
 
 def learning_curves(history: dict, unit: str = "epoch", steps=None):
     """Training vs validation curves per metric (loss, accuracy, ...) over epochs (or `unit`s
-    at `steps`). A metric with only a validation series gets its own panel."""
-    names = [k for k in history if not k.startswith("val_") and k not in ("lr", "learning_rate")]
+    at `steps`), from a Keras-style history (`x` training, `val_x` validation; MLflow-style
+    `train/x`, `val/x` are read the same way, never as two training curves). A metric with only
+    a validation series gets its own panel; points a series does not have (NaN: a custom loop
+    validates every few rows) are skipped, not drawn as gaps."""
+    import math
+
+    history = {_keras_name(k): v for k, v in history.items()}
+    skip = ("lr", "learning_rate", "seconds", "steps_per_second")  # schedules and timing, not learning
+    names = [k for k in history if not k.startswith("val_") and k not in skip]
     names += [k[4:] for k in history if k.startswith("val_") and k[4:] not in history]
-    fig, axes = new_figure(1, max(1, len(names)), figsize=(4.5 * max(1, len(names)), 3.5), squeeze=False)
-    for ax, name in zip(axes[0], names, strict=False):
+    cols = min(4, max(1, len(names)))
+    rows = -(-max(1, len(names)) // cols)
+    fig, axes = new_figure(rows, cols, figsize=(4.5 * cols, 3.5 * rows), squeeze=False)
+    for ax in axes.flat[len(names):]:
+        ax.axis("off")
+    for ax, name in zip(axes.flat, names, strict=False):
         for key, label in ((name, "train"), (f"val_{name}", "validation")):
             if key in history:
-                values = history[key]
-                x = steps[:len(values)] if steps else range(1, len(values) + 1)
-                ax.plot(x, values, label=label)
+                values = list(history[key])
+                x = list(steps[:len(values)]) if steps else list(range(1, len(values) + 1))
+                kept = [(a, v) for a, v in zip(x, values, strict=False) if v is not None and math.isfinite(v)]
+                if kept:
+                    ax.plot(*zip(*kept, strict=True), label=label, marker="." if len(kept) < 30 else None)
         ax.set_title(name)
         ax.set_xlabel(unit)
         ax.legend()
     fig.tight_layout()
     return fig
+
+
+def _keras_name(key: str) -> str:
+    """train/x -> x, val/x -> val_x; Keras-style names unchanged."""
+    if key.startswith("val/"):
+        return f"val_{key[4:]}"
+    return key[len("train/"):] if key.startswith("train/") else key
 
 
 def confusion_matrix(cm, class_names=None, title: str = "Confusion matrix"):

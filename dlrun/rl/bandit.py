@@ -13,11 +13,10 @@ these course algorithms.
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 
-from dlrun.rl.ppo import record
+from dlrun.rl.learn import Agent
 
 METHODS = ("greedy", "epsilon", "ucb")
 
@@ -57,49 +56,56 @@ def play(env, method: str, seed: int, epsilon: float, c: float):
     return np.array(rewards), np.array(best, float), q
 
 
-class BanditAgent:
+class BanditAgent(Agent):
+    """Plays every method's runs at the first `learn()`; each call then hands the loop the next
+    point of the run-averaged curves (every `log_every` pulls), so the steps are pulls."""
+
     def __init__(self, model, n_actions: int, cfg):
         self.model, self.cfg, self.k = model, cfg, int(n_actions)
-
-    def train(self, factory, run, seed: int, evaluate):
-        c = self.cfg
-        methods = [str(m) for m in c.methods]
-        if bad := [m for m in methods if m not in METHODS] + ([] if str(c.serve) in methods else [str(c.serve)]):
+        self.methods = [str(m) for m in cfg.methods]
+        if bad := [m for m in self.methods if m not in METHODS] + ([] if str(cfg.serve) in self.methods
+                                                                  else [str(cfg.serve)]):
             from dlrun.errors import DlrunError
 
             raise DlrunError(f"agent.methods/serve: unknown or missing bandit method(s) {bad}",
                              f"choose from {', '.join(METHODS)}; serve must be one of methods")
-        env = factory()
-        runs, every = int(c.runs), int(c.log_every)
-        run.progress(runs * len(methods), "runs")
-        results, start = {}, time.perf_counter()
-        for i, method in enumerate(methods):
-            played = [play(env, method, seed + j, float(c.epsilon), float(c.ucb_c)) for j in range(runs)]
-            if run.should_stop:
-                break
-            rewards = np.stack([p[0] for p in played])  # (runs, steps)
-            best = np.stack([p[1] for p in played])
-            results[method] = (rewards.mean(axis=0), best.mean(axis=0), np.mean([p[2] for p in played], axis=0))
-            run.advance((i + 1) * runs, {"mean_reward": float(rewards.mean())})
-        steps = len(next(iter(results.values()))[0])
+
+    def start(self, factory, seed: int, total_steps: int, every: int) -> int:
+        self.env, self.seed, self.results = factory(), seed, None
+        pulls, log_every = int(self.env.unwrapped.steps), int(self.cfg.log_every)
+        self.points = list(range(log_every, pulls + 1, log_every)) or [pulls]
+        self.steps, self.k_point = 0, 0
+        return self.points[-1]
+
+    def learn(self) -> dict:
+        c = self.cfg
+        if self.results is None:
+            self.results = {}
+            for method in self.methods:
+                played = [play(self.env, method, self.seed + j, float(c.epsilon), float(c.ucb_c))
+                          for j in range(int(c.runs))]
+                rewards = np.stack([p[0] for p in played])  # (runs, steps)
+                best = np.stack([p[1] for p in played])
+                self.results[method] = (rewards.mean(axis=0), best.mean(axis=0),
+                                        np.mean([p[2] for p in played], axis=0))
+            q = self.results[str(c.serve)][2]
+            self.model.get_layer("q_table").set_weights([q[None].astype(np.float32)])
+        t, every = self.points[self.k_point], int(c.log_every)
+        self.k_point += 1
+        self.steps = t
+        m = {}
+        for method, (r, b, _) in self.results.items():  # each point over the `every` pulls up to t
+            m[f"{method}/avg_reward"] = float(r[max(0, t - every):t].mean())
+            m[f"{method}/optimal_action_pct"] = 100.0 * float(b[max(0, t - every):t].mean())
+        return m
+
+    def summary(self) -> dict:
         final = {}
-        for method, (r, b, _) in results.items():
+        for method, (r, b, _) in (self.results or {}).items():
             final[f"bandit/{method}/mean_reward"] = float(r.mean())
             final[f"bandit/{method}/optimal_action_pct"] = 100.0 * float(b.mean())
-        self.model.get_layer("q_table").set_weights([results[str(c.serve)][2][None].astype(np.float32)])
-        final["val/mean_return"] = evaluate()
-        final["train/seconds"] = time.perf_counter() - start
-        run.keep_best(self.model, final["val/mean_return"], steps)
-        history: dict[str, list] = {}
-        steps_log = list(range(every, steps + 1, every)) or [steps]
-        for t in steps_log:  # run-averaged curves, each point over the `every` pulls up to t
-            m = {}
-            for method, (r, b, _) in results.items():
-                m[f"train/{method}/avg_reward"] = float(r[max(0, t - every):t].mean())
-                m[f"train/{method}/optimal_action_pct"] = 100.0 * float(b[max(0, t - every):t].mean())
-            if t == steps_log[-1]:
-                m.update(final)
-            run.log(t, m)
-            record(history, m)
-        self.results = results
-        return history, steps_log, steps * runs * len(results)
+        return final
+
+    @property
+    def seen(self) -> int:
+        return self.points[-1] * int(self.cfg.runs) * len(self.results or {})

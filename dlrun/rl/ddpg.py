@@ -12,12 +12,10 @@ minibatches are drawn from the replay buffer at once and trained in one compiled
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from dlrun.rl.dqn import Replay
-from dlrun.rl.ppo import log_point
+from dlrun.rl.learn import Agent
 from dlrun.rl.rollout import as_rows, finished_episodes, has_layer, obs_normalizer, training_env
 
 
@@ -50,14 +48,15 @@ class OUNoise:
         self.x[idx] = 0.0
 
 
-class DDPG:
-    def __init__(self, actor, obs_space, act_space, cfg):
+class DDPG(Agent):
+    def __init__(self, actor, obs_space, act_space, cfg, env_cfg=None):
         import keras
         import tensorflow as tf
 
         from dlrun.rl.nets import critic
 
         self.actor, self.cfg, self.obs_space, self.act_space = actor, cfg, obs_space, act_space
+        self.model, self.env_cfg = actor, env_cfg or {}  # the actor is what is evaluated, kept and served
         obs_dim, act_dim = actor.input.shape[1], int(np.prod(act_space.shape))
         normalize_obs = has_layer(actor, "obs_norm")  # env.normalize_obs
         self.critic = critic(obs_dim, act_dim, list(cfg.critic_hidden), str(cfg.activation),
@@ -99,63 +98,65 @@ class DDPG:
 
         self._act, self._train = act, train
 
-    def train(self, factory, run, total_steps: int, seed: int, evaluate, eval_every: int, num_envs: int = 1,
-              env_cfg=None):
+    def start(self, factory, seed: int, total_steps: int, every: int) -> int:
+        c = self.cfg
+        self.num_envs = int(self.env_cfg.get("num_envs", 1))
+        self.envs = training_env(factory, self.num_envs, self.env_cfg, float(c.gamma))
+        obs, _ = self.envs.reset(seed=seed)
+        self.envs.action_space.seed(seed)
+        self.obs = as_rows(obs, self.obs_space)
+        # one set of statistics in all four networks' "obs_norm" layers (actor, critic, targets)
+        self.norm = obs_normalizer(self.actor, self.critic, self.actor_t, self.critic_t)
+        self.norm.update(self.obs)
+        self.rng = np.random.default_rng(seed)
+        act_dim = int(np.prod(self.act_space.shape))
+        self.buf = ContinuousReplay(int(c.buffer_size), self.obs.shape[1], act_dim, seed)
+        self.sigma = float(c.noise_std) * float(np.max(self.act_space.high))
+        self.ou = OUNoise((self.num_envs, act_dim), self.sigma, self.rng) if str(c.noise) == "ou" else None
+        self.finished, self.stats = [], None
+        self.total, self.steps, self.next_log = int(total_steps), 0, int(c.log_every)
+        return self.total
+
+    def learn(self) -> dict:
+        """Env steps (training phases every train_freq) until the next `log_every` row."""
+        while self.steps < min(self.next_log, self.total):
+            self._step()
+        self.next_log += int(self.cfg.log_every)
+        m = {}
+        if self.stats is not None:
+            m.update({"critic_loss": float(self.stats[0]), "actor_loss": float(self.stats[1]),
+                      "q_mean": float(self.stats[2])})
+        if self.finished:
+            m["episode_return"] = float(np.mean(self.finished[-10:]))
+        return m
+
+    def _step(self) -> None:
         import tensorflow as tf
 
-        c = self.cfg
-        envs = training_env(factory, num_envs, env_cfg, float(c.gamma))
-        obs, _ = envs.reset(seed=seed)
-        envs.action_space.seed(seed)
-        obs = as_rows(obs, self.obs_space)
-        # one set of statistics in all four networks' "obs_norm" layers (actor, critic, targets)
-        norm = obs_normalizer(self.actor, self.critic, self.actor_t, self.critic_t)
-        norm.update(obs)
-        rng = np.random.default_rng(seed)
+        c, num_envs, obs = self.cfg, self.num_envs, self.obs
         low, high = self.act_space.low, self.act_space.high
         act_dim = int(np.prod(self.act_space.shape))
-        buf = ContinuousReplay(int(c.buffer_size), obs.shape[1], act_dim, seed)
-        sigma = float(c.noise_std) * float(np.max(high))
-        ou = OUNoise((num_envs, act_dim), sigma, rng) if str(c.noise) == "ou" else None
-        history: dict[str, list] = {}
-        steps_log: list[int] = []
-        finished, stats = [], None
-        run.progress(total_steps, "steps")
-        step, next_eval, next_log, start = 0, eval_every, int(c.log_every), time.perf_counter()
-        n_grad, batch = int(c.gradient_steps), int(c.batch_size)
-        while step < total_steps and not run.should_stop:
-            if step < int(c.learning_starts):
-                a = rng.uniform(low, high, (num_envs, act_dim)).astype(np.float32)
-            else:
-                noise = ou() if ou is not None else rng.normal(0.0, sigma, (num_envs, act_dim))
-                a = np.clip(self._act(tf.constant(obs)).numpy() + noise, low, high).astype(np.float32)
-            nxt, r, term, trunc, info = envs.step(a)
-            nxt = as_rows(nxt, self.obs_space)
-            real_next = nxt.copy()
-            for i in np.flatnonzero(term | trunc):  # the true last observation, not the reset one
-                real_next[i] = as_rows([info["final_obs"][i]], self.obs_space)[0]
-            buf.add(obs, a, r, real_next, term.astype(np.float32))  # truncation still bootstraps
-            for i, ret, _ in finished_episodes(info):  # raw returns, even when `r` is normalised
-                finished.append(ret)
-                if ou is not None:
-                    ou.reset(i)
-            norm.update(nxt)
-            obs = nxt
-            step += num_envs
-            if step >= int(c.learning_starts) and step % int(c.train_freq) < num_envs:
-                sample = [buf.sample(batch) for _ in range(n_grad)]
-                stats = self._train(*(tf.constant(np.stack(x)) for x in zip(*sample, strict=True))).numpy()
-            if step >= next_log or step >= total_steps:
-                next_log += int(c.log_every)
-                m = {"train/steps_per_second": step / (time.perf_counter() - start)}
-                if stats is not None:
-                    m.update({"train/critic_loss": float(stats[0]), "train/actor_loss": float(stats[1]),
-                              "train/q_mean": float(stats[2])})
-                if finished:
-                    m["train/episode_return"] = float(np.mean(finished[-10:]))
-                due = step >= next_eval or step >= total_steps
-                if due:
-                    next_eval += eval_every
-                log_point(run, history, steps_log, step, m, self.actor, evaluate if due else None)
-        envs.close()
-        return history, steps_log, step
+        if self.steps < int(c.learning_starts):
+            a = self.rng.uniform(low, high, (num_envs, act_dim)).astype(np.float32)
+        else:
+            noise = self.ou() if self.ou is not None else self.rng.normal(0.0, self.sigma, (num_envs, act_dim))
+            a = np.clip(self._act(tf.constant(obs)).numpy() + noise, low, high).astype(np.float32)
+        nxt, r, term, trunc, info = self.envs.step(a)
+        nxt = as_rows(nxt, self.obs_space)
+        real_next = nxt.copy()
+        for i in np.flatnonzero(term | trunc):  # the true last observation, not the reset one
+            real_next[i] = as_rows([info["final_obs"][i]], self.obs_space)[0]
+        self.buf.add(obs, a, r, real_next, term.astype(np.float32))  # truncation still bootstraps
+        for i, ret, _ in finished_episodes(info):  # raw returns, even when `r` is normalised
+            self.finished.append(ret)
+            if self.ou is not None:
+                self.ou.reset(i)
+        self.norm.update(nxt)
+        self.obs = nxt
+        self.steps += num_envs
+        if self.steps >= int(c.learning_starts) and self.steps % int(c.train_freq) < num_envs:
+            sample = [self.buf.sample(int(c.batch_size)) for _ in range(int(c.gradient_steps))]
+            self.stats = self._train(*(tf.constant(np.stack(x)) for x in zip(*sample, strict=True))).numpy()
+
+    def close(self) -> None:
+        self.envs.close()

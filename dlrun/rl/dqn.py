@@ -9,12 +9,10 @@ new transitions get the largest priority so far."""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
+from dlrun.rl.learn import Agent
 from dlrun.rl.nets import NumpyMLP
-from dlrun.rl.ppo import log_point
 from dlrun.rl.rollout import as_rows, finished_episodes, obs_normalizer, training_env
 
 
@@ -127,12 +125,13 @@ def td_targets(q_next_online, q_next_target, rewards, dones, gamma: float, doubl
     return rewards + gamma * (1.0 - dones) * q
 
 
-class DQN:
-    def __init__(self, model, obs_space, act_space, cfg):
+class DQN(Agent):
+    def __init__(self, model, obs_space, act_space, cfg, env_cfg=None):
         import keras
         import tensorflow as tf
 
         self.model, self.cfg, self.obs_space, self.act_space = model, cfg, obs_space, act_space
+        self.env_cfg = env_cfg or {}
         self.target = keras.models.clone_model(model)
         self.target.set_weights(model.get_weights())
         self.opt = keras.optimizers.Adam(float(cfg.learning_rate), global_clipnorm=float(cfg.max_grad_norm))
@@ -189,81 +188,85 @@ class DQN:
         b0 = float(self.cfg.get("beta_start", 0.4))
         return b0 + (1.0 - b0) * min(1.0, step / max(1, total))
 
-    def train(self, factory, run, total_steps: int, seed: int, evaluate, eval_every: int, num_envs: int = 1,
-              env_cfg=None):
+    def start(self, factory, seed: int, total_steps: int, every: int) -> int:
+        c = self.cfg
+        self.num_envs = int(self.env_cfg.get("num_envs", 1))
+        self.envs = training_env(factory, self.num_envs, self.env_cfg, float(c.gamma))
+        obs, _ = self.envs.reset(seed=seed)
+        self.obs = as_rows(obs, self.obs_space)
+        self.norm = obs_normalizer(self.model, self.target)
+        self.norm.update(self.obs)
+        self.q_net = NumpyMLP(self.model, ("q",), ("q_values",))  # greedy actions without a TF call per step
+        self.copied = True  # the target equals the model (no gradient step since the last copy)
+        self.rng = np.random.default_rng(seed)
+        if self.prioritized:
+            self.buf = PrioritizedReplay(int(c.buffer_size), self.obs.shape[1], seed, float(c.alpha),
+                                         float(c.priority_eps))
+        else:
+            self.buf = Replay(int(c.buffer_size), self.obs.shape[1], seed)
+        self.total, self.steps, self.next_log = int(total_steps), 0, int(c.log_every)
+        self.finished = []
+        return self.total
+
+    def learn(self) -> dict:
+        """Env steps (training phases every train_freq) until the next `log_every` row."""
+        losses, qs = [], []
+        while self.steps < min(self.next_log, self.total):
+            eps = self._step(losses, qs)
+        self.next_log += int(self.cfg.log_every)
+        m = {"epsilon": eps}
+        if self.prioritized:
+            m["per_beta"] = self.beta(self.steps, self.total)
+        if losses:
+            m.update({"td_loss": float(np.mean(losses)), "q_mean": float(np.mean(qs))})
+        if self.finished:
+            m["episode_return"] = float(np.mean(self.finished[-20:]))
+        return m
+
+    def _step(self, losses: list, qs: list) -> float:
+        """One vector env step, and a training phase when one is due; returns the epsilon used."""
         import tensorflow as tf
 
-        c = self.cfg
-        envs = training_env(factory, num_envs, env_cfg, float(c.gamma))
-        obs, _ = envs.reset(seed=seed)
-        obs = as_rows(obs, self.obs_space)
-        norm = obs_normalizer(self.model, self.target)
-        norm.update(obs)
-        q_net = NumpyMLP(self.model, ("q",), ("q_values",))  # greedy actions without a TF call per step
-        copied = True  # the target equals the model (no gradient step since the last copy)
-        rng = np.random.default_rng(seed)
-        if self.prioritized:
-            buf = PrioritizedReplay(int(c.buffer_size), obs.shape[1], seed, float(c.alpha), float(c.priority_eps))
-        else:
-            buf = Replay(int(c.buffer_size), obs.shape[1], seed)
-        n_act = int(self.act_space.n)
-        history: dict[str, list] = {}
-        steps_log: list[int] = []
-        finished = []
-        losses, qs = [], []
-        run.progress(total_steps, "steps")
-        step, next_eval, next_log, start = 0, eval_every, int(c.log_every), time.perf_counter()
-        tau = float(c.tau)
-        while step < total_steps and not run.should_stop:
-            eps = self.epsilon(step, total_steps)
-            greedy = q_net.head(q_net.branch(q_net.inputs(obs), "q"), "q_values").argmax(axis=1)
-            explore = rng.random(num_envs) < eps
-            a = np.where(explore, rng.integers(0, n_act, num_envs), greedy)
-            nxt, r, term, trunc, info = envs.step(a)
-            nxt = as_rows(nxt, self.obs_space)
-            real_next = nxt.copy()
-            for i in np.flatnonzero(term | trunc):  # the true last observation, not the reset one
-                real_next[i] = as_rows([info["final_obs"][i]], self.obs_space)[0]
-            buf.add(obs, a, r, real_next, term.astype(np.float32))  # truncation still bootstraps
-            finished += [ret for _, ret, _ in finished_episodes(info)]  # raw returns, even if r is normalised
-            norm.update(nxt, write=False)
-            obs = nxt
-            step += num_envs
-            if step >= int(c.learning_starts) and step % int(c.train_freq) < num_envs:
-                norm.write()
-                if self.prioritized:  # sampling depends on the priorities the previous step updated
-                    for _ in range(int(c.gradient_steps)):
-                        *batch, idx = buf.sample(int(c.batch_size), self.beta(step, total_steps))
-                        loss, q, td = self._train(*(tf.constant(x) for x in batch))
-                        buf.update_priorities(idx, td.numpy())
-                        losses.append(float(loss))
-                        qs.append(float(q))
-                else:
-                    g, b = int(c.gradient_steps), int(c.batch_size)
-                    batch = buf.sample(g * b)
-                    loss, q = self._phase(*(tf.constant(x.reshape(g, b, *x.shape[1:])) for x in batch))
+        c, num_envs, obs, step, total = self.cfg, self.num_envs, self.obs, self.steps, self.total
+        eps = self.epsilon(step, total)
+        q_net = self.q_net
+        greedy = q_net.head(q_net.branch(q_net.inputs(obs), "q"), "q_values").argmax(axis=1)
+        explore = self.rng.random(num_envs) < eps
+        a = np.where(explore, self.rng.integers(0, int(self.act_space.n), num_envs), greedy)
+        nxt, r, term, trunc, info = self.envs.step(a)
+        nxt = as_rows(nxt, self.obs_space)
+        real_next = nxt.copy()
+        for i in np.flatnonzero(term | trunc):  # the true last observation, not the reset one
+            real_next[i] = as_rows([info["final_obs"][i]], self.obs_space)[0]
+        buf = self.buf
+        buf.add(obs, a, r, real_next, term.astype(np.float32))  # truncation still bootstraps
+        self.finished += [ret for _, ret, _ in finished_episodes(info)]  # raw returns, even if r is normalised
+        self.norm.update(nxt, write=False)
+        self.obs = nxt
+        self.steps = step = step + num_envs
+        if step >= int(c.learning_starts) and step % int(c.train_freq) < num_envs:
+            self.norm.write()
+            if self.prioritized:  # sampling depends on the priorities the previous step updated
+                for _ in range(int(c.gradient_steps)):
+                    *batch, idx = buf.sample(int(c.batch_size), self.beta(step, total))
+                    loss, q, td = self._train(*(tf.constant(x) for x in batch))
+                    buf.update_priorities(idx, td.numpy())
                     losses.append(float(loss))
                     qs.append(float(q))
-                if tau < 1.0:
-                    self._soft(tf.constant(tau))
-                q_net.sync()
-                copied = False
-            if tau >= 1.0 and step % int(c.target_update) < num_envs and not copied:
-                self.target.set_weights(self.model.get_weights())
-                copied = True
-            if step >= next_log or step >= total_steps:
-                next_log += int(c.log_every)
-                m = {"train/epsilon": eps, "train/steps_per_second": step / (time.perf_counter() - start)}
-                if self.prioritized:
-                    m["train/per_beta"] = self.beta(step, total_steps)
-                if losses:
-                    m.update({"train/td_loss": float(np.mean(losses)), "train/q_mean": float(np.mean(qs))})
-                    losses, qs = [], []
-                if finished:
-                    m["train/episode_return"] = float(np.mean(finished[-20:]))
-                due = step >= next_eval or step >= total_steps
-                if due:
-                    next_eval += eval_every
-                log_point(run, history, steps_log, step, m, self.model, evaluate if due else None)
-        envs.close()
-        return history, steps_log, step
+            else:
+                g, b = int(c.gradient_steps), int(c.batch_size)
+                batch = buf.sample(g * b)
+                loss, q = self._phase(*(tf.constant(x.reshape(g, b, *x.shape[1:])) for x in batch))
+                losses.append(float(loss))
+                qs.append(float(q))
+            if float(c.tau) < 1.0:
+                self._soft(tf.constant(float(c.tau)))
+            q_net.sync()
+            self.copied = False
+        if float(c.tau) >= 1.0 and step % int(c.target_update) < num_envs and not self.copied:
+            self.target.set_weights(self.model.get_weights())
+            self.copied = True
+        return eps
+
+    def close(self) -> None:
+        self.envs.close()

@@ -10,11 +10,11 @@ forward pass of these small MLPs."""
 from __future__ import annotations
 
 import math
-import time
 
 import gymnasium as gym
 import numpy as np
 
+from dlrun.rl.learn import Agent
 from dlrun.rl.nets import NumpyMLP
 from dlrun.rl.rollout import as_rows, finished_episodes, obs_normalizer, training_env
 
@@ -128,70 +128,21 @@ class NumpyPolicy(NumpyMLP):
         return self.head(c, "value")[:, 0].astype(np.float32)
 
 
-class Clock:
-    """Training wall time without the evaluations (what speed comparisons count)."""
-
-    def __init__(self):
-        self.start, self.excluded = time.perf_counter(), 0.0
-
-    def seconds(self) -> float:
-        return time.perf_counter() - self.start - self.excluded
-
-    def timed(self, fn):
-        t = time.perf_counter()
-        try:
-            return fn()
-        finally:
-            self.excluded += time.perf_counter() - t
-
-
-def record(history: dict, metrics: dict) -> None:
-    """Append one row; names missing this time (evaluation runs every few updates) get NaN."""
-    n = len(next(iter(history.values()), []))
-    for k in metrics:
-        history.setdefault(k, [math.nan] * n)
-    for k, v in history.items():
-        v.append(float(metrics.get(k, math.nan)))
-
-
-SHOWN = ("train/episode_return", "val/mean_return")  # what the progress line shows of a point
-
-
-def log_point(run, history: dict, steps_log: list, step: int, metrics: dict, model=None, evaluate=None,
-              shown=SHOWN, clock: Clock | None = None) -> None:
-    """One logged point of an agent's training loop: the evaluation when one is due (`evaluate`
-    given) with the best-weights bookkeeping, then the MLflow row, the progress line and the
-    history row. With a `clock`, `train/seconds` and `train/steps_per_second` count training
-    time only (evaluations and the best-weights copy excluded)."""
-    if clock is not None:
-        metrics["train/seconds"] = clock.seconds()
-        metrics["train/steps_per_second"] = step / max(metrics["train/seconds"], 1e-9)
-    if evaluate is not None:
-        def ev():
-            metrics["val/mean_return"] = evaluate()
-            run.keep_best(model, metrics["val/mean_return"], step)
-        clock.timed(ev) if clock is not None else ev()
-    run.log(step, metrics)
-    run.advance(step, {k.split("/")[1]: v for k, v in metrics.items() if k in shown})
-    record(history, metrics)
-    steps_log.append(step)
-
-
 def episode_stats(finished: list, lengths: list, last: int = 20) -> dict:
     """Return and length of the last finished episodes (empty before the first one ends)."""
     recent = finished[-last:]
     if not recent:
         return {}
-    return {"train/episode_return": float(np.mean(recent)), "train/return_min": float(np.min(recent)),
-            "train/return_max": float(np.max(recent)), "train/episode_length": float(np.mean(lengths[-last:]))}
+    return {"episode_return": float(np.mean(recent)), "return_min": float(np.min(recent)),
+            "return_max": float(np.max(recent)), "episode_length": float(np.mean(lengths[-last:]))}
 
 
-class PPO:
-    def __init__(self, model, env_space, act_space, cfg):
+class PPO(Agent):
+    def __init__(self, model, env_space, act_space, cfg, env_cfg=None):
         import keras
         import tensorflow as tf
 
-        self.model, self.cfg = model, cfg
+        self.model, self.cfg, self.env_cfg = model, cfg, env_cfg or {}
         self.obs_space, self.act_space = env_space, act_space
         self.continuous = isinstance(act_space, gym.spaces.Box)
         self.lr = float(cfg.learning_rate)
@@ -269,69 +220,65 @@ class PPO:
         self._update = tf.function(update, reduce_retracing=True, autograph=False,
                                    jit_compile=bool(c.get("jit_compile", False)))
 
-    def train(self, factory, run, total_steps: int, seed: int, evaluate, env_cfg, eval_every: int):
-        import tensorflow as tf
-
-        c = self.cfg
-        n_envs, n_steps = int(env_cfg.num_envs), int(c.n_steps)
-        gamma, lam = float(c.gamma), float(c.gae_lambda)
-        envs = training_env(factory, n_envs, env_cfg, gamma)
-        obs, _ = envs.reset(seed=seed)
-        envs.action_space.seed(seed)
-        obs = as_rows(obs, self.obs_space)
+    def start(self, factory, seed: int, total_steps: int, every: int) -> int:
+        c, env_cfg = self.cfg, self.env_cfg
+        self.n_envs, self.n_steps = int(env_cfg.get("num_envs", 1)), int(c.n_steps)
+        self.envs = training_env(factory, self.n_envs, env_cfg, float(c.gamma))
+        obs, _ = self.envs.reset(seed=seed)
+        self.envs.action_space.seed(seed)
+        self.obs = as_rows(obs, self.obs_space)
         # env.normalize_obs: statistics fixed during a rollout and its update (the stored
         # log-probabilities were computed with them), refreshed from each rollout afterwards
-        norm = obs_normalizer(self.model)
-        norm.update(obs)
-        policy = NumpyPolicy(self.model, self.continuous, seed)
-        per_update = n_envs * n_steps
-        updates = max(1, total_steps // per_update)
-        history: dict[str, list] = {}
-        steps_log: list[int] = []
-        finished: list[float] = []
-        lengths: list[int] = []
-        run.progress(updates * per_update, "steps")
-        clock, step, next_eval = Clock(), 0, eval_every
+        self.norm = obs_normalizer(self.model)
+        self.norm.update(self.obs)
+        self.policy = NumpyPolicy(self.model, self.continuous, seed)
+        self.per_update = self.n_envs * self.n_steps
+        self.updates, self.u, self.steps = max(1, total_steps // self.per_update), 0, 0
+        self.finished, self.lengths = [], []
+        return self.updates * self.per_update
+
+    def learn(self) -> dict:
+        """One rollout of n_steps x num_envs and one update on it."""
+        import tensorflow as tf
+
+        c, n_steps, n_envs, obs = self.cfg, self.n_steps, self.n_envs, self.obs
+        gamma, lam = float(c.gamma), float(c.gae_lambda)
+        if c.anneal_lr:
+            self.opt.learning_rate.assign(self.lr * (1.0 - self.u / self.updates))
         a_shape = self.act_space.shape if self.continuous else ()
-        names = ("train/loss", "train/policy_loss", "train/value_loss", "train/entropy", "train/kl",
-                 "train/clip_fraction", "train/epochs_run")
-        for u in range(updates):
-            if run.should_stop:
-                break
-            if c.anneal_lr:
-                self.opt.learning_rate.assign(self.lr * (1.0 - u / updates))
-            b_obs = np.zeros((n_steps, n_envs, obs.shape[1]), np.float32)
-            b_act = np.zeros((n_steps, n_envs, *a_shape), np.float32)
-            b_logp, b_val, b_rew, b_done = (np.zeros((n_steps, n_envs), np.float32) for _ in range(4))
-            for t in range(n_steps):
-                a, logp, v = policy.act(obs)
-                env_a = np.clip(a, self.act_space.low, self.act_space.high) if self.continuous else a
-                nxt, r, term, trunc, info = envs.step(env_a)
-                r = np.asarray(r, np.float32)  # normalised with env.normalize_reward
-                done = term | trunc
-                if trunc.any():  # bootstrap truncated episodes from their last observation
-                    fin = as_rows(np.stack([info["final_obs"][i] for i in np.flatnonzero(trunc)]), self.obs_space)
-                    r[trunc] += gamma * policy.value(fin)
-                b_obs[t], b_act[t], b_logp[t], b_val[t], b_rew[t], b_done[t] = obs, a, logp, v, r, done
-                for _, ret_i, len_i in finished_episodes(info):  # raw returns (RecordEpisodeStatistics)
-                    finished.append(ret_i)
-                    lengths.append(len_i)
-                obs = as_rows(nxt, self.obs_space)
-            adv, ret = gae(b_rew, b_val, b_done, policy.value(obs), gamma, lam)
-            flat = lambda x: x.reshape(n_steps * n_envs, *x.shape[2:])  # noqa: E731
-            stats = self._update(*(tf.constant(flat(x)) for x in (b_obs, b_act, b_logp, adv, ret, b_val))).numpy()
-            norm.update(flat(b_obs))
-            policy.sync()
-            step += per_update
-            m = dict(zip(names, map(float, stats), strict=True))
-            m["train/lr"] = float(self.opt.learning_rate.numpy())
-            if self.kl_target is not None:  # the KL penalty is on and adapts toward kl_target
-                m["train/kl_coef"] = float(self.kl_coef.numpy())
-                self.kl_coef.assign(adapt_kl_coef(m["train/kl_coef"], m["train/kl"], float(self.kl_target)))
-            m.update(episode_stats(finished, lengths))
-            due = step >= next_eval or u == updates - 1
-            if due:
-                next_eval += eval_every
-            log_point(run, history, steps_log, step, m, self.model, evaluate if due else None, clock=clock)
-        envs.close()
-        return history, steps_log, step
+        b_obs = np.zeros((n_steps, n_envs, obs.shape[1]), np.float32)
+        b_act = np.zeros((n_steps, n_envs, *a_shape), np.float32)
+        b_logp, b_val, b_rew, b_done = (np.zeros((n_steps, n_envs), np.float32) for _ in range(4))
+        for t in range(n_steps):
+            a, logp, v = self.policy.act(obs)
+            env_a = np.clip(a, self.act_space.low, self.act_space.high) if self.continuous else a
+            nxt, r, term, trunc, info = self.envs.step(env_a)
+            r = np.asarray(r, np.float32)  # normalised with env.normalize_reward
+            done = term | trunc
+            if trunc.any():  # bootstrap truncated episodes from their last observation
+                fin = as_rows(np.stack([info["final_obs"][i] for i in np.flatnonzero(trunc)]), self.obs_space)
+                r[trunc] += gamma * self.policy.value(fin)
+            b_obs[t], b_act[t], b_logp[t], b_val[t], b_rew[t], b_done[t] = obs, a, logp, v, r, done
+            for _, ret_i, len_i in finished_episodes(info):  # raw returns (RecordEpisodeStatistics)
+                self.finished.append(ret_i)
+                self.lengths.append(len_i)
+            obs = as_rows(nxt, self.obs_space)
+        self.obs = obs
+        adv, ret = gae(b_rew, b_val, b_done, self.policy.value(obs), gamma, lam)
+        flat = lambda x: x.reshape(n_steps * n_envs, *x.shape[2:])  # noqa: E731
+        stats = self._update(*(tf.constant(flat(x)) for x in (b_obs, b_act, b_logp, adv, ret, b_val))).numpy()
+        self.norm.update(flat(b_obs))
+        self.policy.sync()
+        self.u += 1
+        self.steps += self.per_update
+        names = ("loss", "policy_loss", "value_loss", "entropy", "kl", "clip_fraction", "epochs_run")
+        m = dict(zip(names, map(float, stats), strict=True))
+        m["learning_rate"] = float(self.opt.learning_rate.numpy())
+        if self.kl_target is not None:  # the KL penalty is on and adapts toward kl_target
+            m["kl_coef"] = float(self.kl_coef.numpy())
+            self.kl_coef.assign(adapt_kl_coef(m["kl_coef"], m["kl"], float(self.kl_target)))
+        m.update(episode_stats(self.finished, self.lengths))
+        return m
+
+    def close(self) -> None:
+        self.envs.close()

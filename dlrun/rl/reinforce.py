@@ -13,11 +13,10 @@ one compiled tf.function.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
-from dlrun.rl.ppo import episode_stats, log_point, log_prob_entropy
+from dlrun.rl.learn import Agent
+from dlrun.rl.ppo import episode_stats, log_prob_entropy
 from dlrun.rl.rollout import as_rows, finished_episodes, obs_normalizer, training_env
 
 
@@ -40,12 +39,13 @@ def reinforce_loss(logp, returns, values, baseline: bool, norm_adv: bool):
     return -tf.reduce_mean(logp * tf.stop_gradient(adv)), adv
 
 
-class Reinforce:
-    def __init__(self, model, obs_space, act_space, cfg):
+class Reinforce(Agent):
+    def __init__(self, model, obs_space, act_space, cfg, env_cfg=None):
         import keras
         import tensorflow as tf
 
         self.model, self.cfg, self.obs_space, self.act_space = model, cfg, obs_space, act_space
+        self.env_cfg = env_cfg or {}
         self.opt = keras.optimizers.Adam(float(cfg.learning_rate), global_clipnorm=float(cfg.max_grad_norm))
         self.opt.build(model.trainable_variables)
         baseline, norm_adv = bool(cfg.baseline), bool(cfg.norm_adv)
@@ -73,54 +73,49 @@ class Reinforce:
 
         self._act, self._update = act, update
 
-    def train(self, factory, run, total_steps: int, seed: int, evaluate, eval_every: int, num_envs: int,
-              env_cfg=None):
+    def start(self, factory, seed: int, total_steps: int, every: int) -> int:
+        self.num_envs = int(self.env_cfg.get("num_envs", 1))
+        self.envs = training_env(factory, self.num_envs, self.env_cfg, float(self.cfg.gamma))
+        obs, _ = self.envs.reset(seed=seed)
+        self.obs = as_rows(obs, self.obs_space)
+        self.norm = obs_normalizer(self.model)
+        self.norm.update(self.obs)
+        self.bufs = [([], [], []) for _ in range(self.num_envs)]  # per env: observations, actions, rewards
+        self.finished, self.lengths = [], []
+        self.total, self.steps = int(total_steps), 0
+        return self.total
+
+    def learn(self) -> dict:
+        """Env steps until `episodes_per_update` episodes have finished (or the budget is spent),
+        then one gradient step on them."""
         import tensorflow as tf
 
-        c = self.cfg
-        gamma, per_update = float(c.gamma), int(c.episodes_per_update)
-        envs = training_env(factory, num_envs, env_cfg, gamma)
-        obs, _ = envs.reset(seed=seed)
-        obs = as_rows(obs, self.obs_space)
-        norm = obs_normalizer(self.model)
-        norm.update(obs)
-        bufs = [([], [], []) for _ in range(num_envs)]  # per env: observations, actions, rewards
-        batch: list[tuple] = []  # finished episodes waiting for the next update
-        finished: list[float] = []
-        lengths: list[int] = []
-        history: dict[str, list] = {}
-        steps_log: list[int] = []
-        run.progress(total_steps, "steps")
-        step, next_eval, start = 0, eval_every, time.perf_counter()
-        while step < total_steps and not run.should_stop:
+        gamma, per_update = float(self.cfg.gamma), int(self.cfg.episodes_per_update)
+        batch: list[tuple] = []  # finished episodes for this update
+        while len(batch) < per_update and self.steps < self.total:
+            obs = self.obs
             a = self._act(tf.constant(obs)).numpy()
-            nxt, r, term, trunc, info = envs.step(a)
-            for i in range(num_envs):
-                bufs[i][0].append(obs[i])
-                bufs[i][1].append(a[i])
-                bufs[i][2].append(float(r[i]))
-            step += num_envs
+            nxt, r, term, trunc, info = self.envs.step(a)
+            for i in range(self.num_envs):
+                self.bufs[i][0].append(obs[i])
+                self.bufs[i][1].append(a[i])
+                self.bufs[i][2].append(float(r[i]))
+            self.steps += self.num_envs
             for i, ret, length in finished_episodes(info):  # truncation ends the episode too (no bootstrap)
-                o, acts, rews = bufs[i]
+                o, acts, rews = self.bufs[i]
                 batch.append((np.stack(o), np.asarray(acts, np.int32), returns_to_go(rews, gamma)))
-                finished.append(ret)  # the env's own units even when the rewards `r` are normalised
-                lengths.append(length)
-                bufs[i] = ([], [], [])
-            obs = as_rows(nxt, self.obs_space)
-            norm.update(obs)
-            if len(batch) < per_update and step < total_steps:
-                continue
-            m = {"train/steps_per_second": step / (time.perf_counter() - start)}
-            if batch:
-                b_obs, b_act, b_ret = (np.concatenate(x) for x in zip(*batch, strict=True))
-                stats = self._update(tf.constant(b_obs), tf.constant(b_act), tf.constant(b_ret)).numpy()
-                m.update(dict(zip(("train/loss", "train/policy_loss", "train/value_loss", "train/entropy"),
-                                  map(float, stats), strict=True)))
-                batch = []
-            m.update(episode_stats(finished, lengths))
-            due = step >= next_eval or step >= total_steps
-            if due:
-                next_eval += eval_every
-            log_point(run, history, steps_log, step, m, self.model, evaluate if due else None)
-        envs.close()
-        return history, steps_log, step
+                self.finished.append(ret)  # the env's own units even when the rewards `r` are normalised
+                self.lengths.append(length)
+                self.bufs[i] = ([], [], [])
+            self.obs = as_rows(nxt, self.obs_space)
+            self.norm.update(self.obs)
+        m = {}
+        if batch:
+            b_obs, b_act, b_ret = (np.concatenate(x) for x in zip(*batch, strict=True))
+            stats = self._update(tf.constant(b_obs), tf.constant(b_act), tf.constant(b_ret)).numpy()
+            m.update(dict(zip(("loss", "policy_loss", "value_loss", "entropy"), map(float, stats), strict=True)))
+        m.update(episode_stats(self.finished, self.lengths))
+        return m
+
+    def close(self) -> None:
+        self.envs.close()

@@ -6,11 +6,11 @@ thousands of times slower) and is copied into the Keras Q-table model that is se
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 
 from dlrun.rl.envs import policy_evaluation, value_iteration
+from dlrun.rl.learn import Agent
 
 
 def td_target(r: float, q_next: np.ndarray, a_next: int | None, gamma: float, done: bool) -> float:
@@ -20,7 +20,7 @@ def td_target(r: float, q_next: np.ndarray, a_next: int | None, gamma: float, do
     return r + gamma * (q_next.max() if a_next is None else q_next[a_next])
 
 
-class TabularQ:
+class TabularQ(Agent):
     def __init__(self, model, n_states: int, n_actions: int, cfg):
         self.model, self.cfg = model, cfg
         self.q = np.zeros((n_states, n_actions))
@@ -40,79 +40,77 @@ class TabularQ:
     def sync(self):
         self.model.get_layer("q_table").set_weights([self.q.astype(np.float32)])
 
-    def _report(self, run, history, steps_log, step, returns, eps, episode, start, evaluate):
-        """A logged point: the table goes into the model, which is evaluated (every point)."""
-        from dlrun.rl.ppo import log_point
+    def start(self, factory, seed: int, total_steps: int, every: int) -> int:
+        """Tabular agents log on the evaluation cadence `every` (whole episodes)."""
+        self.env, self.seed, self.rng = factory(), seed, np.random.default_rng(seed)
+        self.total, self.every, self.next_log = int(total_steps), int(every), int(every)
+        self.steps, self.episode, self.returns, self.eps = 0, 0, [], 1.0
+        return self.total
 
+    def learn(self) -> dict:
+        """Whole episodes until the next logged point; the table goes into the served model."""
+        while self.steps < min(self.next_log, self.total):
+            self.returns.append(self.episode_of_learning())
+            self.episode += 1
+        while self.next_log <= self.steps:
+            self.next_log += self.every
         self.sync()
-        m = {"train/episode_return": float(np.mean(returns[-50:])), "train/epsilon": eps,
-             "train/episodes": episode, "train/steps_per_second": step / (time.perf_counter() - start)}
-        log_point(run, history, steps_log, step, m, self.model, evaluate, shown=("val/mean_return",))
+        return {"episode_return": float(np.mean(self.returns[-50:])), "epsilon": self.eps,
+                "episodes": self.episode}
 
-    def train(self, factory, run, total_steps: int, seed: int, evaluate, eval_every: int):
+    def epsilon(self) -> float:
         c = self.cfg
-        env = factory()
-        rng = np.random.default_rng(seed)
-        alpha, gamma, sarsa = float(c.alpha), float(c.gamma), c.name == "sarsa"
         eps0, eps1, decay = float(c.epsilon_start), float(c.epsilon_end), float(c.epsilon_decay_fraction)
-        history: dict[str, list] = {}
-        steps_log: list[int] = []
-        run.progress(total_steps, "steps")
-        step, episode, next_eval, start = 0, 0, eval_every, time.perf_counter()
-        returns: list[float] = []
+        return max(eps1, eps0 - (eps0 - eps1) * self.steps / max(1.0, decay * self.total))
 
-        while step < total_steps and not run.should_stop:
-            s, _ = env.reset(seed=seed + episode)
-            eps = max(eps1, eps0 - (eps0 - eps1) * step / max(1.0, decay * total_steps))
-            a = self._choose(int(s), eps, step, rng)
-            total, done = 0.0, False
-            while not done and step < total_steps:
-                s2, r, term, trunc, _ = env.step(a)
-                step += 1
-                total += r
-                done = term or trunc
-                a2 = self._choose(int(s2), eps, step, rng)
-                target = td_target(r, self.q[int(s2)], a2 if sarsa else None, gamma, term)
-                self.q[int(s), a] += alpha * (target - self.q[int(s), a])
-                self.counts[int(s), a] += 1
-                s, a = s2, a2
-            episode += 1
-            returns.append(total)
-            if step >= next_eval or step >= total_steps:
-                next_eval += eval_every
-                self._report(run, history, steps_log, step, returns, eps, episode, start, evaluate)
-        self.sync()
-        return history, steps_log, step
+    def episode_of_learning(self) -> float:
+        """One Q-learning or SARSA episode (TD updates at every step); its return."""
+        c, env, rng = self.cfg, self.env, self.rng
+        alpha, gamma, sarsa = float(c.alpha), float(c.gamma), c.name == "sarsa"
+        s, _ = env.reset(seed=self.seed + self.episode)
+        self.eps = eps = self.epsilon()
+        a = self._choose(int(s), eps, self.steps, rng)
+        total, done = 0.0, False
+        while not done and self.steps < self.total:
+            s2, r, term, trunc, _ = env.step(a)
+            self.steps += 1
+            total += r
+            done = term or trunc
+            a2 = self._choose(int(s2), eps, self.steps, rng)
+            target = td_target(r, self.q[int(s2)], a2 if sarsa else None, gamma, term)
+            self.q[int(s), a] += alpha * (target - self.q[int(s), a])
+            self.counts[int(s), a] += 1
+            s, a = s2, a2
+        return total
 
 
-class DynamicProgramming:
-    """Value iteration or policy iteration on the env's model; the greedy policy as a Q table."""
+class DynamicProgramming(Agent):
+    """Value iteration or policy iteration on the env's model; the greedy policy as a Q table.
+    One `learn()` solves it (no environment steps)."""
 
     def __init__(self, model, cfg):
         self.model, self.cfg = model, cfg
 
-    def train(self, factory, run, evaluate):
-        env = factory()
-        if not hasattr(env.unwrapped, "P"):
+    def start(self, factory, seed: int, total_steps: int, every: int) -> int:
+        self.env = factory()
+        if not hasattr(self.env.unwrapped, "P"):
             from dlrun.errors import DlrunError
 
             raise DlrunError(f"agent={self.cfg.name} needs an env with a known model (P): GridWorld, SuttonGrid, "
                              "FrozenLake, Taxi")
-        gamma = float(self.cfg.gamma)
-        history: dict[str, list] = {}
+        return 0
+
+    def learn(self) -> dict:
+        env, gamma = self.env, float(self.cfg.gamma)
+        m = {}
         if self.cfg.name == "value_iteration":
             v, _, q = value_iteration(env, gamma)
         else:
             v, q, k = policy_iteration(env, gamma, int(self.cfg.eval_sweeps))
-            history["policy_iterations"] = [float(k)]
+            m["policy_iterations"] = float(k)
         self.model.get_layer("q_table").set_weights([q.astype(np.float32)])
-        run.progress(1, "solve")
-        value = evaluate()
-        run.keep_best(self.model, value, 0)
-        run.log(0, {"val/mean_return": value, "train/start_value": float(v[env.unwrapped.s])})
-        run.advance(1, {"mean_return": value})
-        history["val/mean_return"] = [value]
-        return history, [0], 0, v
+        m["start_value"] = float(v[env.unwrapped.s])
+        return m
 
 
 def policy_iteration(env, gamma: float = 1.0, eval_sweeps: int = 1000, max_iter: int = 100):

@@ -19,6 +19,11 @@ class Task:
     """Base class: supervised Keras training. Override what differs."""
 
     name = "task"
+    resumable = True  # the runner's backup and trainer.resume apply (training goes through Keras fit)
+
+    def check(self, cfg, strategy) -> None:
+        """Refuse, in one line before anything is built or logged, what this task cannot honour
+        (trainer options it has no use for, strategies, precisions). Nothing by default."""
 
     def data(self, cfg, batch_size: int) -> Data:
         """Build the data; `batch_size` is the global batch size (per replica x replicas)."""

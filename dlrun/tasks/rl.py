@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -23,11 +24,12 @@ from dlrun.errors import DlrunError
 from dlrun.registry import DATA, TASKS
 from dlrun.tasks.base import Task
 
-# agent name -> (its class, how it is built and trained): one table, not a branch per agent.
-# The call shapes: "deep" agents take the spaces and collect from `env.num_envs` envs; "tabular"
-# ones take the state and action counts; "dp" plans on the model of the environment.
+# agent name -> (its class, how it is built): one table, not a branch per agent. The
+# constructor shapes: "deep" agents take the spaces and the env config (they collect from
+# `env.num_envs` envs); "tabular" ones take the state and action counts; "bandit" the arm count;
+# "dp" plans on the model of the environment. All of them then run in one loop (dlrun/rl/learn.py).
 AGENTS = {
-    "ppo": ("dlrun.rl.ppo:PPO", "ppo"),
+    "ppo": ("dlrun.rl.ppo:PPO", "deep"),
     "dqn": ("dlrun.rl.dqn:DQN", "deep"),
     "ddpg": ("dlrun.rl.ddpg:DDPG", "deep"),
     "reinforce": ("dlrun.rl.reinforce:Reinforce", "deep"),
@@ -41,26 +43,43 @@ AGENTS = {
 TABULAR = tuple(name for name, (_, shape) in AGENTS.items() if shape in ("tabular", "bandit", "dp"))
 
 
-def _train_agent(cfg, model, info, factory, run, total, seed, evaluate, every):
-    """Build the agent named by cfg.agent.name from the AGENTS table and train it:
-    (history, steps, seen)."""
+def make_agent(cfg, model, info, factory):
+    """The agent named by cfg.agent.name, built from the AGENTS table."""
     import importlib
 
     path, shape = AGENTS[cfg.agent.name]
     module, cls = path.split(":")
     agent_cls = getattr(importlib.import_module(module), cls)
-    if shape in ("ppo", "deep"):
+    if shape == "deep":
         env = factory()
-        agent = agent_cls(model, env.observation_space, env.action_space, cfg.agent)
-        if shape == "ppo":
-            return agent.train(factory, run, total, seed, evaluate, cfg.env, every)
-        return agent.train(factory, run, total, seed, evaluate, every, int(cfg.env.num_envs), env_cfg=cfg.env)
+        return agent_cls(model, env.observation_space, env.action_space, cfg.agent, cfg.env)
     if shape == "tabular":
-        return agent_cls(model, info.n_states, info.action_dim, cfg.agent).train(factory, run, total, seed,
-                                                                                  evaluate, every)
+        return agent_cls(model, info.n_states, info.action_dim, cfg.agent)
     if shape == "bandit":
-        return agent_cls(model, info.action_dim, cfg.agent).train(factory, run, seed, evaluate)
-    return agent_cls(model, cfg.agent).train(factory, run, evaluate)[:3]
+        return agent_cls(model, info.action_dim, cfg.agent)
+    return agent_cls(model, cfg.agent)
+
+
+# Trainer options of a Keras fit that an RL run has no use for -> what sets that thing here. Set
+# to anything but their defaults, they are a one-line error (RLTask.check), not ignored.
+NOT_FOR_RL = {
+    "epochs": "use task.total_steps, in environment steps",
+    "batch_size": "use the agent's own keys: agent.n_steps and agent.minibatches, or agent.batch_size",
+    "optimizer": "the agents train with Adam; set agent.learning_rate",
+    "learning_rate": "use agent.learning_rate: agent.actor_lr / agent.critic_lr for DDPG, agent.alpha for tabular agents",
+    "momentum": "the agents train with Adam; set agent.learning_rate",
+    "weight_decay": "the agents train with Adam; set agent.learning_rate",
+    "beta_1": "the agents train with Adam; set agent.learning_rate",
+    "clipnorm": "use agent.max_grad_norm",
+    "loop": "RL agents train in the RL loop, dlrun/rl/learn.py",
+    "jit_compile": "use agent.jit_compile, PPO's compiled update",
+    "steps_per_execution": "each agent update is one compiled call already",
+    "limit_batches": "use task.total_steps",
+    "fast_examples": "trainer.fast uses task.smoke's budget",
+    "backup_interval_s": "an RL run keeps no backup: trainer.resume is refused for it",
+    "lr_schedule.name": "use agent.anneal_lr, PPO's linear annealing",
+}
+SMOKE_SET = ("epochs", "limit_batches")  # trainer=smoke sets these for Keras tasks; not the user's doing
 
 
 @dataclass
@@ -75,6 +94,20 @@ class RLInfo(DataInfo):
     action_bound: float = 1.0  # continuous: the largest |action| (DDPG's tanh scale)
     n_states: int = 0  # discrete observation spaces (tabular agents)
     env_id: str = ""
+
+
+def budget(cfg) -> SimpleNamespace:
+    """Steps, evaluation cadence and episode seeds of a run: task.total_steps and task.eval, cut
+    to task.smoke's under trainer.fast (trainer=smoke). Test seeds are eval.seed, seed+1, ...;
+    validation seeds eval.val_seed, val_seed+1, ... (RLTask.check keeps them apart)."""
+    t, e = cfg.task, cfg.task.eval
+    total, episodes, during = int(t.total_steps), int(e.episodes), int(e.during)
+    if cfg.trainer.fast:
+        total, episodes, during = (min(v, int(t.smoke[k])) for v, k in
+                                   ((total, "total_steps"), (episodes, "episodes"), (during, "episodes")))
+    return SimpleNamespace(total_steps=total, every_steps=min(int(e.every_steps), max(total, 1)),
+                           test_seeds=[int(e.seed) + i for i in range(episodes)],
+                           val_seeds=[int(e.val_seed) + i for i in range(during)])
 
 
 def greedy(model):
@@ -137,7 +170,8 @@ class RLTask(Task):
                       normalize_obs=bool(cfg.env.get("normalize_obs", False)),
                       n_states=int(obs_space.n) if isinstance(obs_space, gym.spaces.Discrete) else 0,
                       env_id=str(cfg.env.id))
-        return Data(info=info, train=factory, test=factory)
+        # validation (during training, kept as the best) and test episodes: one env, own seeds
+        return Data(info=info, train=factory, val=factory, test=factory)
 
     def objective(self, cfg, info: DataInfo) -> Objective:
         return Objective("mean_return", maximize=True)
@@ -147,25 +181,65 @@ class RLTask(Task):
 
         return build_model(cfg.model, info, task=self.name)
 
+    def check(self, cfg, strategy) -> None:
+        """What an RL run cannot honour, refused in one line before anything is trained: the
+        trainer options of a Keras fit (NOT_FOR_RL), resuming, mixed precision, more than one
+        replica, and validation seeds that overlap the test seeds."""
+        import tensorflow as tf
+        from omegaconf import OmegaConf
+
+        from dlrun.cli import config_dir
+        from dlrun.config import TrainerConfig
+
+        # the defaults are the trainer group's YAML (typed by the schema), what a plain run gets
+        t = cfg.trainer
+        default = OmegaConf.merge(OmegaConf.structured(TrainerConfig), OmegaConf.load(config_dir() / "trainer/default.yaml"))
+        for key, instead in NOT_FOR_RL.items():
+            if t.smoke and key in SMOKE_SET:
+                continue
+            value, usual = OmegaConf.select(t, key), OmegaConf.select(default, key)
+            if value != usual:
+                raise DlrunError(f"trainer.{key}={value} has no meaning for task=rl", instead)
+        if t.resume:
+            raise DlrunError("trainer.resume: an RL run cannot be resumed; its agent's state (optimizer, replay "
+                             "buffer, environments, normalisation statistics) is not backed up",
+                             "start the run again without trainer.resume")
+        if t.precision != "float32":
+            raise DlrunError(f"trainer.precision={t.precision}: the RL agents train small float32 networks with "
+                             "their own optimizers (no loss scaling); mixed precision does not apply",
+                             "drop trainer.precision (float32)")
+        if strategy is not tf.distribute.get_strategy():  # not the default one-device strategy
+            raise DlrunError(f"strategy={cfg.strategy.name} ({type(strategy).__name__}, "
+                             f"{strategy.num_replicas_in_sync} replica(s)): an RL agent updates one small network "
+                             "on experience it collects step by step; there is no batch to split across replicas",
+                             "use strategy=auto (one device), strategy=cpu or strategy=gpu")
+        for key in ("total_steps", "eval.every_steps", "eval.episodes", "eval.during"):
+            value = OmegaConf.select(cfg.task, key)
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                raise DlrunError(f"task.{key} must be an integer >= 1, got {value!r}")
+        e = cfg.task.eval
+        test, val = range(int(e.seed), int(e.seed) + int(e.episodes)), range(int(e.val_seed), int(e.val_seed) + int(e.during))
+        if set(test) & set(val):
+            raise DlrunError(f"task.eval.val_seed={e.val_seed}: the validation episodes (seeds {val.start}.."
+                             f"{val.stop - 1}) overlap the test episodes ({test.start}..{test.stop - 1})",
+                             "choose a val_seed outside the test seeds")
+
     def fit(self, cfg, model, data: Data, run):
         import tensorflow as tf
 
+        from dlrun.rl.learn import learn
         from dlrun.rl.rollout import run_episodes
 
         seed = int(cfg.trainer.seed)
         tf.random.set_seed(seed)
         np.random.seed(seed)
-        t = cfg.task
-        total = int(t.total_steps)
-        factory, info = data.train, data.info
-        seeds = [int(t.eval.seed) + 100_000 + i for i in range(int(t.eval.during))]  # not the test seeds
+        b = budget(cfg)
 
-        def evaluate():
-            return float(run_episodes(factory, seeds, greedy(model))[0].mean())
+        def evaluate():  # the greedy policy on the validation episodes
+            return float(run_episodes(data.val, b.val_seeds, greedy(model))[0].mean())
 
-        every = int(t.eval.every_steps)
-        history, steps, seen = _train_agent(cfg, model, info, factory, run, total, seed, evaluate, every)
-        return run.fit_result(history, unit="update", steps=steps, seen=seen)
+        agent = make_agent(cfg, model, data.info, data.train)
+        return learn(agent, run, data.train, seed, b.total_steps, b.every_steps, evaluate)
 
     def serving(self, cfg, model, data: Data) -> Served:
         from dlrun.rl.nets import served_policy
@@ -180,16 +254,17 @@ class RLTask(Task):
                       meta={"env_id": info.env_id, "agent": cfg.agent.name})
 
     def evaluate(self, cfg, served: Served, data: Data) -> Report:
+        from dlrun.metrics import losing_to_baseline
         from dlrun.rl.rollout import random_actions, run_episodes
 
-        factory = data.test
-        seeds = [int(cfg.task.eval.seed) + i for i in range(int(cfg.task.eval.episodes))]
-        ret, length, infos = run_episodes(factory, seeds, greedy(served.model))
+        factory, b = data.test, budget(cfg)
+        seeds, act = b.test_seeds, greedy(served.model)
+        ret, length, infos = run_episodes(factory, seeds, act)
         rnd = run_episodes(factory, seeds, random_actions(factory, int(cfg.trainer.seed)))[0]
         m = {"test/mean_return": float(ret.mean()), "test/std_return": float(ret.std()),
              "test/min_return": float(ret.min()), "test/max_return": float(ret.max()),
              "test/mean_length": float(length.mean()), "test/episodes": float(len(seeds)),
-             "baseline/random/mean_return": float(rnd.mean())}
+             "baseline/random/mean_return": float(rnd.mean()), "baseline/random/std_return": float(rnd.std())}
         report = Report(m, primary="test/mean_return")
         optimum = None
         if "optimal_return" in infos[0]:  # dlrun/Orso-v1: the exact solver, per episode
@@ -202,21 +277,29 @@ class RLTask(Task):
             _, _, q = value_iteration(env, gamma)
             optimum = run_episodes(factory, seeds, lambda rows: q[rows[:, 0].astype(int)].argmax(axis=1))[0]
             states = [s for s in range(len(q)) if len(env.unwrapped.P[s][0]) > 1 or not env.unwrapped.P[s][0][0][3]]
-            agent_a = np.asarray(greedy(served.model)(np.array(states, np.float32)[:, None]))
+            agent_a = np.asarray(act(np.array(states, np.float32)[:, None]))
             ok = [q[s, a] >= q[s].max() - 1e-9 for s, a in zip(states, agent_a, strict=True)]
             m["test/optimal_action_fraction"] = float(np.mean(ok))
         if optimum is not None:
             m["baseline/optimal/mean_return"] = float(optimum.mean())
+            m["baseline/optimal/std_return"] = float(optimum.std())
             if abs(optimum.mean()) > 1e-12:
                 m["test/optimal_ratio"] = float(ret.mean() / optimum.mean())
+        report.tables["comparison"] = comparison_rows(cfg.agent.name, m)
         report.tables["episodes"] = [{"seed": s, "return": float(r), "length": int(n)}
                                      for s, r, n in zip(seeds[:20], ret, length, strict=False)]
+        # never mislead: the greedy policy against a random one on the validation episodes
+        val_agent = run_episodes(factory, b.val_seeds, act)[0].mean()
+        val_random = run_episodes(factory, b.val_seeds, random_actions(factory, int(cfg.trainer.seed)))[0].mean()
+        line = losing_to_baseline("mean_return", True, float(val_agent), {"random": float(val_random)},
+                                  "a larger task.total_steps, or another agent")
+        report.warnings += [line] if line else []
         if str(cfg.env.id).startswith("dlrun/Orso"):
-            report.figures["orso_greedy_path.png"] = orso_path_figure(factory, seeds[0], greedy(served.model))
+            report.figures["orso_greedy_path.png"] = orso_path_figure(factory, seeds[0], act)
         videos = video_count(cfg)
         if videos > 0:
             folder = Path(str(cfg.task.eval.get("video_dir") or "videos")).resolve()
-            files = record_videos(cfg.env, seeds[:videos], greedy(served.model), folder)
+            files = record_videos(cfg.env, seeds[:videos], act, folder)
             report.files.update({f"videos/{f.name}": f for f in files})
         return report
 
@@ -233,6 +316,22 @@ class RLTask(Task):
         except ValueError:
             raise DlrunError(f"{source}: observation columns must be numbers") from None
         return Examples(rows, rows=frame, name=str(source), source=str(source))
+
+
+def comparison_rows(agent: str, m: dict) -> list[dict]:
+    """The console's comparison table: the greedy agent beside the random policy and, where it is
+    known exactly, the optimum, on the same test episodes (ratio = return / optimum)."""
+    optimum = m.get("baseline/optimal/mean_return")
+    rows = [(f"{agent} (greedy)", "test"), ("random", "baseline/random"), ("optimum", "baseline/optimal")]
+    out = []
+    for name, key in rows:
+        if f"{key}/mean_return" not in m:
+            continue
+        row = {"policy": name, "mean_return": m[f"{key}/mean_return"], "std_return": m[f"{key}/std_return"]}
+        if optimum is not None and abs(optimum) > 1e-12:
+            row["ratio_to_optimum"] = m[f"{key}/mean_return"] / optimum
+        out.append(row)
+    return out
 
 
 def video_count(cfg) -> int:

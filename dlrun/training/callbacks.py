@@ -45,8 +45,10 @@ def resolve_monitor(key: str, monitor: str, mode: str, objective: Objective, has
                      f"set {key}.mode=min or {key}.mode=max")
 
 
-def trainer_callbacks(trainer, workdir: Path, has_val: bool, objective: Objective, save: bool = True) -> tuple[list, object]:
-    """(callbacks, the best-model keeper or None) for a Keras fit."""
+def trainer_callbacks(trainer, workdir: Path, has_val: bool, objective: Objective, save: bool = True,
+                      step_of=None) -> tuple[list, object]:
+    """(callbacks, the best-model keeper or None) for a Keras fit. `step_of(epoch)`: the step the
+    best checkpoint records for an epoch (epoch + 1 unless a custom loop says otherwise)."""
     import keras
 
     callbacks = []
@@ -66,7 +68,7 @@ def trainer_callbacks(trainer, workdir: Path, has_val: bool, objective: Objectiv
     best = None
     if ck.enabled:
         name, up = resolve_monitor("trainer.checkpoint", ck.monitor, ck.mode, objective, has_val)
-        best = best_checkpoint(workdir / "best.keras" if save else None, name, up, float(ck.min_interval_s))
+        best = best_checkpoint(workdir / "best.keras" if save else None, name, up, float(ck.min_interval_s), step_of)
         callbacks.append(best)
     return callbacks, best
 
@@ -149,8 +151,9 @@ class BestKeeper:
         return True
 
 
-def best_checkpoint(path: Path | None, monitor: str, maximize: bool, min_interval_s: float):
-    """A Keras callback keeping the best model by `monitor`, acting at epoch ends only.
+def best_checkpoint(path: Path | None, monitor: str, maximize: bool, min_interval_s: float, step_of=None):
+    """A Keras callback keeping the best model by `monitor`, acting at epoch ends only; the kept
+    step is `step_of(epoch)` (default epoch + 1).
 
     Keras' ModelCheckpoint has a per-batch hook, which turns off Keras' asynchronous batch
     dispatch and costs small models a large share of their throughput; this one has none.
@@ -168,7 +171,7 @@ def best_checkpoint(path: Path | None, monitor: str, maximize: bool, min_interva
             if monitor not in logs:
                 raise DlrunError(f"trainer.checkpoint.monitor '{monitor}' is not a logged metric",
                                  f"logged: {', '.join(sorted(logs))}")
-            self.keeper.offer(self.model, logs[monitor], epoch + 1)
+            self.keeper.offer(self.model, logs[monitor], step_of(epoch) if step_of else epoch + 1)
 
         def on_train_end(self, logs=None):
             self.keeper.finish()
