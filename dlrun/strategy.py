@@ -102,13 +102,23 @@ def _mirrored(cfg):
     import tensorflow as tf
 
     if cfg.devices:
-        return tf.distribute.MirroredStrategy(devices=list(cfg.devices))
-    if cfg.cpu_replicas > 1:
-        return tf.distribute.MirroredStrategy(devices=_split_cpu(cfg.cpu_replicas))
-    _memory_growth(cfg)
-    if not _gpus():
-        return tf.distribute.MirroredStrategy(devices=["/cpu:0"])
-    return tf.distribute.MirroredStrategy()
+        devices = tuple(cfg.devices)
+    elif cfg.cpu_replicas > 1:
+        devices = tuple(_split_cpu(cfg.cpu_replicas))
+    else:
+        _memory_growth(cfg)
+        devices = None if _gpus() else ("/cpu:0",)
+    # One strategy per device set and process: the jobs of a sweep (and in-process tests) run
+    # one after another in one process, and a second MirroredStrategy numbers its collective
+    # ops from the same instance keys as the first, so TF's runtime matches a new model's
+    # gradient all-reduce against the old model's shapes ("Shape mismatch in the collective
+    # instance"). Reusing the strategy keeps its keys counting on.
+    if devices not in _MIRRORED:
+        _MIRRORED[devices] = tf.distribute.MirroredStrategy(devices=list(devices) if devices else None)
+    return _MIRRORED[devices]
+
+
+_MIRRORED: dict = {}
 
 
 @STRATEGIES.register("multi_worker", "MultiWorkerMirroredStrategy from TF_CONFIG or SLURM")

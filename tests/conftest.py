@@ -62,12 +62,18 @@ def _reset_mlflow() -> None:
 
 
 def _reset_determinism() -> None:
-    """trainer.deterministic=true turns TensorFlow's op determinism on for the process; a later
-    in-process run must start without it, as a new process would."""
+    """trainer.deterministic=true turns TensorFlow's op determinism on for the process (and
+    trainer.precision the dtype policy); a later in-process run must start without them, as a
+    new process would."""
     from tensorflow.python.framework import config as tf_config  # no public switch back
 
     if tf_config.is_op_determinism_enabled():
         tf_config.disable_op_determinism()
+    import keras
+
+    # trainer.precision sets Keras' global dtype policy for the process: later tests that build
+    # models directly must get float32 again, as a new process would
+    keras.mixed_precision.set_global_policy("float32")
 
 
 def dlrun_inprocess(args, cwd: Path, env: dict | None = None) -> types.SimpleNamespace:

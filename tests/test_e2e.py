@@ -107,6 +107,15 @@ def test_mirrored_two_cpu_replicas_and_custom_loop(run_dlrun, runs):
     assert "test/accuracy" in run.data.metrics and "val/loss" in run.data.metrics
 
 
+def test_a_sweep_of_different_models_under_one_mirrored_strategy(run_dlrun, runs):
+    # the jobs of a sweep share a process: each job's gradient all-reduce has its own shapes
+    run_dlrun("train", "-m", *SMALL, "strategy=mirrored", "strategy.cpu_replicas=2",
+              "model.hidden_units=[8],[64,64]")
+    done = [r for r in runs() if "mlflow.parentRunId" in r.data.tags]
+    assert len(done) == 2 and all(r.info.status == "FINISHED" for r in done)
+    assert {r.data.params["model.hidden_units"] for r in done} == {"[8]", "[64, 64]"}
+
+
 def test_run_that_fails_is_marked_failed_with_reason(run_dlrun, runs, workdir):
     proc = run_dlrun("train", "strategy=gpu", expect=2)
     assert "no GPU" in stderr_line(proc)
