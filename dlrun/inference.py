@@ -139,8 +139,15 @@ def _download(run_id: str, tracking_uri: str | None, tmp: Path):
         served_dir = client.download_artifacts(run_id, "served", str(tmp))
     except (MlflowException, OSError):
         why = f"it ended {status}" + (f": {run.data.tags['dlrun.error']}" if run.data.tags.get("dlrun.error") else "")
-        raise DlrunError(f"run '{run_id}' has no served model ({why})" if status != "FINISHED"
-                         else f"run '{run_id}' has no served model (logged with tracking.log_model=false?)") from None
+        hint = None
+        if status == "RUNNING":
+            from dlrun.training.backup import running_state
+
+            command = f"dlrun train {run.data.tags.get('dlrun.overrides', '')} trainer.resume={run_id}"
+            why, hint = running_state(run.data.tags.get("dlrun.workdir"), " ".join(command.split()))
+        raise DlrunError(f"run '{run_id}' has no served model: {why}" if status != "FINISHED"
+                         else f"run '{run_id}' has no served model (logged with tracking.log_model=false?)",
+                         hint) from None
     return OmegaConf.load(config_file), Path(served_dir), client.tracking_uri
 
 

@@ -152,11 +152,19 @@ def train(cfg, overrides: list[str], workdir: Path) -> float | None:
 
             resume = backup.locate(cfg.trainer.resume, overrides)
             workdir = resume.run_dir
+        kept = bool(cfg.trainer.backup) and chief  # the run's record and lock (training/backup.py)
+        if kept:
+            from dlrun.training import backup
+
+            stack.enter_context(backup.hold(workdir))
         tracker = Tracker(cfg.tracking, enabled=chief)
         stop = stack.enter_context(signals())
         stack.enter_context(tracked_run(tracker))
         tracker.start(cfg, task_name, cfg.model.name, overrides, resume_run_id=resume.run_id if resume else None,
                       resumed_at=resume.epochs_done if resume else None)
+        tracker.set_tags({"dlrun.workdir": str(workdir.resolve())})
+        if kept:
+            backup.start(workdir, tracker.run_id, backup.own_overrides(overrides))
         return _train(cfg, overrides, workdir, task, task_name, strategy, tracker, stop, chief, resume)
 
 
@@ -170,7 +178,7 @@ def _train(cfg, overrides, workdir: Path, task, task_name: str, strategy, tracke
     tracker.log_params({"strategy.replicas": replicas, "strategy.workers": facts["workers"],
                         "trainer.global_batch_size": global_batch})
     tracker.set_tags({"dlrun.strategy": facts["strategy"], "dlrun.devices": facts["devices"],
-                      "dlrun.gpus": facts["gpus"], "dlrun.workdir": str(workdir.resolve()), **_versions()})
+                      "dlrun.gpus": facts["gpus"], **_versions()})
     console.header("train", task_name, cfg.model.name, data.info.name,
                    {"strategy": facts["strategy"], "replicas": replicas, "batch": global_batch}, tracker.run_id)
     for line in data.warnings:
@@ -196,13 +204,20 @@ def _train(cfg, overrides, workdir: Path, task, task_name: str, strategy, tracke
         from dlrun.training import backup
 
         if resume is not None:
-            with strategy.scope():
-                model = backup.restore(resume, model, run.best)
-            run.initial_epoch = resume.epochs_done
-            for epoch, logs in sorted(backup.unlogged(resume, tracker.last_step("train/loss")).items()):
-                tracker.log_epoch(epoch - 1, logs)
-            tracker.flush()
-            console.console.print(f"resuming after epoch {resume.epochs_done} of run {resume.run_id} ({resume.run_dir})")
+            name = f"run {resume.run_id}" if resume.run_id else "the run"
+            if tracker.resumed_status == "RUNNING":  # nothing ended it: killed, or its machine lost
+                name += " (left RUNNING by a process that is gone)"
+            if resume.has_model:
+                with strategy.scope():
+                    model = backup.restore(resume, model, run.best)
+                run.initial_epoch = resume.epochs_done
+                for epoch, logs in sorted(backup.unlogged(resume, tracker.last_step("train/loss")).items()):
+                    tracker.log_epoch(epoch - 1, logs)
+                tracker.flush()
+                console.console.print(f"resuming after epoch {resume.epochs_done} of {name} ({resume.run_dir})")
+            else:
+                console.console.print(f"{name} stopped before its first backup: training it again from epoch 0 "
+                                      f"in the same MLflow run ({resume.run_dir})")
         # per-epoch metrics go out with each backup (Keras-fit tasks): a killed run resumes without gaps
         backup_cb = backup.callback(workdir / backup.FOLDER, float(cfg.trainer.backup_interval_s), tracker.run_id,
                                     backup.own_overrides(overrides), run.best, tracker.flush,
@@ -263,7 +278,7 @@ def _train(cfg, overrides, workdir: Path, task, task_name: str, strategy, tracke
         close(report.figures)  # also when nothing was logged: sweeps would pile them up
     tracker.log_path(workdir / "best.keras", "checkpoints")
     tracker.log_path(workdir / "tensorboard", "tensorboard")
-    if backup_cb is not None:
+    if cfg.trainer.backup and chief:
         from dlrun.training import backup
 
         backup.mark_finished(workdir)

@@ -69,6 +69,7 @@ class Tracker:
         self._buffer: list = []
         self._last_flush = time.monotonic()
         self.hold = False  # metrics wait for an explicit flush (sent with each training backup)
+        self.resumed_status: str | None = None  # a resumed run's status before this process took it up
 
     @property
     def mlflow(self):
@@ -98,13 +99,18 @@ class Tracker:
         with store_errors(uri):
             mlflow.set_experiment(self.cfg.experiment or task_name)
             if resume_run_id:
+                before = mlflow.get_run(resume_run_id)
                 run = mlflow.start_run(run_id=resume_run_id, log_system_metrics=system)
             else:
                 run = mlflow.start_run(run_name=run_name, parent_run_id=self.cfg.get("parent_run_id") or None,
                                        log_system_metrics=system)
         self.run_id = run.info.run_id
         if resume_run_id:  # its config, params and datasets are logged already
-            mlflow.set_tags({"dlrun.resumed_at_epoch": str(resumed_at), "dlrun.command": " ".join(sys.argv)[:5000]})
+            self.resumed_status = before.info.status
+            mlflow.set_tags({"dlrun.resumed_at_epoch": str(resumed_at), "dlrun.command": " ".join(sys.argv)[:5000],
+                             **stop_history(before, resumed_at)})
+            if ERROR_TAG in before.data.tags:  # the stop is history now: a finished resume shows no error
+                mlflow.delete_tag(ERROR_TAG)
             return
         from omegaconf import OmegaConf
 
@@ -289,6 +295,28 @@ class Tracker:
         return info.model_id
 
 
+@contextlib.contextmanager
+def no_integer_schema_warning():
+    """MLflow warns, for every schema it infers from integer columns, that such a column cannot
+    hold missing values. dlrun's served models take the user's rows as the run had them; the
+    two lines say nothing the user can act on (and were printed on some paths, not others)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Inferred schema contains integer.*")
+        yield
+
+
+def stop_history(run, resumed_at) -> dict:
+    """The tag keeping why and where a resumed run had stopped, one entry per stop:
+    dlrun.stops = 'KILLED, resumed after epoch 12: terminated (SIGTERM); RUNNING, resumed after ...'."""
+    status = run.info.status
+    why = run.data.tags.get(ERROR_TAG) or ("its process was gone (SIGKILL?)" if status == "RUNNING" else "")
+    entry = f"{status}, resumed after epoch {resumed_at}" + (f": {why}" if why else "")
+    earlier = run.data.tags.get("dlrun.stops")
+    return {"dlrun.stops": (f"{earlier}; {entry}" if earlier else entry)[-5000:]}
+
+
 def signature_input(example):
     """MLflow takes DataFrames and arrays: a dict of column arrays becomes a DataFrame; a dict
     holding a vector per example (a GAN's noise) stays a dict of arrays (a tensor signature)."""
@@ -305,11 +333,8 @@ def signature_input(example):
 
 def mlflow_dataset(rec):
     """An MLflow dataset for a DatasetRecord (pandas or numpy rows; a resolvable source or a spec)."""
-    import warnings
-
     import mlflow
 
-    warnings.filterwarnings("ignore", message=".*Inferred schema contains integer.*")
     if rec.frame is None:
         return None
     if hasattr(rec.frame, "columns"):
@@ -486,7 +511,8 @@ def tracked_run(tracker: Tracker):
     from dlrun.errors import DlrunError, Interrupted
 
     try:
-        yield tracker
+        with no_integer_schema_warning():  # datasets and the signature of rows with integer columns
+            yield tracker
     except Interrupted as e:
         tracker.end("KILLED", e.reason)
         raise
@@ -521,7 +547,7 @@ def log_to_existing_run(tracking_cfg, run_id: str, metrics: dict, tables: dict |
     for name, path in (files or {}).items():
         client.log_artifact(run_id, str(path), str(Path(prefix) / Path(name).parent))
     if record is not None:
-        with contextlib.suppress(Exception):  # a dataset record must never fail an eval
+        with contextlib.suppress(Exception), no_integer_schema_warning():  # a record must never fail an eval
             ds = mlflow_dataset(record)
             if ds is not None:
                 tag = InputTag("mlflow.data.context", record.context)

@@ -49,4 +49,4 @@ def test_sigkill_then_resume_auto_continues_the_same_run(run_dlrun, runs, mlflow
     assert run.data.metrics["test/accuracy"] > 0.7
     # the finished run is never picked again
     line = stderr_line(run_dlrun(*COMMAND, "trainer.resume=auto", expect=2))
-    assert "no unfinished run of this command" in line
+    assert "every run of this command under ./outputs finished" in line
