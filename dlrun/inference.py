@@ -277,9 +277,7 @@ def predict(cfg, where: dict, served_dir: Path, options: dict):
     frame = task.predict(cfg, served, examples)
     rows = examples.rows
     if rows is not None and len(rows) == len(frame):
-        import pandas as pd
-
-        frame = pd.concat([rows.reset_index(drop=True), frame.reset_index(drop=True)], axis=1)
+        frame = beside(rows, frame, served.meta.get("target"))
     output = Path(options.get("output") or "predictions.csv")
     output.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -290,7 +288,45 @@ def predict(cfg, where: dict, served_dir: Path, options: dict):
     console.print_rows(frame.head(shown).to_dict("records"), f"predictions ({len(frame)} rows, first {min(shown, len(frame))})")
     console.console.print(f"[green]wrote[/] {len(frame)} predictions to {output}"
                           + (f" ({os.path.abspath(output)})" if not output.is_absolute() else ""))
+    if examples.targets is not None:
+        _score_answers(task, cfg, served, examples)
     return frame
+
+
+def beside(rows, answers, target: str | None = None):
+    """The user's rows as they are, then the answers, whose names never take one of the rows'
+    (pandas would keep both columns under one name, and the table would show one): the main
+    answer (label or prediction) is predicted_<target> when the run knows its target column,
+    and any answer whose name the rows hold gets predicted_ in front."""
+    import pandas as pd
+
+    taken = {str(c) for c in rows.columns}
+    names = {}
+    for col in answers.columns:
+        name = f"predicted_{target}" if target and col in ("label", "prediction") else str(col)
+        while name in taken:
+            name = f"predicted_{name}"
+        taken.add(name)
+        names[col] = name
+    return pd.concat([rows.reset_index(drop=True), answers.rename(columns=names).reset_index(drop=True)], axis=1)
+
+
+def _score_answers(task, cfg, served, examples) -> None:
+    """When the file holds the true answers too, how many the model got right (one line)."""
+    from dlrun.plots import close
+    from dlrun.tasks.base import Task
+
+    if type(task).score is Task.score:  # a task that does not score examples
+        return
+    try:
+        report = task.score(cfg, served, examples)
+    except DlrunError as e:
+        console.warn(f"the file's answers could not be scored: {e.message}")
+        return
+    close(report.figures)
+    key = report.primary if report.primary in report.metrics else next(iter(report.metrics), None)
+    if key is not None:
+        console.console.print(f"the file holds the true answers: {key} {report.metrics[key]:.4g} on {len(examples)} rows")
 
 
 def export(cfg, where: dict, served_dir: Path, options: dict) -> dict:
@@ -329,6 +365,7 @@ def evaluate_checkpoint(cfg) -> dict:
 
     if not zipfile.is_zipfile(path):
         raise DlrunError(f"checkpoint '{path}' is not a Keras model file (a .keras file is a zip archive)")
+    _check_origin(path, str(cfg.task.name))
     cfg, task_name, strategy = prepare(cfg)
     import keras
 
@@ -342,19 +379,75 @@ def evaluate_checkpoint(cfg) -> dict:
             model = keras.saving.load_model(path)
     except (ValueError, OSError, TypeError) as e:
         raise DlrunError(f"cannot load model '{path}': {str(e).splitlines()[0][:300]}") from None
-    expects = tuple(getattr(model, "input_shape", ())[1:]) if not isinstance(model.input, dict) else None
-    given = tuple(data.info.input_shape or ())
-    if expects and given and len(expects) == len(given) and any(
-            a is not None and a != b for a, b in zip(expects, given, strict=True)):
-        what = f"{expects[-1]} features" if len(expects) == 1 else f"inputs of shape {expects}"
-        raise DlrunError(f"checkpoint '{path.name}' expects {what}; data '{data.info.name}' gives "
-                         f"{given[-1] if len(given) == 1 else given}",
-                         "evaluate it with the data (and data options) it was trained on")
-    with strategy.scope():
-        served = task.serving(cfg, model, data)
-    report = task.evaluate(cfg, served, data)
+    _check_fits(path, model, data.info)
+    try:
+        with strategy.scope():
+            served = task.serving(cfg, model, data)
+        report = task.evaluate(cfg, served, data)
+    except ValueError as e:  # what the checks above cannot see: Keras' own input check names it
+        text = str(e)
+        if "incompatible with the layer" not in text and "expects" not in text:
+            raise
+        raise DlrunError(f"checkpoint '{path.name}' does not fit task={task_name} data={data.info.name}: "
+                         f"{text.splitlines()[0][:200]}", "evaluate it with the task and data it was trained on") from None
     console.report(report, title=f"{task_name} eval")
     from dlrun.plots import close
 
     close(report.figures)
     return report.metrics
+
+
+def _check_origin(path: Path, task: str) -> None:
+    """Before TensorFlow: a served model (raw inputs in) is evaluated through its run folder,
+    and a checkpoint from a run folder must be evaluated as the task that trained it."""
+    from omegaconf import OmegaConf
+
+    from dlrun.serving import SPEC_FILE
+
+    folder = path.resolve().parent
+    if (folder / SPEC_FILE).is_file():
+        run_dir = folder.parent if (folder.parent / ".hydra" / "config.yaml").is_file() else None
+        raise DlrunError(f"checkpoint '{path}' is a served model (raw inputs in, preprocessing inside), not a "
+                         "trained network", f"evaluate its run: dlrun eval run_dir={_shown(run_dir)}" if run_dir
+                         else "evaluate its run: dlrun eval run_id=<its MLflow run id>")
+    config = folder / ".hydra" / "config.yaml"
+    if config.is_file():
+        from dlrun.registry import TASKS
+
+        trained = OmegaConf.select(OmegaConf.load(config), "task.name", default=None)
+        if trained and TASKS.canonical(str(trained)) != TASKS.canonical(task):
+            raise DlrunError(f"checkpoint '{path}' was trained by task={trained} ({_shown(config)}), not task={task}",
+                             f"add task={trained} (and its data), or evaluate the run: dlrun eval "
+                             f"run_dir={_shown(folder)}")
+
+
+def _shown(path: Path) -> str:
+    """A path as the user would type it: relative to the working folder when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _check_fits(path: Path, model, info) -> None:
+    """The network's inputs and outputs against the data it is about to be scored on."""
+    what = "a served model (raw inputs in)" if isinstance(model.input, dict) else None
+    if what:
+        raise DlrunError(f"checkpoint '{path.name}' takes named inputs ({', '.join(model.input)}): {what}",
+                         "evaluate its run instead: dlrun eval run_dir=<run folder> or run_id=<id>")
+    expects = tuple(getattr(model, "input_shape", ())[1:])
+    given = tuple(info.input_shape or ())
+    if expects and given and (len(expects) != len(given) or any(
+            a is not None and b is not None and a != b for a, b in zip(expects, given, strict=True))):
+        what = f"{expects[-1]} features" if len(expects) == 1 else f"inputs of shape {expects}"
+        raise DlrunError(f"checkpoint '{path.name}' expects {what}; data '{info.name}' gives "
+                         f"{given[-1] if len(given) == 1 else given}",
+                         "evaluate it with the task, data (and data options) it was trained on")
+    from dlrun.models.heads import HEADS, head_spec
+
+    out = getattr(model, "output_shape", None)
+    if info.target in HEADS and isinstance(out, tuple) and out and isinstance(out[-1], int):
+        units = head_spec(info, {})[2]
+        if out[-1] != units:
+            raise DlrunError(f"checkpoint '{path.name}' has {out[-1]} outputs; data '{info.name}' needs {units} "
+                             f"({info.target} target)", "evaluate it with the data it was trained on")

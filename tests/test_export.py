@@ -102,5 +102,5 @@ def test_mlflow_models_serve_answers_raw_rows_like_dlrun_predict(trained):
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
-    assert list(served["label"].astype(str)) == list(expected["label"].astype(str))
+    assert list(served["label"].astype(str)) == list(expected["predicted_group"].astype(str))
     assert np.allclose(served["probability_0"], expected["probability_0"], atol=1e-6)

@@ -44,7 +44,7 @@ def test_tabular_headerless_csv_predict_eval_and_pyfunc_agree(run_dlrun, runs, m
     run_dlrun("predict", f"run_id={run.info.run_id}", "input=new.csv", "output=answers.csv")
     answers = pd.read_csv(workdir / "answers.csv")
     assert list(answers.columns[:3]) == ["c0", "c1", "c2"]
-    assert set(answers["label"]) <= {"fast", "slow"}
+    assert set(answers["predicted_c3"]) <= {"fast", "slow"}  # the answer is named after the target column
     assert np.allclose(answers[["probability_fast", "probability_slow"]].sum(axis=1), 1.0, atol=1e-5)
 
     # the MLflow model (what mlflow models serve runs) gives the same answers for the same rows
@@ -53,7 +53,7 @@ def test_tabular_headerless_csv_predict_eval_and_pyfunc_agree(run_dlrun, runs, m
     mlflow.set_tracking_uri(f"sqlite:///{workdir}/mlflow.db")
     pyfunc = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
     served = pyfunc.predict(rows.drop(columns="c3"))
-    assert list(served["label"]) == list(answers["label"])
+    assert list(served["label"]) == list(answers["predicted_c3"])
     assert np.allclose(served["probability_fast"], answers["probability_fast"], atol=1e-6)
 
     # eval on another labelled file: every row scored, under eval/other/*, with its dataset
@@ -84,7 +84,7 @@ def test_regression_answers_in_the_targets_units(run_dlrun, runs, workdir):
     run = _run_id(runs)
     pd.DataFrame({"area": [50.0, 150.0], "rooms": [2, 4]}).to_csv(workdir / "ask.csv", index=False)
     run_dlrun("predict", f"run_id={run.info.run_id}", "input=ask.csv", "output=price.csv")
-    pred = pd.read_csv(workdir / "price.csv")["prediction"].to_numpy()
+    pred = pd.read_csv(workdir / "price.csv")["predicted_price"].to_numpy()
     truth = np.array([2000 * 50 + 15000 * 2, 2000 * 150 + 15000 * 4])
     assert np.all(np.abs(pred - truth) < 0.25 * truth), pred  # money, not standardised values
     assert run.data.metrics["test/rmse"] < 0.5 * price.std()

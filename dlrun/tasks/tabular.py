@@ -120,7 +120,8 @@ class TabularTask(Task):
 
         with dict_inputs():
             served = keras.Model(pre.input, outputs, name=f"served_{model.name}")
-        return Served(served, example=data.examples["test"].inputs.head(5), output_columns=columns)
+        return Served(served, example=data.examples["test"].inputs.head(5), output_columns=columns,
+                      meta={"target": info.target_column})  # predict names its answers predicted_<target>
 
     def read(self, cfg, source: str, served: Served | None = None) -> Examples:
         """A CSV with the training file's options; the target column is optional."""
@@ -131,6 +132,8 @@ class TabularTask(Task):
         header = bool(cfg.data.get("header", True))
         frame = read_csv(source, sep=cfg.data.get("sep", "auto"), header=header, min_columns=1)
         target = str(cfg.data.get("target")) if cfg.get("data") is not None and cfg.data.get("target") else None
+        if target is None and served is not None:  # a generated data set's target (insurance: group)
+            target = served.meta.get("target")
         if not header and served is not None:  # columns by position, as in training
             frame = _name_like_training(frame, served, target)
         if target is not None and target not in frame.columns:
