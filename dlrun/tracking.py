@@ -431,7 +431,12 @@ def store_errors(uri: str):
         first = lines[0] if lines else kind
         if first.startswith("(sqlite3."):
             first = first.split(")", 1)[-1].strip()
-        raise DlrunError(f"tracking store {uri}: {first[:300]}") from None
+        hint = None
+        if "deleted experiment" in first:  # MLflow's text says to restore or purge it, not how
+            first = first.split(". ", 1)[0] + " (it is in the store's trash)"
+            hint = ("log to another one: tracking.experiment=<name>, or restore it: mlflow experiments restore "
+                    "--experiment-id <id>")
+        raise DlrunError(f"tracking store {uri}: {first[:300]}", hint) from None
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:

@@ -8,6 +8,7 @@ counts from the end). Errors name the file, the column and the line.
 
 from __future__ import annotations
 
+import codecs
 import csv as _csv
 from pathlib import Path
 
@@ -18,10 +19,10 @@ from dlrun.errors import DlrunError
 SEPARATORS = {",": ",", ";": ";", "tab": "\t", "\\t": "\t", "\t": "\t", "|": "|"}
 
 
-def sniff_separator(path: Path, sample_bytes: int = 64_000) -> str:
+def sniff_separator(path: Path, sample_bytes: int = 64_000, encoding: str = "utf-8") -> str:
     """The field separator of a text table: csv.Sniffer restricted to , ; tab |, checked by
     consistency (every sampled line splits into the same number of fields > 1)."""
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+    with open(path, newline="", encoding=encoding, errors="replace") as f:
         sample = f.read(sample_bytes)
     lines = [ln for ln in sample.splitlines()[:50] if ln.strip()]
     if len(sample) == sample_bytes and len(lines) > 1:
@@ -40,11 +41,11 @@ def sniff_separator(path: Path, sample_bytes: int = 64_000) -> str:
     return best
 
 
-def separator(path: Path, sep) -> str:
+def separator(path: Path, sep, encoding: str = "utf-8") -> str:
     """data.sep as a one-character separator: auto, a name (tab) or the character itself."""
     sep = "auto" if sep is None else str(sep)
     if sep == "auto":
-        return sniff_separator(path)
+        return sniff_separator(path, encoding=encoding)
     if sep in SEPARATORS:
         return SEPARATORS[sep]
     if len(sep) == 1:
@@ -52,9 +53,17 @@ def separator(path: Path, sep) -> str:
     raise DlrunError(f"data.sep: '{sep}' is not a separator", "use auto, ',', ';', tab or '|'")
 
 
-def read_csv(path, sep="auto", header: bool = True, min_columns: int = 2):
-    """pandas.read_csv with one-line errors for the usual ways a file is wrong."""
+def read_csv(path, sep="auto", header: bool = True, min_columns: int = 2, encoding: str | None = None):
+    """pandas.read_csv with one-line errors for the usual ways a file is wrong. `encoding` is
+    data.encoding (None: a run logged before that key, whose files were read as UTF-8)."""
     import pandas as pd
+
+    encoding = str(encoding or "utf-8")
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise DlrunError(f"data.encoding: unknown text encoding '{encoding}'",
+                         "e.g. utf-8, latin-1, cp1252, utf-16") from None
 
     p = Path(str(path)).expanduser()
     if not p.exists():
@@ -63,11 +72,16 @@ def read_csv(path, sep="auto", header: bool = True, min_columns: int = 2):
         raise DlrunError(f"CSV file '{path}' is a folder, not a file")
     if p.stat().st_size == 0:
         raise DlrunError(f"CSV file '{path}' is empty")
-    sep_char = separator(p, sep)
+    sep_char = separator(p, sep, encoding)
     try:
-        frame = pd.read_csv(p, sep=sep_char, header=0 if header else None, skipinitialspace=True)
+        frame = pd.read_csv(p, sep=sep_char, header=0 if header else None, skipinitialspace=True, encoding=encoding)
     except pd.errors.EmptyDataError:
         raise DlrunError(f"CSV file '{path}' is empty") from None
+    except UnicodeDecodeError as e:
+        line, bad = undecodable_line(p, encoding)
+        where = f"line {line} has byte 0x{bad:02x}" if line else str(e).splitlines()[0][:200]
+        raise DlrunError(f"CSV file '{path}' is not {encoding} text: {where}",
+                         "name its encoding: data.encoding=latin-1 (or cp1252, utf-16, ...)") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
         raise DlrunError(f"CSV file '{path}' cannot be parsed: {str(e).splitlines()[0]}") from None
     frame.attrs["first_line"] = 2 if header else 1  # file line of the first data row
@@ -82,6 +96,18 @@ def read_csv(path, sep="auto", header: bool = True, min_columns: int = 2):
     return frame
 
 
+def undecodable_line(path: Path, encoding: str) -> tuple[int | None, int | None]:
+    """(file line, first byte) of the first line that `encoding` cannot decode; (None, None)
+    when no single line fails (an encoding whose characters span lines, such as UTF-16)."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                raw.decode(encoding)
+            except UnicodeDecodeError as e:
+                return number, raw[e.start]
+    return None, None
+
+
 def column(frame, key, path, what: str = "data.target") -> str:
     """A column named by `key`: its name, or an integer index (negative counts from the end)."""
     columns = [str(c) for c in frame.columns]
@@ -94,7 +120,26 @@ def column(frame, key, path, what: str = "data.target") -> str:
         index = None
     if index is not None and -len(columns) <= index < len(columns):
         return columns[index]
-    raise DlrunError(f"{path}: no column '{key}' ({what})", f"columns: {', '.join(columns)}")
+    hint = f"columns: {', '.join(columns)}"
+    if frame.attrs.get("first_line") == 2 and looks_like_data(columns):
+        hint = (f"the first row ({', '.join(columns[:4])}{', ...' if len(columns) > 4 else ''}) looks like data, "
+                f"not column names: add data.header=false and name columns by index (e.g. {what}=-1)")
+    raise DlrunError(f"{path}: no column '{key}' ({what})", hint)
+
+
+def looks_like_data(names: list[str]) -> bool:
+    """Whether column names read from a first row are values rather than names: most of them
+    are numbers (pandas writes a repeated name as 'x.1', so such a copy counts as its value)."""
+    import re
+
+    def number(name: str) -> bool:
+        try:
+            float(re.sub(r"\.\d+$", "", name) if name.count(".") > 1 else name)
+            return True
+        except ValueError:
+            return False
+
+    return len(names) > 1 and sum(number(n) for n in names) * 2 >= len(names)
 
 
 def numeric(col, name: str, path, max_bad: float = 0.2):

@@ -290,16 +290,17 @@ def _voc_xml(folder: Path, images: Path, policy: str, classes) -> Boxes:
 
 
 def _voc_csv(csv: Path, images: Path, policy: str) -> Boxes:
-    import pandas as pd
+    from dlrun.data.csv import first_empty, read_csv, strictly_numeric
 
-    try:
-        frame = pd.read_csv(csv)
-    except (OSError, ValueError) as e:
-        raise DlrunError(f"{csv}: cannot read ({e})") from None
+    frame = read_csv(csv, sep=",", min_columns=1)  # its one-line errors, with the file's line
     needed = ["filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax"]
     missing = [c for c in needed if c not in frame.columns]
     if missing:
         raise DlrunError(f"{csv}: missing column(s) {', '.join(missing)}", f"expected {','.join(needed)}")
+    for name in needed:
+        first_empty(frame[name], name, csv, f"every row needs all of {','.join(needed)}")
+        if name not in ("filename", "class"):
+            frame[name] = strictly_numeric(frame[name], name, csv)
     names = sorted(frame["class"].astype(str).unique())
     records = []
     for name, rows in frame.groupby("filename", sort=True):

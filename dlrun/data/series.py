@@ -162,7 +162,8 @@ def csv_series(data_cfg) -> Series:
         if OmegaConf.is_missing(data_cfg, key) or data_cfg.get(key) is None:
             raise DlrunError(f"data.{key} is required for data=csv_series", f"add data.{key}=...")
     path = Path(str(data_cfg.path)).expanduser()
-    raw = read_csv(path, sep=data_cfg.get("sep", "auto"), header=bool(data_cfg.get("header", True)), min_columns=1)
+    raw = read_csv(path, sep=data_cfg.get("sep", "auto"), header=bool(data_cfg.get("header", True)), min_columns=1,
+                   encoding=data_cfg.get("encoding"))
     time_col = data_cfg.get("time_column", "auto")
     if time_col == "auto":
         time_col = _date_column(raw)

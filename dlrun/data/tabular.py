@@ -112,7 +112,7 @@ def csv(cfg) -> Table:
     from dlrun.data.csv import column, first_empty, numeric, read_csv
 
     path = cfg.path
-    frame = read_csv(path, sep=cfg.get("sep", "auto"), header=bool(cfg.get("header", True)))
+    frame = read_csv(path, sep=cfg.get("sep", "auto"), header=bool(cfg.get("header", True)), encoding=cfg.get("encoding"))
     target = column(frame, cfg.target, path)
     if cfg.features:
         features = [column(frame, c, path, "data.features") for c in cfg.features]

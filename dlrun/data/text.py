@@ -151,7 +151,8 @@ def read_csv_text(path, cfg) -> object:
     """A CSV's text and label columns (by name or index), renamed to text/label."""
     from dlrun.data.csv import column, read_csv
 
-    frame = read_csv(path, sep=cfg.get("sep", "auto"), header=bool(cfg.get("header", True)), min_columns=1)
+    frame = read_csv(path, sep=cfg.get("sep", "auto"), header=bool(cfg.get("header", True)), min_columns=1,
+                     encoding=cfg.get("encoding"))
     text = column(frame, cfg.get("text_column", "text"), path, "data.text_column")
     out = frame.rename(columns={text: "text"})
     out["text"] = out["text"].fillna("").astype(str)

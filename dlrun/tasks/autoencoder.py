@@ -391,7 +391,8 @@ class AutoencoderTask(Task):
 
         if not source:
             raise DlrunError("no input file", "input=<rows.csv>")
-        frame = read_csv(source, sep=cfg.data.get("sep", "auto"), header=True, min_columns=1)
+        frame = read_csv(source, sep=cfg.data.get("sep", "auto"), header=True, min_columns=1,
+                         encoding=cfg.data.get("encoding"))
         target = cfg.data.get("target")
         truth = frame[target].to_numpy() if target and target in frame.columns else None
         return Examples(frame, truth, frame, Path(str(source)).stem, str(source))
@@ -417,7 +418,7 @@ def _read_series(cfg, source: str, meta: dict) -> Examples:
 
     if not source:
         raise DlrunError("no input file", "input=<series.csv>")
-    frame = read_csv(source, sep=cfg.data.get("sep", "auto"), header=True, min_columns=1)
+    frame = read_csv(source, sep=cfg.data.get("sep", "auto"), header=True, min_columns=1, encoding=cfg.data.get("encoding"))
     cols = list(meta["columns"])
     missing = [c for c in cols if c not in frame.columns]
     if missing:

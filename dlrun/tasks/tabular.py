@@ -130,7 +130,8 @@ class TabularTask(Task):
         if not source:
             raise DlrunError("no input file", "input=<rows.csv>")
         header = bool(cfg.data.get("header", True))
-        frame = read_csv(source, sep=cfg.data.get("sep", "auto"), header=header, min_columns=1)
+        frame = read_csv(source, sep=cfg.data.get("sep", "auto"), header=header, min_columns=1,
+                         encoding=cfg.data.get("encoding"))
         target = str(cfg.data.get("target")) if cfg.get("data") is not None and cfg.data.get("target") else None
         if target is None and served is not None:  # a generated data set's target (insurance: group)
             target = served.meta.get("target")
