@@ -82,7 +82,7 @@ def read_csv(path, sep="auto", header: bool = True, min_columns: int = 2, encodi
         where = f"line {line} has byte 0x{bad:02x}" if line else str(e).splitlines()[0][:200]
         raise DlrunError(f"CSV file '{path}' is not {encoding} text: {where}",
                          "name its encoding: data.encoding=latin-1 (or cp1252, utf-16, ...)") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
+    except (pd.errors.ParserError, ValueError) as e:
         raise DlrunError(f"CSV file '{path}' cannot be parsed: {str(e).splitlines()[0]}") from None
     frame.attrs["first_line"] = 2 if header else 1  # file line of the first data row
     if not header:
