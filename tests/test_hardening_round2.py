@@ -94,3 +94,49 @@ def test_item10_encodings_headerless_files_deleted_experiments_and_detection_csv
     line = stderr_line(run_dlrun("train", "task=detection", "data=voc", "data.path=boxes2.csv", "trainer=smoke",
                                  expect=2))
     assert "column 'height' has a non-numeric value 'ten' at line 3" in line
+
+
+def _monthly(workdir, name: str, repeat=(), drop=()) -> str:
+    """A monthly series CSV (10 years) whose rows `repeat` appear twice and `drop` are left out."""
+    dates = [f"{2015 + m // 12}-{m % 12 + 1:02d}-01" for m in range(120)]
+    lines = [f"{d},{100 + m + 10 * np.sin(2 * np.pi * m / 12):.2f}\n" for m, d in enumerate(dates) if m not in drop]
+    for m in sorted(repeat, reverse=True):
+        lines.insert(m, lines[m])
+    (workdir / name).write_text("date,sales\n" + "".join(lines))
+    return name
+
+
+def test_item9_repeated_times_are_refused_with_their_lines_or_merged(run_dlrun, runs, workdir):
+    path = _monthly(workdir, "dup.csv", repeat=(30, 31))
+    line = stderr_line(run_dlrun("train", "task=sequence", "data=csv_series", f"data.path={path}", "data.target=sales",
+                                 "data.time_column=date", "trainer=smoke", expect=2))
+    assert "dup.csv: column 'date' holds '2017-07-01' on 2 rows (lines 32, 33), and 1 more time(s) repeat" in line
+    assert "data.duplicates=mean, sum or last" in line
+    (failed,) = runs()
+    assert failed.info.status == "FAILED" and "holds '2017-07-01' on 2 rows" in failed.data.tags["dlrun.error"]
+    line = stderr_line(run_dlrun("train", "task=sequence", "data=csv_series", f"data.path={path}", "data.target=sales",
+                                 "data.duplicates=median", "trainer=smoke", expect=2))
+    assert "data.duplicates: unknown value 'median' (valid: error, mean, sum, last)" in line
+
+
+def test_item9_merged_duplicates_and_the_reason_a_season_is_missing(workdir, compose):
+    from dlrun.data.series import csv_series, infer_season
+
+    path = _monthly(workdir, "dup.csv", repeat=(30,))
+    (workdir / "dup.csv").write_text((workdir / "dup.csv").read_text().replace("2017-07-01,130.00\n", "2017-07-01,1.00\n", 1))
+    data = compose("task=sequence", "data=csv_series", f"data.path={workdir / path}", "data.target=sales").data
+    values = {}
+    for how in ("mean", "sum", "last"):
+        data.duplicates = how
+        frame = csv_series(data).frame
+        assert len(frame) == 120 and frame.index.is_unique and frame.index.is_monotonic_increasing
+        values[how] = float(frame.loc["2017-07-01", "sales"])
+    assert values == {"mean": 65.5, "sum": 131.0, "last": 130.0}  # last: in file order
+    # a month left out: no calendar season, and the reason names the gap
+    data.path = str(workdir / _monthly(workdir, "gap.csv", drop=(50,)))
+    frame = csv_series(data).frame
+    season, why = infer_season(frame, "auto", None, frame["sales"].to_numpy())
+    assert season is None and why == "the dates step by MS until 2019-02-01, then 2019-04-01 (a gap?): set data.season"
+    data.path, data.duplicates = str(workdir / path), "last"
+    full = csv_series(data).frame
+    assert infer_season(full, "auto", None, full["sales"].to_numpy())[0] == 12  # merged: monthly again

@@ -198,10 +198,35 @@ def csv_series(data_cfg) -> Series:
                              f"({raw[time_col].iloc[int(bad[0])]!r})",
                              "use ISO dates such as 2024-01-31, or drop data.time_column")
         frame.index = pd.DatetimeIndex(parsed, name=str(time_col))
+        frame = one_row_per_time(frame, raw[time_col], path, str(data_cfg.get("duplicates", "error")),
+                                 int(raw.attrs.get("first_line", 2)))
         frame = frame.sort_index(kind="stable")
     else:
         frame.index = pd.RangeIndex(len(frame), name="row")
     return Series(frame, target, str(path), name=path.stem)
+
+
+DUPLICATES = ("error", "mean", "sum", "last")  # data.duplicates: what rows that share one time become
+
+
+def one_row_per_time(frame, times, path, how: str, first_line: int):
+    """One row per time stamp: rows that share one are an error naming the earliest such time
+    and its lines (a series has one value per step; the windows and the calendar season would
+    be wrong), or are merged by `how` (mean, sum, or the last row in file order)."""
+    if how not in DUPLICATES:
+        raise DlrunError(f"data.duplicates: unknown value '{how}'", f"valid: {', '.join(DUPLICATES)}")
+    index = frame.index
+    if not index.has_duplicates:
+        return frame
+    if how != "error":
+        return frame.groupby(level=0, sort=True).agg(how)
+    repeated = index[index.duplicated(keep=False)]
+    rows = np.flatnonzero(index == repeated.min())
+    others = repeated.nunique() - 1
+    lines = ", ".join(str(int(r) + first_line) for r in rows)
+    raise DlrunError(f"{path}: column '{times.name}' holds {times.iloc[int(rows[0])]!r} on {len(rows)} rows "
+                     f"(lines {lines})" + (f", and {others} more time(s) repeat" if others else ""),
+                     "keep one row per time, or merge them: data.duplicates=mean, sum or last")
 
 
 # -- split, scale, window -----------------------------------------------------------------
@@ -404,12 +429,32 @@ def infer_season(frame, setting, known: int | None = None, values=None) -> tuple
     code = freq.split("-")[0].upper().lstrip("0123456789") if freq else ""
     candidates = next((periods for prefix, periods in CALENDAR_PERIODS if code.startswith(prefix)), ()) if code else ()
     if not candidates:
-        return None, f"no calendar periods for the dates' frequency ({freq or 'irregular'}; set data.season)"
+        if freq:
+            return None, f"no calendar periods for the dates' frequency ({freq}): set data.season"
+        broken = _first_break(frame.index[:min(len(frame), 1000)])
+        return None, ("dates without a regular frequency: set data.season" if broken is None else
+                      f"the dates step by {broken[0]} until {broken[1]}, then {broken[2]} (a gap?): set data.season")
     season = seasonal_peak(values, candidates) if values is not None else None
     listed = ", ".join(map(str, candidates))
     if season is None:
         return None, f"no autocorrelation peak at {listed} (set data.season to force one)"
     return season, f"autocorrelation peak among {listed} (data.season overrides)"
+
+
+def _first_break(index) -> tuple[str, str, str] | None:
+    """(frequency, last date that keeps it, the next date) for dates whose start is regular and
+    that break that regularity later; None when not even the first three are regular. A prefix
+    that has lost its frequency never gets it back, so the break is found by bisection."""
+    import pandas as pd
+
+    if len(index) < 3 or pd.infer_freq(index[:3]) is None:
+        return None
+    lo, hi = 3, len(index)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if pd.infer_freq(index[:mid]) else (lo, mid)
+    shown = [str(t.date()) if t == t.normalize() else str(t) for t in (index[lo - 1], index[lo])]
+    return pd.infer_freq(index[:lo]), *shown
 
 
 def seasonal_peak(values, candidates) -> int | None:

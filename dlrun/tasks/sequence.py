@@ -291,7 +291,7 @@ def forecast_all(cfg, served: Served, data: Data) -> tuple[dict, list[str], dict
     splits = [s for s in ("val", "test") if s in data.examples and len(data.examples[s])]
     skipped = []
     if "seasonal_naive" in names and info.season is None:
-        skipped.append("seasonal_naive (no season: set data.season, or none was found in the data)")
+        skipped.append(f"seasonal_naive (no season: {info.season_why})")
     classical, specs = {}, {}
     for name in (n for n in names if n in CLASSICAL):
         origins = np.concatenate([arrays[f"index_{s}"] for s in splits])
