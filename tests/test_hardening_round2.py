@@ -140,3 +140,21 @@ def test_item9_merged_duplicates_and_the_reason_a_season_is_missing(workdir, com
     data.path, data.duplicates = str(workdir / path), "last"
     full = csv_series(data).frame
     assert infer_season(full, "auto", None, full["sales"].to_numpy())[0] == 12  # merged: monthly again
+
+
+def test_item10_a_short_series_warns_that_it_has_few_training_windows(workdir, compose):
+    from dlrun.console import err_console
+    from dlrun.data.series import csv_series
+    from dlrun.tasks.sequence import series_data
+
+    path = workdir / _monthly(workdir, "short.csv", drop=range(40, 120))
+    cfg = compose("task=sequence", "data=csv_series", f"data.path={path}", "data.target=sales")
+    with err_console.capture() as err:
+        data = series_data(cfg, csv_series(cfg.data), 32)
+    assert data.info.sizes["train"] == 4
+    assert ("the training part (28 steps) holds 4 window(s) of 24 + 1 steps, fewer than task.min_train_windows=50"
+            in " ".join(err.get().split()))
+    cfg.task.min_train_windows = 4  # as many as it has: quiet
+    with err_console.capture() as err:
+        series_data(cfg, csv_series(cfg.data), 32)
+    assert err.get() == ""

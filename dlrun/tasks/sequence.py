@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from dlrun import console
 from dlrun.contract import Data, DataInfo, DatasetRecord, Examples, Objective, Report, Served
 from dlrun.errors import DlrunError
 from dlrun.registry import DATA, TASKS
@@ -210,6 +211,11 @@ def series_data(cfg, series, batch_size: int) -> Data:
     if str(cfg.task.evaluation) not in EVALUATIONS:
         raise DlrunError(f"task.evaluation: unknown value '{cfg.task.evaluation}'", f"valid: {', '.join(EVALUATIONS)}")
     parts, meta = prepare(series, cfg.data)
+    few, least = len(parts["train"].x), int(cfg.task.min_train_windows)
+    if 0 < few < least:  # none at all is an error below
+        console.warn(f"the training part ({meta['bounds']['train'][1]} steps) holds {few} window(s) of "
+                     f"{meta['window']} + {meta['horizon']} steps, fewer than task.min_train_windows={least}: "
+                     "little to learn from; use a longer series or a smaller data.window")
     if cfg.trainer.fast:
         for w in parts.values():
             keep = fast_subset(np.arange(len(w.x)), cfg.trainer.fast_examples, keep_order=True)
