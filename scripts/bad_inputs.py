@@ -58,6 +58,16 @@ def train_first(folder: Path, *args):
     return newest(folder)[0]
 
 
+TINY = ("train", "experiment=insurance", "trainer.epochs=2", "trainer.limit_batches=2")
+
+
+def delete_experiment(folder: Path, name: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{folder}/mlflow.db")
+    client.delete_experiment(client.get_experiment_by_name(name).experiment_id)
+
+
 def newest(folder: Path):
     db = folder / "mlflow.db"
     if not db.exists() or db.read_bytes()[:6] != b"SQLite":
@@ -162,6 +172,37 @@ CASES = {
     "predict_missing_column": (lambda f: (csv(f, "p.csv", "speed,age\n100,30\n"),
                                           ["predict", f"run_id={train_first(f)}", "input=p.csv"])[1], 2, "FINISHED"),
     "eval_misspelled_key": (lambda f: ["eval", f"run_id={train_first(f)}", "data.pth=x.csv"], 2, "FINISHED"),
+    # round 2 (issue 23)
+    "resume_finished_run": (lambda f: (run(f, *TINY), [*TINY, "trainer.resume=auto"])[1], 2, "FINISHED"),
+    "eval_checkpoint_other_task": (lambda f: (run(f, *TINY, "tracking=off", "hydra.run.dir=o"),
+                                              ["eval", "checkpoint=o/best.keras", "task=cnn", "tracking=off"])[1], 2, None),
+    "eval_served_model_as_checkpoint": (lambda f: (run(f, *TINY, "hydra.run.dir=o"),
+                                                   ["eval", "checkpoint=o/served/model.keras", "task=tabular",
+                                                    "data=breast_cancer", "tracking=off"])[1], 2, "FINISHED"),
+    "eval_checkpoint_is_a_folder": (lambda f: ["eval", "checkpoint=.", "task=tabular"], 2, None),
+    "predict_rows_with_the_target": (lambda f: (csv(f, "r.csv", "speed,age,miles,group\n80,30,10000,0\n"
+                                                    "150,22,30000,2\n"),
+                                                ["predict", f"run_id={train_first(f, 'experiment=insurance')}",
+                                                 "input=r.csv"])[1], 0, "FINISHED"),
+    "multirun_flag_after_overrides": (lambda f: ["train", "trainer=smoke", "-m", "trainer.learning_rate=0.001,0.01"],
+                                      0, "FINISHED"),
+    "series_duplicate_dates": (lambda f: (csv(f, "s.csv", "date,sales\n" + "".join(
+        f"2020-{m:02d}-01,{m}\n" for m in (1, 2, 3, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12))),
+                                          ["train", "task=sequence", "trainer=smoke", "data=csv_series", "data.path=s.csv",
+                                           "data.target=sales", "data.time_column=date"])[1], 2, "FAILED"),
+    "csv_latin1": (lambda f: ((f / "l.csv").write_bytes(("a,b,y\n" + rows(60, lambda i, a, b: "oui" if a > b else "café"))
+                                                       .encode("latin-1")),
+                              ["train", "trainer=smoke", "data=csv", "data.path=l.csv", "data.target=y"])[1], 2, "FAILED"),
+    "csv_headerless": (lambda f: (csv(f, "h.csv", rows(60)),
+                                  ["train", "trainer=smoke", "data=csv", "data.path=h.csv", "data.target=label"])[1],
+                       2, "FAILED"),
+    "deleted_experiment": (lambda f: (run(f, "train", "trainer=smoke", "tracking.experiment=gone"), delete_experiment(f, "gone"),
+                                      ["train", "trainer=smoke", "tracking.experiment=gone"])[2], 2, "FINISHED"),
+    "detection_csv_nine_fields": (lambda f: (csv(f, "b.csv", "filename,width,height,class,xmin,ymin,xmax,ymax\n"
+                                                 "a.png,10,10,cat,1,1,5,5\nb.png,10,10,dog,1,1,5,5,9\n"),
+                                             ["train", "task=detection", "data=voc", "data.path=b.csv", "trainer=smoke"])[1],
+                                  2, "FAILED"),
+    "rl_agent_typo": (lambda f: ["train", "task=rl", "agent=dqnn"], 2, None),
 }
 
 
