@@ -187,7 +187,7 @@ CASES = {
     "multirun_flag_after_overrides": (lambda f: ["train", "trainer=smoke", "-m", "trainer.learning_rate=0.001,0.01"],
                                       0, "FINISHED"),
     "series_duplicate_dates": (lambda f: (csv(f, "s.csv", "date,sales\n" + "".join(
-        f"2020-{m:02d}-01,{m}\n" for m in (1, 2, 3, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12))),
+        f"{2020 + m // 12}-{m % 12 + 1:02d}-01,{m}\n" for m in (*range(4), 3, *range(4, 48)))),
                                           ["train", "task=sequence", "trainer=smoke", "data=csv_series", "data.path=s.csv",
                                            "data.target=sales", "data.time_column=date"])[1], 2, "FAILED"),
     "csv_latin1": (lambda f: ((f / "l.csv").write_bytes(("a,b,y\n" + rows(60, lambda i, a, b: "oui" if a > b else "café"))
