@@ -279,6 +279,8 @@ def predict(cfg, where: dict, served_dir: Path, options: dict):
     if rows is not None and len(rows) == len(frame):
         frame = beside(rows, frame, served.meta.get("target"))
     output = Path(options.get("output") or "predictions.csv")
+    if output.is_dir():  # a folder (segmentation writes its mask PNGs there): the table goes inside
+        output = output / "predictions.csv"
     output.parent.mkdir(parents=True, exist_ok=True)
     try:
         frame.to_csv(output, index=False)

@@ -94,3 +94,48 @@ def _safe(name: str) -> str:
     import re
 
     return re.sub(r"[^0-9A-Za-z_\-. ]", "_", str(name))
+
+
+def pixel_confusion(y_true, y_pred, n_classes: int) -> np.ndarray:
+    """(n, n) pixel counts, rows true class, columns predicted, over masks of any shape.
+
+    One bincount gives every segmentation number (IoU per class, Dice, pixel accuracy) for a
+    whole set and for each image; keras.metrics.MeanIoU accumulates the same matrix (the tests
+    check that the two agree) but lives in tensors and gives only the mean.
+    """
+    t = np.asarray(y_true, dtype="int64").ravel()
+    p = np.asarray(y_pred, dtype="int64").ravel()
+    return np.bincount(t * n_classes + p, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def mean_iou(cm: np.ndarray) -> float:
+    """Mean of IoU = TP / (TP + FP + FN) over the classes that occur in the truth or the
+    prediction (a class absent from both is left out, as keras.metrics.MeanIoU does)."""
+    tp = np.diag(cm).astype("float64")
+    union = cm.sum(axis=0) + cm.sum(axis=1) - tp
+    return float(np.mean(tp[union > 0] / union[union > 0])) if (union > 0).any() else float("nan")
+
+
+def segmentation(cm: np.ndarray, class_names) -> tuple[dict, list[dict]]:
+    """Mean IoU, pixel accuracy, mean Dice and per-class IoU/Dice from a pixel confusion matrix.
+
+    IoU_c = TP / (TP + FP + FN), Dice_c = 2 TP / (2 TP + FP + FN); means are over the classes
+    that occur in the truth or the prediction. Rows: class, iou, dice, true and predicted pixels.
+    """
+    tp = np.diag(cm).astype("float64")
+    true, pred = cm.sum(axis=1).astype("float64"), cm.sum(axis=0).astype("float64")
+    union = true + pred - tp
+    seen = union > 0
+    iou = np.divide(tp, union, out=np.full_like(tp, np.nan), where=seen)
+    dice = np.divide(2 * tp, true + pred, out=np.full_like(tp, np.nan), where=seen)
+    metrics = {"mean_iou": float(np.mean(iou[seen])) if seen.any() else float("nan"),
+               "pixel_accuracy": float(tp.sum() / max(cm.sum(), 1)),
+               "dice": float(np.mean(dice[seen])) if seen.any() else float("nan")}
+    rows = []
+    for i, name in enumerate(class_names):  # a class in neither truth nor prediction has no IoU
+        if seen[i]:
+            metrics[f"iou/{_safe(name)}"] = float(iou[i])
+        rows.append({"class": str(name), "iou": float(iou[i]) if seen[i] else None,
+                     "dice": float(dice[i]) if seen[i] else None,
+                     "true_pixels": int(true[i]), "predicted_pixels": int(pred[i])})
+    return metrics, rows

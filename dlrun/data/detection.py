@@ -94,12 +94,20 @@ def shapes_scene(rng, size: int, max_objects: int, min_size: float, max_size: fl
     overlap earlier ones partially (at most 40% of the smaller box) and is drawn over them. Boxes are the exact
     pixel extent of the shape's full mask.
     """
+    return shapes_scene_masks(rng, size, max_objects, min_size, max_size, noise)[:3]
+
+
+def shapes_scene_masks(rng, size: int, max_objects: int, min_size: float, max_size: float, noise: float):
+    """`shapes_scene` plus its per-pixel class map (size, size) uint8: 0 background, label + 1
+    where a shape is visible (a later shape covers an earlier one, as drawn). The same rng
+    draws give the same scene as `shapes_scene`."""
     yy, xx = np.mgrid[0:size, 0:size].astype("float32") + 0.5
     bg = rng.uniform(0.1, 0.9, 3)
     freq, angle, amp = rng.uniform(2, 10), rng.uniform(0, np.pi), rng.uniform(0.05, 0.2)
     wave = np.sin(2 * np.pi * freq * (xx * np.cos(angle) + yy * np.sin(angle)) / size)
     img = bg[None, None, :] + amp * wave[..., None] * rng.choice([-1, 1], 3)[None, None, :]
     boxes, labels, colours = [], [], []
+    classes = np.zeros((size, size), dtype="uint8")
     n = int(rng.integers(1, max_objects + 1))
     for _ in range(30 * n):
         if len(boxes) == n:
@@ -127,11 +135,12 @@ def shapes_scene(rng, size: int, max_objects: int, min_size: float, max_size: fl
                 break
         colours.append(colour)
         img = np.where(mask[..., None], colour[None, None, :], img)
+        classes[mask] = label + 1
         boxes.append(box)
         labels.append(label)
     img = img + rng.normal(0.0, noise, img.shape)
     img = (np.clip(img, 0.0, 1.0) * 255).round().astype("uint8")
-    return img, np.asarray(boxes, dtype="float32").reshape(-1, 4), np.asarray(labels, dtype="int64")
+    return img, np.asarray(boxes, dtype="float32").reshape(-1, 4), np.asarray(labels, dtype="int64"), classes
 
 
 def _overlap_np(box, others):

@@ -254,6 +254,21 @@ def image_files(source: str, suffixes) -> list:
     return files
 
 
+def same_size_batches(images, batch: int) -> list[list[int]]:
+    """Indices of `images` (arrays of any sizes) in groups of at most `batch` of one shape: a
+    served model that takes any size still takes one size per call."""
+    import itertools
+
+    import numpy as np
+
+    order = sorted(range(len(images)), key=lambda i: np.shape(images[i]))
+    groups = []
+    for _, same in itertools.groupby(order, key=lambda i: np.shape(images[i])):
+        same = list(same)
+        groups += [same[j:j + batch] for j in range(0, len(same), batch)]
+    return groups
+
+
 def unreadable(files: list[str]) -> list[tuple[str, str]]:
     """(file, problem) for each file that is not a readable image. Pillow's verify() checks the
     file's structure (PNG chunk checksums, truncation) without decoding the pixels, so even a
@@ -378,7 +393,7 @@ def to_model_input(x, scale: float, size=None):
 
 
 def pipeline(ds, batch_size: int, training: bool = False, seed: int = 0, augment=None, cache=True,
-             shuffle_buffer: int = 10_000):
+             shuffle_buffer: int = 10_000, pairs: bool = False):
     """Unbatched (image, label) dataset -> cache -> shuffle (training) -> batch -> augment (training)
     -> prefetch. Augmentation only ever touches the training split."""
     import tensorflow as tf
@@ -388,8 +403,9 @@ def pipeline(ds, batch_size: int, training: bool = False, seed: int = 0, augment
     if training:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
-    if training and augment is not None:
-        ds = ds.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    if training and augment is not None:  # pairs: augment(x, y) moves both (segmentation masks)
+        step = augment if pairs else (lambda x, y: (augment(x, training=True), y))
+        ds = ds.map(step, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

@@ -138,6 +138,46 @@ def preprocess_affine(fn):
     return M, b
 
 
+def app_maps(name: str, model_cfg, inputs, sides: list[int]) -> list:
+    """Feature maps of a keras.applications model (include_top=False) on square `inputs`: for
+    each side in `sides`, the output of its last layer with a side x side output (stride 8 is the
+    first SSD map; strides 8, 16, 32 are FCN's skips), behind the app's own preprocessing (a
+    frozen 1x1 conv, as in build_keras_app). model.weights=imagenet downloads once, then Keras
+    caches; model.freeze_backbone keeps the app's weights fixed."""
+    import keras
+
+    from dlrun.download import downloading
+
+    fn = application(name)
+    weights = model_cfg.get("weights") or None
+    if weights not in (None, "imagenet"):
+        raise DlrunError(f"model.weights: unknown value '{weights}'", "valid: null, imagenet")
+    size = tuple(int(d) for d in inputs.shape[1:3])
+    hint = "Keras caches weights under $KERAS_HOME/models (~/.keras) after one online run; weights=null works offline"
+    guard = downloading(f"ImageNet weights for {name}", model_cfg.get("download_timeout", 30), hint) \
+        if weights else contextlib.nullcontext()
+    try:
+        with guard:
+            base = fn(include_top=False, weights=weights, input_shape=(*size, 3))
+    except (ValueError, TypeError) as e:
+        raise DlrunError(f"model.backbone={name}: {str(e).strip().splitlines()[0][:200]}") from None
+    cuts = []
+    for side in sides:
+        cut = [layer for layer in base.layers if tuple(layer.output.shape[1:3]) == (side, side)]
+        if not cut:
+            raise DlrunError(f"model.backbone={name}: no layer with a {side}x{side} output "
+                             f"(stride {size[0] // side}) at {size[0]}x{size[1]}")
+        cuts.append(cut[-1].output)
+    features = keras.Model(base.input, cuts, name=f"{name}_features")
+    features.trainable = not bool(model_cfg.get("freeze_backbone", False))
+    M, b = preprocess_affine(fn)
+    pre = keras.layers.Conv2D(3, 1, trainable=False, name="app_preprocess")
+    x = pre(inputs)
+    pre.set_weights([(M * 255.0).reshape(1, 1, 3, 3).astype("float32"), b.astype("float32")])
+    out = features(x)
+    return list(out) if isinstance(out, (list, tuple)) else [out]
+
+
 @MODELS.register("keras_app", "Any keras.applications model (ResNet50V2, MobileNetV2, VGG16, EfficientNetB0, ...)",
                  tags=("image",))
 def build_keras_app(model_cfg, info):

@@ -8,6 +8,7 @@ order). Decoding and NMS are outside the network (the served model adds them).
 from __future__ import annotations
 
 from dlrun.errors import DlrunError
+from dlrun.models.image import app_maps
 from dlrun.registry import MODELS
 
 
@@ -39,42 +40,6 @@ def layout(model_cfg, info) -> tuple[list[int], list[float], list[float]]:
     return sizes, [float(s) for s in scales], [float(r) for r in ratios]
 
 
-def app_features(name: str, model_cfg, inputs, side: int):
-    """A keras.applications model (include_top=False) cut at its last layer with a side x side
-    output (stride 8 of the input: the first SSD feature map), behind the app's own preprocessing
-    (a frozen 1x1 conv, as in models/image.py). weights=imagenet downloads once, then Keras caches."""
-    import contextlib
-
-    import keras
-
-    from dlrun.download import downloading
-    from dlrun.models.image import application, preprocess_affine
-
-    fn = application(name)
-    weights = model_cfg.get("weights") or None
-    if weights not in (None, "imagenet"):
-        raise DlrunError(f"model.weights: unknown value '{weights}'", "valid: null, imagenet")
-    size = tuple(int(d) for d in inputs.shape[1:3])
-    hint = "Keras caches weights under $KERAS_HOME/models (~/.keras) after one online run; weights=null works offline"
-    guard = downloading(f"ImageNet weights for {name}", model_cfg.get("download_timeout", 30), hint) \
-        if weights else contextlib.nullcontext()
-    try:
-        with guard:
-            base = fn(include_top=False, weights=weights, input_shape=(*size, 3))
-    except (ValueError, TypeError) as e:
-        raise DlrunError(f"model.backbone={name}: {str(e).strip().splitlines()[0][:200]}") from None
-    cut = [layer for layer in base.layers if tuple(layer.output.shape[1:3]) == (side, side)]
-    if not cut:
-        raise DlrunError(f"model.backbone={name}: no layer with a {side}x{side} output (stride 8) at {size}")
-    features = keras.Model(base.input, cut[-1].output, name=f"{name}_stride8")
-    features.trainable = not bool(model_cfg.get("freeze_backbone", False))
-    M, b = preprocess_affine(fn)
-    pre = keras.layers.Conv2D(3, 1, trainable=False, name="app_preprocess")
-    x = pre(inputs)
-    pre.set_weights([(M * 255.0).reshape(1, 1, 3, 3).astype("float32"), b.astype("float32")])
-    return features(x)
-
-
 @MODELS.register("ssd", "Single-shot detector: small CNN backbone, multi-scale heads over default boxes",
                  tags=("detection",))
 def build_ssd(model_cfg, info):
@@ -100,7 +65,7 @@ def build_ssd(model_cfg, info):
             x = conv(x, int(filters), stride=2)
             x = conv(x, int(filters))
     else:
-        x = app_features(backbone, model_cfg, inputs, sizes[0])
+        x = app_maps(backbone, model_cfg, inputs, [sizes[0]])[0]  # stride 8
     maps = [conv(x, int(model_cfg.filters[-1]))]
     for filters in model_cfg.extra_filters:  # extra layers, each halving the map
         maps.append(conv(conv(maps[-1], int(filters) // 2), int(filters), stride=2))

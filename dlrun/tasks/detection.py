@@ -340,20 +340,15 @@ def _coco(preds, truths, names):
 def detect_images(served: Served, images, batch: int = 32):
     """The served model on a list of uint8 images of any sizes (same-size runs batched):
     per image dict(boxes pixel xyxy, scores, labels)."""
+    from dlrun.data.images import same_size_batches
+
     out = [None] * len(images)
-    order = sorted(range(len(images)), key=lambda i: images[i].shape)
-    i = 0
-    while i < len(order):
-        shape = images[order[i]].shape
-        group = [order[i]]
-        while i + len(group) < len(order) and len(group) < batch and images[order[i + len(group)]].shape == shape:
-            group.append(order[i + len(group)])
+    for group in same_size_batches(images, batch):
         res = served.model(np.stack([images[j] for j in group]).astype("float32"), training=False)
         boxes, scores, classes, count = (np.asarray(res[k]) for k in ("boxes", "scores", "classes", "count"))
         for row, j in enumerate(group):
             n = int(count[row])
             out[j] = {"boxes": boxes[row, :n], "scores": scores[row, :n], "labels": classes[row, :n]}
-        i += len(group)
     return out
 
 
