@@ -26,7 +26,8 @@ TARGETS = ("multiclass", "binary", "regression", "multilabel")
 # Metric names whose direction is known without a compiled Keras metric to ask (the task's
 # objective is asked first). "loss" anywhere in a name means minimise, as in Keras.
 MAXIMIZED = frozenset({"accuracy", "auc", "precision", "recall", "f1", "f1_macro", "r2", "map", "map50",
-                       "mean_return", "exact_match", "token_accuracy", "bleu", "roc_auc", "pr_auc"})
+                       "mean_return", "exact_match", "token_accuracy", "bleu", "roc_auc", "pr_auc",
+                       "mean_iou", "pixel_accuracy", "dice"})
 
 
 @dataclass(frozen=True)

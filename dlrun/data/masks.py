@@ -156,7 +156,7 @@ def read_mask(path: Path, colours: np.ndarray | None, n_classes: int | None, ima
         known = table[order][pos] == codes
         if not known.all():
             y, x = np.argwhere(~known)[0]
-            return None, f"{int((~known).sum())} pixels of colours not in data.palette, e.g. {tuple(arr[y, x])}"
+            return None, f"{int((~known).sum())} pixels of colours not in data.palette, e.g. {tuple(int(v) for v in arr[y, x])}"
         return order[pos].astype("uint8"), None
     arr = arr.astype("int64")
     if n_classes is not None and arr.max() >= n_classes:

@@ -63,7 +63,7 @@ def _conv_block(x, filters: int, convs: int, model_cfg, name: str):
         x = keras.layers.Conv2D(int(filters), 3, padding="same", use_bias=not bn, kernel_regularizer=reg,
                                 kernel_initializer="he_normal", name=f"{name}_conv{c}")(x)
         if bn:
-            x = keras.layers.BatchNormalization(name=f"{name}_bn{c}")(x)
+            x = keras.layers.BatchNormalization(momentum=float(model_cfg.bn_momentum), name=f"{name}_bn{c}")(x)
         x = keras.layers.Activation(act, name=f"{name}_act{c}")(x)
     return x
 
