@@ -27,6 +27,7 @@ SHOWN = ("test/mean_iou", "test/pixel_accuracy", "test/dice", "val/mean_iou", "b
 
 
 def run(preset: str, seed: int, overrides: list[str]) -> dict:
+    cpu = _child_cpu()
     with trained([f"experiment={preset}", f"trainer.seed={seed}", "trainer.progress=false"], overrides,
                  f"{preset}-{seed}") as t:
         if t.run is None:
@@ -34,20 +35,30 @@ def run(preset: str, seed: int, overrides: list[str]) -> dict:
         m, wall = t.metrics, t.wall_s
         result = {"preset": preset, "seed": seed, "command": t.command, "wall_s": round(wall, 1),
                   "fit_s": round(m.get("timing/fit_seconds", float("nan")), 1),
-                  "epochs": int(m.get("timing/epochs", 0)), "params": int(t.run.data.params.get("model.params", 0))}
+                  "epochs": int(m.get("timing/epochs", 0)), "params": int(t.run.data.params.get("model.params", 0)),
+                  "cpu_s": round(_child_cpu() - cpu, 1)}
     result.update({k: round(m[k], 4) for k in SHOWN if k in m})
     result.update({k: round(v, 4) for k, v in sorted(m.items()) if k.startswith("test/iou/")})
     print(f"experiment={preset} seed {seed}: test mIoU {result.get('test/mean_iou')} (majority "
           f"{result.get('baseline/majority/mean_iou')}, prior {result.get('baseline/prior/mean_iou')}) in "
-          f"{wall:.0f} s wall ({result['fit_s']} s fit, {result['epochs']} epochs)", flush=True)
+          f"{wall:.0f} s wall ({result['fit_s']} s fit, {result['cpu_s']} CPU s, {result['epochs']} epochs)", flush=True)
     return result
+
+
+def _child_cpu() -> float:
+    """CPU seconds (user + system) of finished child processes: on a shared machine the wall time
+    grows with other jobs' load, the CPU time much less."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def summary(preset: str, runs: list[dict]) -> dict:
     ok = [r for r in runs if "error" not in r]
     out = {"preset": preset, "seeds": [r["seed"] for r in ok], "failed": len(runs) - len(ok)}
     for key in ("test/mean_iou", "test/pixel_accuracy", "test/dice", "baseline/majority/mean_iou",
-                "baseline/prior/mean_iou", "wall_s", "fit_s"):
+                "baseline/prior/mean_iou", "wall_s", "fit_s", "cpu_s"):
         values = [r[key] for r in ok if key in r]
         if values:
             out[key] = {"mean": round(statistics.mean(values), 4),
@@ -71,7 +82,8 @@ def main(argv: list[str]) -> int:
                                                    "baseline/prior/mean_iou"))
         print(f"{s['preset']}: test mIoU {miou.get('mean')} ± {miou.get('std')} over seeds {s['seeds']} "
               f"(majority {maj.get('mean')}, per-pixel prior {prior.get('mean')}); wall "
-              f"{s.get('wall_s', {}).get('mean')} ± {s.get('wall_s', {}).get('std')} s")
+              f"{s.get('wall_s', {}).get('mean')} ± {s.get('wall_s', {}).get('std')} s, CPU "
+              f"{s.get('cpu_s', {}).get('mean')} s")
     return 0 if all(s.get("pass", not s["failed"]) for s in summaries) else 1
 
 

@@ -435,3 +435,12 @@ def test_mask_folder_errors_reach_the_user_as_one_line(tmp_path, capsys):
                 f"hydra.run.dir={tmp_path}/run") == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert "im3.jpg: no mask masks/im3.png" in err[0] and "Traceback" not in "\n".join(err)
+
+
+def test_object_iou_pools_the_non_background_classes():
+    from dlrun.metrics import pixel_confusion
+    from dlrun.tasks.segmentation import object_iou
+
+    # objects: class 1 TP 4 (union 5), class 2 TP 3 (union 5) -> 7 / 10
+    assert object_iou(pixel_confusion(TRUTH, PRED, 3)) == pytest.approx(7 / 10)
+    assert object_iou(pixel_confusion(np.zeros((3, 3)), np.zeros((3, 3)), 3)) == 1.0
