@@ -265,6 +265,9 @@ def test_mask_folder_names_each_kind_of_bad_file_in_one_line(tmp_path):
     Image.fromarray(np.full((24, 24), 7, "uint8")).save(root / "masks" / "im5.png")
     with pytest.raises(DlrunError, match=r"im5\.png: class index 7, but there are 3 classes"):
         load_mask_folder(_folder_cfg(root, classes=["a", "b", "c"]))
+    Image.fromarray(np.full((24, 24), 255, "uint8")).save(root / "masks" / "im5.png")  # VOC's border label
+    with pytest.raises(DlrunError, match=r"class indices up to 255 \(e.g. the mask of .*im5\.jpg\)"):
+        load_mask_folder(_folder_cfg(root))
     (root / "masks" / "im5.png").write_bytes(b"not a png")
     (root / "masks" / "extra.png").write_bytes(b"")
     with pytest.raises(DlrunError) as e:

@@ -24,11 +24,12 @@ from typing import Any
 
 import numpy as np
 
+from dlrun.data.detection import IMAGE_SUFFIXES
 from dlrun.errors import DlrunError
 from dlrun.registry import DATA
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 MASK_SUFFIXES = (".png", ".bmp", ".gif", ".tif", ".tiff")  # lossless only: JPEG changes class values at edges
+MAX_UNNAMED_CLASSES = 64  # more classes than this need data.classes (guards against masks that are not indices)
 
 
 @dataclass
@@ -209,6 +210,12 @@ def read_folder(images_dir: Path, masks_dir: Path, data_cfg, n_classes: int | No
                          "with the same file stems")
     if not classes:
         k = n_classes or int(max(int(m.max()) for m in masks)) + 1
+        if k > MAX_UNNAMED_CLASSES:  # VOC's 255 border label, or grayscale pictures rather than class indices
+            worst = files[int(np.argmax([m.max() for m in masks]))]
+            raise DlrunError(f"masks hold class indices up to {k - 1} (e.g. the mask of {worst}): more than "
+                             f"{MAX_UNNAMED_CLASSES} classes without data.classes",
+                             "name the classes (data.classes=[background,...]); an ignore label such as VOC's "
+                             "255 is not supported")
         classes = ["background", *(str(i) for i in range(1, max(k, 2)))]
     warnings = [f"{len(bad)} bad file(s) skipped: " + "; ".join(f"{f}: {w}" for f, w in bad[:3])
                 + (" ..." if len(bad) > 3 else "")] if bad else []
