@@ -128,7 +128,7 @@ def segmentation(cm: np.ndarray, class_names) -> tuple[dict, list[dict]]:
     seen = union > 0
     iou = np.divide(tp, union, out=np.full_like(tp, np.nan), where=seen)
     dice = np.divide(2 * tp, true + pred, out=np.full_like(tp, np.nan), where=seen)
-    metrics = {"mean_iou": float(np.mean(iou[seen])) if seen.any() else float("nan"),
+    metrics = {"mean_iou": mean_iou(cm),
                "pixel_accuracy": float(tp.sum() / max(cm.sum(), 1)),
                "dice": float(np.mean(dice[seen])) if seen.any() else float("nan")}
     rows = []

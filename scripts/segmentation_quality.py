@@ -3,7 +3,7 @@ test mean IoU (mean ± std) beside both baselines, and the wall time.
 
     python scripts/segmentation_quality.py                          # shapes_fcn and shapes_unet, seeds 0 1 2
     python scripts/segmentation_quality.py shapes_fcn --seeds 0     # one preset, one seed
-    python scripts/segmentation_quality.py shapes_fcn model.variant=32s   # extra overrides
+    python scripts/segmentation_quality.py shapes_fcn model.variant=32s --seeds 0 1   # overrides before --seeds
 
 Each run is `dlrun train experiment=NAME trainer.seed=S [overrides]` in a temporary folder with
 its own MLflow store (sqlite); the metrics are read back from the MLflow run, so the numbers are
