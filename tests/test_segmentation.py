@@ -8,6 +8,7 @@ import types
 
 import numpy as np
 import pytest
+from conftest import dlrun_inprocess, stderr_line, store_runs
 from omegaconf import OmegaConf
 
 from dlrun.errors import DlrunError
@@ -330,38 +331,26 @@ def test_tfds_segmentation_maps_trimap_values_to_classes(monkeypatch, compose):
 # -- one smoke run: train, predict, eval -----------------------------------------------------------
 
 
-def _cli(*args):
-    from dlrun.cli import main
-
-    with pytest.raises(SystemExit) as e:
-        main(list(args))
-    return e.value.code
+def dlrun(folder, *args, expect: int = 0):
+    """`dlrun <args>` in process in `folder` (its own store, folder/mlflow.db)."""
+    proc = dlrun_inprocess(args, folder)
+    assert proc.returncode == expect, f"dlrun {' '.join(map(str, args))}: {proc.returncode}\n{proc.stderr[-3000:]}"
+    return proc
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    """One in-process `dlrun train task=segmentation trainer=smoke` (a small FCN-8s on 32 px shapes masks)."""
-    import os
-
+    """One in-process `dlrun train task=segmentation trainer=smoke` (a small FCN-8s on 32 px shapes
+    masks), shared by the predict, eval, explain and attack tests."""
     from mlflow.tracking import MlflowClient
 
     folder = tmp_path_factory.mktemp("seg")
-    uri = f"sqlite:///{folder}/mlflow.db"
-    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("MLFLOW_")}
-    cwd = os.getcwd()
-    os.chdir(folder)
-    try:
-        code = _cli("train", "task=segmentation", "trainer=smoke", "data.n_train=48", "data.n_val=16",
-                    "data.n_test=16", "data.image_size=32", "trainer.batch_size=16", "model.filters=[8,16,16]",
-                    "model.convs_per_block=1", "model.fc_filters=16", f"tracking.uri={uri}",
-                    f"hydra.run.dir={folder}/run")
-        assert code == 0
-        client = MlflowClient(tracking_uri=uri)
-        (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
-        yield types.SimpleNamespace(folder=folder, uri=uri, run=run, client=client)
-    finally:
-        os.chdir(cwd)
-        os.environ.update(saved)
+    dlrun(folder, "train", "task=segmentation", "trainer=smoke", "data.n_train=48", "data.n_val=16",
+          "data.n_test=16", "data.image_size=32", "trainer.batch_size=16", "model.filters=[8,16,16]",
+          "model.convs_per_block=1", "model.fc_filters=16", f"hydra.run.dir={folder}/run")
+    client = MlflowClient(tracking_uri=f"sqlite:///{folder}/mlflow.db")
+    (run,) = store_runs(client)
+    return types.SimpleNamespace(folder=folder, run=run, client=client)
 
 
 def test_smoke_run_logs_iou_baselines_and_figures(smoke):
@@ -387,8 +376,7 @@ def test_predict_writes_masks_and_overlays_at_the_input_size(smoke):
     Image.fromarray(rng.integers(0, 255, (50, 70, 3), dtype=np.uint8)).save(photos / "wide.png")
     Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(photos / "square.jpg")
     out = smoke.folder / "masks"
-    assert _cli("predict", f"run_id={smoke.run.info.run_id}", f"input={photos}", f"output={out}/",
-                f"tracking.uri={smoke.uri}") == 0
+    dlrun(smoke.folder, "predict", f"run_id={smoke.run.info.run_id}", f"input={photos}", f"output={out}/")
     for stem, (w, h) in (("wide", (70, 50)), ("square", (64, 64))):
         mask, over = Image.open(out / f"{stem}.png"), Image.open(out / f"{stem}_overlay.png")
         assert mask.mode == "P" and mask.size == (w, h) and over.size == (w, h) and over.mode == "RGB"
@@ -406,7 +394,7 @@ def test_eval_repeats_the_test_numbers_and_scores_a_mask_folder(smoke, tmp_path)
     from dlrun.registry import TASKS
 
     run_id = smoke.run.info.run_id
-    assert _cli("eval", f"run_id={run_id}", f"tracking.uri={smoke.uri}") == 0
+    dlrun(smoke.folder, "eval", f"run_id={run_id}")
     root = tmp_path / "labelled"
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
@@ -416,7 +404,7 @@ def test_eval_repeats_the_test_numbers_and_scores_a_mask_folder(smoke, tmp_path)
     for i in (2, 3, 4):
         Image.fromarray(src.images[i]).save(root / "images" / f"s{i}.png")
         Image.fromarray(src.masks[i], mode="L").save(root / "masks" / f"s{i}.png")
-    assert _cli("eval", f"run_id={run_id}", f"input={root}", f"tracking.uri={smoke.uri}") == 0
+    dlrun(smoke.folder, "eval", f"run_id={run_id}", f"input={root}")
     run = smoke.client.get_run(run_id)
     assert run.data.metrics["test/mean_iou"] == pytest.approx(smoke.run.data.metrics["test/mean_iou"], abs=1e-6)
     assert "eval/labelled/mean_iou" in run.data.metrics
@@ -431,13 +419,12 @@ def test_eval_repeats_the_test_numbers_and_scores_a_mask_folder(smoke, tmp_path)
     assert proba.shape == (1, 64, 64, 4)
 
 
-def test_mask_folder_errors_reach_the_user_as_one_line(tmp_path, capsys):
+def test_mask_folder_errors_reach_the_user_as_one_line(tmp_path):
     root = _folder(tmp_path)
     (root / "masks" / "im3.png").unlink()
-    assert _cli("train", "task=segmentation", "data=mask_folder", f"data.path={root}", "tracking=off",
-                f"hydra.run.dir={tmp_path}/run") == 2
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert "im3.jpg: no mask masks/im3.png" in err[0] and "Traceback" not in "\n".join(err)
+    proc = dlrun(tmp_path, "train", "task=segmentation", "data=mask_folder", f"data.path={root}", "tracking=off",
+                 f"hydra.run.dir={tmp_path}/run", expect=2)
+    assert "im3.jpg: no mask masks/im3.png" in stderr_line(proc)
 
 
 def test_object_iou_pools_the_non_background_classes():
@@ -447,3 +434,109 @@ def test_object_iou_pools_the_non_background_classes():
     # objects: class 1 TP 4 (union 5), class 2 TP 3 (union 5) -> 7 / 10
     assert object_iou(pixel_confusion(TRUTH, PRED, 3)) == pytest.approx(7 / 10)
     assert object_iou(pixel_confusion(np.zeros((3, 3)), np.zeros((3, 3)), 3)) == 1.0
+
+
+# -- dlrun explain and dlrun attack on a segmentation network -------------------------------------
+
+
+def red_segmenter():
+    """A network whose answer is known: a pixel is an object (class 1) where its red channel
+    exceeds 0.5 (logit 20 (red - 0.5) against 0), through a 1x1 'features' layer that copies the
+    channels (Grad-CAM's layer: the one before the scores)."""
+    import keras
+
+    image = keras.Input((16, 16, 3), name="image")
+    features = keras.layers.Conv2D(3, 1, name="features")
+    score = keras.layers.Conv2D(2, 1, name="score")
+    logits = score(features(image))
+    features.set_weights([np.eye(3, dtype="float32")[None, None], np.zeros(3, "float32")])
+    score.set_weights([np.array([[0, 20], [0, 0], [0, 0]], "float32")[None, None], np.array([0, -10], "float32")])
+    return keras.Model(image, keras.layers.Activation("softmax", name="output")(logits), name="red_net")
+
+
+def served_segmenter(network, scale=1 / 255):
+    """A served model as SegmentationTask.serving builds it: raw pixels of any size -> resize ->
+    rescale -> network -> probabilities at the input's size, and the mask."""
+    import keras
+
+    from dlrun.contract import Served
+    from dlrun.models._segmentation_layers import ResizeLike
+
+    raw = keras.Input(shape=(None, None, 3), name="image")
+    x = keras.layers.Rescaling(scale, name="scale")(keras.layers.Resizing(16, 16, name="resize")(raw))
+    proba = ResizeLike(name="to_input_size")(network(x), raw)
+    mask = keras.ops.cast(keras.ops.argmax(proba, axis=-1), "int32")
+    model = keras.Model(raw, {"mask": mask, "probability": proba}, name="served_red")
+    return Served(model, output_columns={"probability": ["background", "red"]},
+                  meta={"scale": scale, "class_names": ["background", "red"]})
+
+
+def red_scenes(n=6, seed=0):
+    """Images in [0, 1] with a red square (red 0.55-0.8) on a background whose red is 0.2-0.45,
+    and their masks: the red square is class 1."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0.0, 1.0, (n, 16, 16, 3)).astype("float32")
+    x[..., 0] = rng.uniform(0.2, 0.45, (n, 16, 16))
+    masks = np.zeros((n, 16, 16), "int64")
+    for i in range(n):
+        r, c = rng.integers(0, 11, size=2)
+        x[i, r:r + 5, c:c + 5, 0] = rng.uniform(0.55, 0.8, (5, 5))
+        masks[i, r:r + 5, c:c + 5] = 1
+    return x, masks
+
+
+def test_segmentation_heat_maps_cover_the_explained_object_and_pass_the_deletion_test():
+    from dlrun.explain import heatmaps
+    from dlrun.explain.options import read
+    from dlrun.tasks._segmentation_lens import SegmentationLens
+
+    lens = SegmentationLens(served_segmenter(red_segmenter()))
+    x, masks = red_scenes()
+    p = lens.predict(x)
+    assert p.shape == (6, 16, 16, 2) and np.array_equal(lens.answers(p), masks)  # the net is right
+    regions = lens.classes("predicted", p)
+    assert np.array_equal(regions, np.where(masks == 1, 1, -1)) and lens.last_conv() == "features"
+    assert lens.titles(regions[:1], p[:1])[0].startswith("red 0.")
+    opts = read("explain", {"fraction": "0.05"})
+    for make in (heatmaps.gradcam_maps, heatmaps.saliency_maps):
+        maps = make(lens, x, regions, opts)
+        inside = (maps * masks).sum(axis=(1, 2)) / masks.sum(axis=(1, 2))
+        outside = (maps * (1 - masks)).sum(axis=(1, 2)) / (1 - masks).sum(axis=(1, 2))
+        assert (inside > 2 * outside).all(), (make.__name__, inside, outside)
+    # deleting the map's top 5 % (12 of the 25 red pixels) to black: those pixels turn background,
+    # so the mean p(red) over the fixed region halves; 12 random pixels hit ~1 red pixel of 25
+    drop, random_drop = heatmaps.deletion_test(lens, x, regions, maps, 0.05, 0.0, seed=0)
+    assert drop == pytest.approx(12 / 25, abs=0.03) and random_drop < 0.15
+
+
+def test_attacks_lower_the_mean_iou_as_eps_grows():
+    from dlrun.explain.attack import fgsm_attack, pgd_attack
+    from dlrun.explain.options import read
+    from dlrun.tasks._segmentation_lens import SegmentationLens
+
+    lens = SegmentationLens(served_segmenter(red_segmenter()))
+    x, masks = red_scenes()
+    opts = read("attack", {"eps": "0,0.05,0.12,0.3", "grid": "2"})
+    fg, pg = (attack(lens, x, masks, opts).metrics for attack in (fgsm_attack, pgd_attack))
+    curve = [fg[f"fgsm/eps_{e}/mean_iou"] for e in ("0", "0.05", "0.12", "0.3")]
+    # every red value is at least 0.05 from the 0.5 threshold: eps 0.05 may flip the nearest pixels
+    # only, 0.3 flips them all (background 0, object 0)
+    assert curve[0] == 1.0 and curve[0] >= curve[1] > curve[2] > curve[3] == 0.0, curve
+    assert all(pg[f"pgd/eps_{e}/mean_iou"] <= fg[f"fgsm/eps_{e}/mean_iou"] + 1e-9 for e in ("0.05", "0.12"))
+
+
+def test_explain_and_attack_a_segmentation_run(smoke):
+    run_id, folder = smoke.run.info.run_id, smoke.folder
+    dlrun(folder, "explain", f"run_id={run_id}", "method=gradcam,occlusion,filters", "images=3",
+          "deletion_images=8", f"output={folder}/explained")
+    dlrun(folder, "attack", f"run_id={run_id}", "method=fgsm", "eps=0,0.1", "grid=2", f"output={folder}/attacked")
+    after = smoke.client.get_run(run_id)
+    m = after.data.metrics
+    assert {"explain/gradcam/deletion_drop", "explain/occlusion/deletion_drop", "explain/random/deletion_drop"} <= set(m)
+    assert m["attack/clean/mean_iou"] == pytest.approx(smoke.run.data.metrics["test/mean_iou"], abs=1e-3)
+    assert m["attack/fgsm/eps_0/mean_iou"] == m["attack/clean/mean_iou"]
+    assert m["test/mean_iou"] == smoke.run.data.metrics["test/mean_iou"] and after.info.status == "FINISHED"
+    assert (folder / "explained" / "gradcam" / "heatmaps.png").exists()
+    assert (folder / "attacked" / "fgsm" / "examples.png").exists()
+    proc = dlrun(folder, "explain", f"run_id={run_id}", "method=tsne", expect=2)
+    assert "method=tsne does not apply to task 'segmentation'" in stderr_line(proc)

@@ -113,7 +113,7 @@ def under_attack(name: str, perturb, lens, x, targets, opts) -> Report:
     heads = ["clean", *(f"eps {e:g}" for e in opts.eps)]
     for i in range(g):  # one row per image: the clean image, then its adversarial versions
         for head, (images, answers, probabilities) in zip(heads, columns, strict=True):
-            pictures.append(images[i])
+            pictures.append(lens.picture(images[i], answers[i]))
             titles.append(f"{head}\n{lens.titles(answers[i:i + 1], probabilities[i:i + 1])[0]}")
             colors.append("black" if lens.correct(answers[i:i + 1], targets[i:i + 1]).all() else "darkred")
     figure = image_grid(np.asarray(pictures), titles, f"{name}: answers on clean and adversarial images "

@@ -71,6 +71,8 @@ def _images(task, cfg, strategy, served, lens, source, n: int):
     inputs = examples.inputs
     if hasattr(inputs, "element_spec"):  # a tf.data split (folder, tfds)
         inputs = np.stack([np.asarray(t) for t in inputs.take(n)])
+    if isinstance(inputs, list) and len({np.shape(a) for a in inputs[:n]}) > 1:  # segmentation: any sizes
+        raise DlrunError(f"'{name}': the images have several sizes", "give images of one size (or resize them first)")
     x = np.asarray(inputs[:n], dtype="float32") * np.float32(lens.scale)
     if len(x) == 0:
         raise DlrunError(f"'{name}' has no images")

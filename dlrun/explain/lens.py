@@ -203,6 +203,10 @@ class Lens:
                              did_you_mean(which, ["predicted", "true", *self.class_names]))
         return np.full(len(probabilities), self.class_names.index(which), dtype="int64")
 
+    def picture(self, image, answer):
+        """What an attack's grid shows for an image and the answer to it: the image itself."""
+        return image
+
     def titles(self, answers, probabilities=None) -> list[str]:
         """A short caption per image: the answer (and its probability)."""
         names = self.class_names

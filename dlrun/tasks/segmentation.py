@@ -133,6 +133,12 @@ class SegmentationTask(Task):
         meta = {"scale": info.scale, "size": [h, w], "channels": c, "class_names": names}
         return Served(served, example=example.astype("float32"), output_columns={"probability": names}, meta=meta)
 
+    def lens(self, cfg, served: Served):
+        """The network inside the served model, pixel by pixel (dlrun explain, dlrun attack)."""
+        from dlrun.tasks._segmentation_lens import SegmentationLens
+
+        return SegmentationLens(served)
+
     # -- evaluation ---------------------------------------------------------------------------
     def evaluate(self, cfg, served: Served, data: Data) -> Report:
         from dlrun import metrics as M
