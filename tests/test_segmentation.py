@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import types
+import zipfile
 
 import numpy as np
 import pytest
@@ -341,13 +342,13 @@ def dlrun(folder, *args, expect: int = 0):
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     """One in-process `dlrun train task=segmentation trainer=smoke` (a small FCN-8s on 32 px shapes
-    masks), shared by the predict, eval, explain and attack tests."""
+    masks, with FGSM adversarial training), shared by the predict, eval, explain and attack tests."""
     from mlflow.tracking import MlflowClient
 
     folder = tmp_path_factory.mktemp("seg")
     dlrun(folder, "train", "task=segmentation", "trainer=smoke", "data.n_train=48", "data.n_val=16",
           "data.n_test=16", "data.image_size=32", "trainer.batch_size=16", "model.filters=[8,16,16]",
-          "model.convs_per_block=1", "model.fc_filters=16", f"hydra.run.dir={folder}/run")
+          "model.convs_per_block=1", "model.fc_filters=16", "task.adversarial.eps=0.03", f"hydra.run.dir={folder}/run")
     client = MlflowClient(tracking_uri=f"sqlite:///{folder}/mlflow.db")
     (run,) = store_runs(client)
     return types.SimpleNamespace(folder=folder, run=run, client=client)
@@ -364,6 +365,10 @@ def test_smoke_run_logs_iou_baselines_and_figures(smoke):
     assert m["baseline/majority/mean_iou"] == pytest.approx(m["baseline/majority/pixel_accuracy"] / 4, abs=1e-6)
     plots = {a.path for a in smoke.client.list_artifacts(smoke.run.info.run_id, "plots")}
     assert {"plots/overlays.png", "plots/worst.png"} <= plots
+    # trained adversarially (the per-pixel loss through the same train step), served as the plain network
+    assert smoke.run.data.params["task.adversarial.eps"] == "0.03"
+    config = zipfile.ZipFile(smoke.folder / "run" / "served" / "model.keras").read("config.json").decode()
+    assert "AdversarialTraining" not in config and '"name": "fcn8s"' in config
 
 
 def test_predict_writes_masks_and_overlays_at_the_input_size(smoke):

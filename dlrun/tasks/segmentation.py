@@ -103,9 +103,10 @@ class SegmentationTask(Task):
         import keras
 
         from dlrun.models import build_model
+        from dlrun.training.adversarial import wrap
         from dlrun.training.compile import compile_model
 
-        model = build_model(cfg.model, info, task=self.name)
+        model = wrap(build_model(cfg.model, info, task=self.name), cfg)  # task.adversarial, where set
         metrics = [keras.metrics.MeanIoU(num_classes=int(info.num_classes), sparse_y_pred=False, name="mean_iou"),
                    keras.metrics.SparseCategoricalAccuracy(name="pixel_accuracy")]
         compile_model(model, cfg, info, loss="sparse_categorical_crossentropy", metrics=metrics)
@@ -118,8 +119,9 @@ class SegmentationTask(Task):
         import keras
 
         from dlrun.models._segmentation_layers import ResizeLike
+        from dlrun.training.adversarial import plain
 
-        info = data.info
+        model, info = plain(model), data.info
         h, w, c = (int(d) for d in info.input_shape)
         image = keras.Input(shape=(None, None, c), name="image")
         x = keras.layers.Resizing(h, w, name="resize")(image)
