@@ -27,6 +27,15 @@ class Trained:
     def metrics(self) -> dict:
         return self.run.data.metrics if self.run else {}
 
+    def dlrun(self, *args) -> None:
+        """`dlrun <args> run_id=<this run>` in the run's folder and store (dlrun attack, explain,
+        eval...); RuntimeError with the output's tail when it fails."""
+        folder = self.client.tracking_uri.split("sqlite:///", 1)[1].rsplit("/", 1)[0]
+        proc = subprocess.run(["dlrun", *args, f"run_id={self.run.info.run_id}"], cwd=folder, capture_output=True,
+                              text=True, env={**os.environ, "MLFLOW_TRACKING_URI": self.client.tracking_uri})
+        if proc.returncode != 0:
+            raise RuntimeError(f"dlrun {' '.join(args)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+
     def failed(self, preset: str) -> dict:
         return {"preset": preset, "command": self.command, "error": self.returncode, "wall_s": round(self.wall_s, 1)}
 

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 
 from _preset import trained
@@ -45,8 +43,8 @@ def run(preset: str, seed: int, overrides: list[str], explain: bool = False) -> 
             return t.failed(preset)
         m, wall, cpu_train = t.metrics, t.wall_s, _child_cpu()
         if explain:
-            _dlrun(t, "attack", "method=fgsm,pgd", f"eps={','.join(EPS)}", "output=attack")
-            _dlrun(t, "explain", "method=gradcam,saliency,occlusion", "output=explain")
+            t.dlrun("attack", "method=fgsm,pgd", f"eps={','.join(EPS)}", "output=attack")
+            t.dlrun("explain", "method=gradcam,saliency,occlusion", "output=explain")
             explained = {k: v for k, v in t.client.get_run(t.run.info.run_id).data.metrics.items() if k in EXPLAINED}
             explained["explain_cpu_s"] = _child_cpu() - cpu_train
             print(f"  seed {seed} attack/explain: " + ", ".join(f"{k} {v:.3f}" for k, v in explained.items()), flush=True)
@@ -62,15 +60,6 @@ def run(preset: str, seed: int, overrides: list[str], explain: bool = False) -> 
           f"{result.get('baseline/majority/mean_iou')}, prior {result.get('baseline/prior/mean_iou')}) in "
           f"{wall:.0f} s wall ({result['fit_s']} s fit, {result['cpu_s']} CPU s, {result['epochs']} epochs)", flush=True)
     return result
-
-
-def _dlrun(t, *args) -> None:
-    """`dlrun <args> run_id=<the run>` in the trained run's folder and store."""
-    folder = t.client.tracking_uri.split("sqlite:///", 1)[1].rsplit("/", 1)[0]
-    proc = subprocess.run(["dlrun", *args, f"run_id={t.run.info.run_id}"], cwd=folder, capture_output=True, text=True,
-                          env={**os.environ, "MLFLOW_TRACKING_URI": t.client.tracking_uri})
-    if proc.returncode != 0:
-        raise RuntimeError(f"dlrun {' '.join(args)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
 
 
 def _child_cpu() -> float:

@@ -17,8 +17,6 @@ Exit code 1 when FGSM training does not raise FGSM accuracy at eps 0.1 on every 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -29,24 +27,15 @@ EPS = ("0.01", "0.03", "0.1")
 TRAIN_EPS = 0.1
 
 
-def _dlrun(t, *args) -> None:
-    """`dlrun <args>` in the trained run's folder and store (its output tail printed on failure)."""
-    tmp = t.client.tracking_uri.split("sqlite:///", 1)[1].rsplit("/", 1)[0]
-    proc = subprocess.run(["dlrun", *args, f"run_id={t.run.info.run_id}"], cwd=tmp, capture_output=True, text=True,
-                          env={**os.environ, "MLFLOW_TRACKING_URI": t.client.tracking_uri})
-    if proc.returncode != 0:
-        raise RuntimeError(f"dlrun {' '.join(args)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-
-
 def attacked(seed: int, training: str | None, explain: bool = False) -> dict:
     """Clean accuracy, accuracy under FGSM/PGD at each eps (and deletion drops) of one run."""
     extra = [] if training is None else [f"task.adversarial.eps={TRAIN_EPS}", f"task.adversarial.method={training}"]
     with trained(["experiment=cnn", f"trainer.seed={seed}", "trainer.progress=false", *extra], [], "vision") as t:
         if t.run is None:
             raise RuntimeError(f"{t.command} failed ({t.returncode})")
-        _dlrun(t, "attack", "method=fgsm,pgd", f"eps={','.join(EPS)}", "output=attack")
+        t.dlrun("attack", "method=fgsm,pgd", f"eps={','.join(EPS)}", "output=attack")
         if explain:
-            _dlrun(t, "explain", "method=gradcam,saliency,occlusion", "deletion_images=360", "output=explain")
+            t.dlrun("explain", "method=gradcam,saliency,occlusion", "deletion_images=360", "output=explain")
         m = t.client.get_run(t.run.info.run_id).data.metrics
         out = {"clean": m["attack/clean/accuracy"], "fit_s": m["timing/fit_seconds"]}
         out.update({f"{a}/eps_{e}": m[f"attack/{a}/eps_{e}/accuracy"] for a in ("fgsm", "pgd") for e in EPS})
