@@ -545,3 +545,5 @@ def test_explain_and_attack_a_segmentation_run(smoke):
     assert (folder / "attacked" / "fgsm" / "examples.png").exists()
     proc = dlrun(folder, "explain", f"run_id={run_id}", "method=tsne", expect=2)
     assert "method=tsne does not apply to task 'segmentation'" in stderr_line(proc)
+    proc = dlrun(folder, "attack", f"run_id={run_id}", f"input={_folder(folder / 'mixed')}", expect=2)
+    assert "the images have several sizes" in stderr_line(proc)
