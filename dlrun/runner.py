@@ -68,6 +68,7 @@ def prepare(cfg):
     if missing:
         raise DlrunError(f"{missing[0]}: a required value is missing", f"add {missing[0]}=... to the command")
     task_name = TASKS.canonical(cfg.task.name)
+    TASKS.get(task_name)().check(cfg)  # options this task cannot honour: one line before anything starts
     if cfg.get("model") is not None and cfg.model.get("name"):
         MODELS.canonical(cfg.model.name)
     if cfg.get("data") is not None and cfg.data.get("name"):
@@ -278,6 +279,7 @@ def _train(cfg, overrides, workdir: Path, task, task_name: str, strategy, tracke
         close(report.figures)  # also when nothing was logged: sweeps would pile them up
     tracker.log_path(workdir / "best.keras", "checkpoints")
     tracker.log_path(workdir / "tensorboard", "tensorboard")
+    tracker.log_path(workdir / "plots", "plots")  # figures a task drew during fit (a GAN's sample grids)
     if cfg.trainer.backup and chief:
         from dlrun.training import backup
 

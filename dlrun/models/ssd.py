@@ -80,3 +80,58 @@ def build_ssd(model_cfg, info):
     conf = layers.Concatenate(axis=1, name="logits")(conf)
     out = layers.Concatenate(axis=-1, name="ssd", dtype="float32")([loc, conf])
     return keras.Model(inputs, out, name="ssd")
+
+
+_SSD = None
+
+
+def ssd_class():
+    """The SSD keras.Model subclass that trains an SSD network with Keras' fit (made on first
+    use: Keras is imported lazily).
+
+    `compute_loss` is the SSD loss of dlrun/detection/boxes.ssd_loss on the matched targets the
+    data pipeline yields ({"loc", "cls"}), plus the network's regularisation losses, divided by
+    the replica count as Keras' own losses are (the optimizer sums the replicas' gradients);
+    its two parts are tracked as `conf_loss` and `loc_loss` (val_ too). Everything else (the
+    step, loss scaling under mixed_float16, strategies, callbacks) is Keras'. `network` is the
+    functional SSD (what the served model wraps); `neg_pos_ratio` and `alpha` come from task.loss.
+    """
+    global _SSD
+    if _SSD is not None:
+        return _SSD
+    import keras
+    from keras.src.losses.loss import scale_loss_for_distribution  # what Keras' own losses use
+
+    from dlrun.detection.boxes import ssd_loss
+
+    @keras.saving.register_keras_serializable(package="dlrun")
+    class SSD(keras.Model):
+        def __init__(self, network, neg_pos_ratio: float = 3.0, alpha: float = 1.0, **kwargs):
+            super().__init__(**kwargs)
+            self.network, self.neg_pos_ratio, self.alpha = network, float(neg_pos_ratio), float(alpha)
+            self.conf_tracker = keras.metrics.Mean(name="conf_loss")
+            self.loc_tracker = keras.metrics.Mean(name="loc_loss")
+
+        def call(self, x, training=False):
+            return self.network(x, training=training)
+
+        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+            loss, conf, loc = ssd_loss(y["loc"], y["cls"], y_pred[..., :4], y_pred[..., 4:], self.neg_pos_ratio,
+                                       self.alpha)
+            self.conf_tracker.update_state(conf)
+            self.loc_tracker.update_state(loc)
+            if self.losses:
+                loss = loss + keras.ops.sum(self.losses)
+            return scale_loss_for_distribution(loss)
+
+        def get_config(self):
+            return {**super().get_config(), "network": keras.saving.serialize_keras_object(self.network),
+                    "neg_pos_ratio": self.neg_pos_ratio, "alpha": self.alpha}
+
+        @classmethod
+        def from_config(cls, config):
+            config["network"] = keras.saving.deserialize_keras_object(config["network"])
+            return cls(**config)
+
+    _SSD = SSD
+    return SSD

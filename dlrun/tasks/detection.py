@@ -2,10 +2,11 @@
 
 Data (dlrun/data/detection.py): generated shapes (default, offline), COCO JSON, VOC XML / CSV.
 Model (dlrun/models/ssd.py): small CNN backbone with multi-scale heads over default boxes.
-Training is a custom loop through the run handle: matching happens in the tf.data pipeline,
-the step minimises (L_conf + alpha L_loc) / N with hard negative mining, and after every epoch
-the validation mAP (pycocotools) is logged as val/<name> and offered to the run's best-model
-keeper, so the evaluated checkpoint is the best-mAP one. The served model takes raw images
+Training is Keras' fit on an `SSD` model (dlrun/models/ssd.py) whose compute_loss is the SSD
+loss: matching happens in the tf.data pipeline, the step minimises (L_conf + alpha L_loc) / N
+with hard negative mining, and after every epoch the validation mAP (pycocotools) joins the
+epoch logs as val_map, val_map50, val_map75, so the run's checkpoint, early stopping, LR on
+plateau and pruning follow it (the evaluated checkpoint is the best-mAP one). The served model takes raw images
 (uint8 values, any size) and answers with boxes in the image's own pixels, classes and scores
 after decoding and per-class NMS.
 """
@@ -45,9 +46,6 @@ def _anchors(cfg, info):
 @TASKS.register("detection", "Object detection: SSD on generated shapes, COCO or VOC files; COCO mAP")
 class DetectionTask(Task):
     name = "detection"
-
-    def __init__(self):
-        self._baseline: dict[str, float] = {}
 
     # -- data ---------------------------------------------------------------------------------
     def data(self, cfg, batch_size: int) -> Data:
@@ -114,84 +112,35 @@ class DetectionTask(Task):
         return Objective(name, maximize=True)
 
     def build_model(self, cfg, info: DataInfo):
-        from dlrun.models import build_model
+        import keras
 
-        return build_model(cfg.model, info, task=self.name)
+        from dlrun.models import build_model
+        from dlrun.models.ssd import ssd_class
+        from dlrun.training.compile import make_optimizer
+
+        network = build_model(cfg.model, info, task=self.name)
+        loss = cfg.task.loss
+        model = ssd_class()(network, float(loss.neg_pos_ratio), float(loss.alpha), name="ssd_trainer")
+        model(keras.ops.zeros((1, *info.input_shape)))  # build
+        t = cfg.trainer
+        model.compile(optimizer=make_optimizer(t, info.steps_per_epoch), jit_compile=bool(t.jit_compile),
+                      steps_per_execution=int(t.steps_per_execution))
+        return model
 
     # -- training -----------------------------------------------------------------------------
     def fit(self, cfg, model, data: Data, run):
-        import tensorflow as tf
+        from dlrun.training.callbacks import epoch_metrics
+        from dlrun.training.handle import keras_fit
 
-        from dlrun.detection.boxes import ssd_loss
-        from dlrun.training.compile import make_optimizer
-
-        info, t = data.info, cfg.trainer
-        steps = data.info.steps_per_epoch
-        optimizer = make_optimizer(t, steps)
-        ratio, alpha = float(cfg.task.loss.neg_pos_ratio), float(cfg.task.loss.alpha)
+        info = data.info
         detector = _detector(cfg, info)
+        truth = _truths_from_arrays(data.arrays, "val", info.input_shape[:2])
 
-        @tf.function(jit_compile=bool(t.jit_compile))
-        def train_step(x, y):
-            with tf.GradientTape() as tape:
-                out = model(x, training=True)
-                loss, conf, loc = ssd_loss(y["loc"], y["cls"], out[..., :4], out[..., 4:], ratio, alpha)
-                total = loss + tf.add_n(model.losses) if model.losses else loss
-            grads = tape.gradient(total, model.trainable_variables)
-            optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=False))
-            return loss, conf, loc
+        def val_map(model):
+            metrics, _, _ = _coco(_predict_arrays(model, detector, data.arrays["x_val"]), truth, info.class_names)
+            return {f"val_{k}": metrics[k] for k in ("map", "map50", "map75")}
 
-        @tf.function
-        def val_step(x, y):
-            out = model(x, training=False)
-            return ssd_loss(y["loc"], y["cls"], out[..., :4], out[..., 4:], ratio, alpha)[0]
-
-        objective = run.objective
-        val_truth = _truths_from_arrays(data.arrays, "val", info.input_shape[:2])
-        test_truth = _truths_from_arrays(data.arrays, "test", info.input_shape[:2])
-        base, _, _ = _coco(_predict_arrays(model, detector, data.arrays["x_test"]), test_truth, info.class_names)
-        self._baseline = {f"baseline/untrained_ssd/{k}": base[k] for k in ("map", "map50")}
-        epochs = int(t.epochs)
-        patience = int(t.early_stopping.patience) if t.early_stopping.enabled else None
-        history: dict[str, list[float]] = {}
-        run.progress(epochs, "epoch")
-        seen, best, waited, step = 0, None, 0, 0
-        for epoch in range(1, epochs + 1):
-            sums = np.zeros(3)
-            batches = 0
-            for x, y in data.train:
-                values = train_step(x, y)
-                sums += [float(v) for v in values]
-                batches += 1
-                step += 1
-                seen += int(x.shape[0])
-                if run.should_stop:
-                    break
-            if batches == 0:
-                raise DlrunError("the training split is empty")
-            loss, conf, loc = sums / batches
-            if not np.isfinite(loss):
-                raise DlrunError(f"loss became {loss} in epoch {epoch}", "lower trainer.learning_rate")
-            logs = {"loss": loss, "conf_loss": conf, "loc_loss": loc}
-            if data.val is not None:
-                logs["val_loss"] = float(np.mean([float(val_step(x, y)) for x, y in data.val]))
-                metrics, _, _ = _coco(_predict_arrays(model, detector, data.arrays["x_val"]), val_truth,
-                                      info.class_names)
-                logs.update({f"val_{k}": metrics[k] for k in ("map", "map50", "map75")})
-            for k, v in logs.items():
-                history.setdefault(k, []).append(float(v))
-            run.log(epoch, {("val/" + k[4:]) if k.startswith("val_") else f"train/{k}": v for k, v in logs.items()})
-            value = logs.get(objective.val)
-            if value is not None:
-                run.keep_best(model, value, epoch)
-                if objective.better(value, best):
-                    best, waited = value, 0
-                else:
-                    waited += 1
-            run.advance(epoch, {k: logs[k] for k in ("loss", objective.val) if k in logs})
-            if run.should_stop or (patience is not None and waited >= patience):
-                break
-        return run.fit_result(history, "epoch", seen=seen)
+        return keras_fit(cfg, model, data, run, first=(epoch_metrics(val_map),) if data.val is not None else ())
 
     # -- serving ------------------------------------------------------------------------------
     def serving(self, cfg, model, data: Data) -> Served:
@@ -202,16 +151,17 @@ class DetectionTask(Task):
         info = data.info
         size = int(info.input_shape[0])
         image = keras.Input(shape=(None, None, 3), name="image")
-        x = keras.layers.Resizing(size, size, name="resize")(image)
-        x = keras.layers.Rescaling(1.0 / 255, name="scale")(x)
-        raw = model(x)
+        # pixels in and boxes out in float32 whatever trainer.precision computes the network in
+        x = keras.layers.Resizing(size, size, name="resize", dtype="float32")(image)
+        x = keras.layers.Rescaling(1.0 / 255, name="scale", dtype="float32")(x)
+        raw = model.network(x)
         t = cfg.task.inference
         from dlrun.models.ssd import layout
 
         sizes, scales, ratios = layout(cfg.model, info)
         boxes, scores, classes, count = Detect(
             sizes, scales, ratios, float(t.score_threshold), float(t.iou_threshold), int(t.max_detections),
-            name="detect")([raw, image])
+            name="detect", dtype="float32")([raw, image])
         served = keras.Model(image, {"boxes": boxes, "scores": scores, "classes": classes, "count": count},
                              name="served_ssd")
         example = np.stack(data.examples["test"].inputs[:2]).astype("float32") \
@@ -224,8 +174,22 @@ class DetectionTask(Task):
         report = self._score(cfg, served, data.examples["test"], grid=int(cfg.task.get("grid", 16)))
         report.metrics.update(_speed(served, data.examples["test"].inputs))
         out = report.prefixed("test")
-        out.metrics.update(self._baseline)
+        out.metrics.update(self._untrained_baseline(cfg, data))
         return out
+
+    def _untrained_baseline(self, cfg, data: Data) -> dict:
+        """The same network before training with the same decoding (a fresh one from the run's
+        seed, so `dlrun eval` gets it too): the floor that shows what training bought."""
+        import keras
+
+        from dlrun.models import build_model
+
+        keras.utils.set_random_seed(int(cfg.trainer.seed))
+        untrained = build_model(cfg.model, data.info, task=self.name)
+        truth = _truths_from_arrays(data.arrays, "test", data.info.input_shape[:2])
+        base, _, _ = _coco(_predict_arrays(untrained, _detector(cfg, data.info), data.arrays["x_test"]), truth,
+                           data.info.class_names)
+        return {f"baseline/untrained_ssd/{k}": base[k] for k in ("map", "map50")}
 
     def score(self, cfg, served: Served, examples: Examples) -> Report:
         return self._score(cfg, served, examples, grid=0)
@@ -312,11 +276,13 @@ def _detector(cfg, info):
 
 
 def _predict_arrays(model, detector, x, batch: int = 64):
-    """Detections on model-size images in [0, 1], boxes in model-input pixels."""
+    """Detections on model-size images in [0, 1], boxes in model-input pixels (Keras' predict:
+    distributed under the model's strategy)."""
     side = x.shape[1]
+    raw = model.predict(x, batch_size=batch, verbose=0)
     out = []
     for i in range(0, len(x), batch):
-        boxes, scores, classes, count = (v.numpy() for v in detector(model(x[i:i + batch], training=False)))
+        boxes, scores, classes, count = (v.numpy() for v in detector(raw[i:i + batch]))
         for b, s, c, n in zip(boxes, scores, classes, count, strict=False):
             out.append({"boxes": b[:n] * side, "scores": s[:n], "labels": c[:n]})
     return out

@@ -248,28 +248,20 @@ def unlogged(state: State, last_logged: int) -> dict[int, dict]:
 
 
 def restore(state: State, model, best) -> object:
-    """The backed-up model (weights and optimizer state) in place of `model`, and the best-so-far
-    seeded into the run's BestKeeper from the run folder's best.keras."""
+    """The backed-up weights and optimizer state put into `model` (built in the strategy scope),
+    and the best-so-far seeded into the run's BestKeeper from the run folder's best.keras."""
     import keras
 
-    restored = keras.saving.load_model(state.folder / MODEL)
     best_file = state.run_dir / "best.keras"
     if best is not None and state.best_value is not None:
-        best.value, best.step, best.model = float(state.best_value), state.best_step, restored
+        best.value, best.step, best.model = float(state.best_value), state.best_step, model
         best.weights = keras.saving.load_model(best_file).get_weights() if best_file.is_file() else None
         if best.weights is None:
             best.value = None  # nothing to restore: let the resumed epochs choose again
-    result = restored if model is None else _into(model, restored)
-    if best is not None and best.model is not None:
-        best.model = result
-    return result
-
-
-def _into(model, restored):
-    """Copy weights and optimizer state of `restored` into `model` (built in the strategy scope)."""
-    model.set_weights(restored.get_weights())
-    if getattr(model, "optimizer", None) is not None and getattr(restored, "optimizer", None) is not None:
-        model.optimizer.build(model.trainable_variables)
-        for mine, theirs in zip(model.optimizer.variables, restored.optimizer.variables, strict=False):
-            mine.assign(theirs)
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and not optimizer.built:  # Keras builds it at the first step; its state needs it now
+        optimizer.build(model.trainable_variables)
+    # every variable the model holds, found by the path Keras saved it under: layers, the
+    # optimizer, and a second optimizer a model with its own train_step keeps (a GAN's)
+    model.load_weights(state.folder / MODEL)
     return model

@@ -186,7 +186,9 @@ def nan_guard():
     """A Keras callback that fails the run at the first batch whose loss is not finite.
 
     Keras' TerminateOnNaN only stops training, and the run would then finish with a useless
-    model; this one raises a DlrunError naming the epoch and batch (Python, between steps).
+    model; this one raises a DlrunError naming the loss, the epoch and the batch (Python,
+    between steps). Every loss in the logs is watched: `loss`, and the parts a model with its
+    own train_step reports (a GAN's `d_loss` and `g_loss`, which have no sum worth logging).
     """
     import keras
 
@@ -197,17 +199,41 @@ def nan_guard():
             self.epoch = epoch
 
         def on_train_batch_end(self, batch, logs=None):
-            loss = (logs or {}).get("loss")
-            if loss is not None and not math.isfinite(float(loss)):
+            bad = not_finite_loss(logs)
+            if bad is not None:
                 self.model.stop_training = True
-                raise DlrunError(f"loss became {_nan_name(loss)} at epoch {self.epoch + 1}, batch {batch + 1}",
-                                 NAN_HINT)
+                raise DlrunError(f"{bad} at epoch {self.epoch + 1}, batch {batch + 1}", NAN_HINT)
 
     return NanGuard()
 
 
-def _nan_name(value) -> str:
-    return "NaN" if math.isnan(float(value)) else "infinite"
+def not_finite_loss(logs) -> str | None:
+    """'<name> became NaN' (or infinite) for the first loss in Keras logs that is not finite, else None."""
+    for name, value in (logs or {}).items():
+        if (name == "loss" or name.endswith("_loss")) and not name.startswith("val_") and value is not None \
+                and not math.isfinite(float(value)):
+            return f"{name} became {'NaN' if math.isnan(float(value)) else 'infinite'}"
+    return None
+
+
+def epoch_metrics(compute):
+    """A Keras callback adding `compute(model)` ({name: value}) to every epoch's logs.
+
+    For validation metrics that need a whole pass and Python after it (COCO mAP with
+    pycocotools, a Frechet distance between feature sets): a keras.metrics.Metric updates
+    per batch inside the compiled step and cannot run them. Put it before the run's callbacks
+    (keras_fit's `first`): Keras hands every callback the same logs dict, so the checkpoint,
+    early stopping, LR on plateau, pruning, backup and MLflow logging see `val_map` like any
+    `val_` metric of Keras' own, and fit's History keeps it.
+    """
+    import keras
+
+    class EpochMetrics(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is not None:
+                logs.update({k: float(v) for k, v in compute(self.model).items()})
+
+    return EpochMetrics()
 
 
 def epoch_end(fn):

@@ -10,13 +10,12 @@ import MLflow or rich.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 
 from dlrun.contract import Fit, Objective
 from dlrun.errors import DlrunError
-from dlrun.training.callbacks import NAN_HINT, BestKeeper, _nan_name, epoch_end, nan_guard, trainer_callbacks
+from dlrun.training.callbacks import NAN_HINT, BestKeeper, epoch_end, nan_guard, not_finite_loss, trainer_callbacks
 
 
 class Handle:
@@ -127,22 +126,25 @@ class Handle:
 
     # -- Keras epoch end -------------------------------------------------------------------
     def _on_epoch(self, epoch: int, logs: dict) -> None:
-        loss = logs.get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
+        bad = not_finite_loss(logs)
+        if bad is not None:
             if self._model is not None:
                 self._model.stop_training = True
-            raise DlrunError(f"loss became {_nan_name(loss)} in epoch {epoch + 1}", NAN_HINT)
+            raise DlrunError(f"{bad} in epoch {epoch + 1}", NAN_HINT)
         self.advance(epoch + 1, logs)
         self._log_epoch(epoch, logs)
 
 
-def keras_fit(cfg, model, data, run: Handle) -> Fit:
-    """The default `Task.fit`: Keras fit (or the explicit GradientTape loop) with the run's callbacks."""
+def keras_fit(cfg, model, data, run: Handle, first: tuple = ()) -> Fit:
+    """The default `Task.fit`: Keras fit (or the explicit GradientTape loop) with the run's callbacks.
+
+    `first`: the task's own callbacks, run before the run's at each epoch end (a task that adds
+    whole-pass validation metrics to the logs: training.callbacks.epoch_metrics)."""
     from dlrun.training.loop import fit
 
     epochs = int(cfg.trainer.epochs)
     run.progress(epochs, "epoch")
-    history = fit(cfg, model, data, run.callbacks, initial_epoch=run.initial_epoch)
+    history = fit(cfg, model, data, [*first, *run.callbacks], initial_epoch=run.initial_epoch)
     n = len(next(iter(history.values()), []))
     seen = None
     if data.info.steps_per_epoch and n:
