@@ -68,7 +68,6 @@ def prepare(cfg):
     if missing:
         raise DlrunError(f"{missing[0]}: a required value is missing", f"add {missing[0]}=... to the command")
     task_name = TASKS.canonical(cfg.task.name)
-    TASKS.get(task_name)().check(cfg)  # options this task cannot honour: one line before anything starts
     if cfg.get("model") is not None and cfg.model.get("name"):
         MODELS.canonical(cfg.model.name)
     if cfg.get("data") is not None and cfg.data.get("name"):

@@ -24,9 +24,8 @@ def _history(client, run, key):
 @pytest.fixture(scope="module")
 def gan_run(tmp_path_factory):
     """One short cGAN run with the best checkpoint on, then `dlrun eval run_id=` of it."""
-    from mlflow.tracking import MlflowClient
-
     from conftest import _checked, dlrun_inprocess, store_runs
+    from mlflow.tracking import MlflowClient
 
     workdir = tmp_path_factory.mktemp("gan")
     args = (*GAN, "trainer.checkpoint.enabled=true")

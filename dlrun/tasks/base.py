@@ -25,9 +25,6 @@ class Task:
         """Refuse, in one line before anything is built or logged, what this task cannot honour
         (trainer options it has no use for, strategies, precisions). Nothing by default."""
 
-    def check(self, cfg) -> None:
-        """Refuse (DlrunError) trainer options this task cannot honour, before anything runs."""
-
     def data(self, cfg, batch_size: int) -> Data:
         """Build the data; `batch_size` is the global batch size (per replica x replicas)."""
         raise NotImplementedError

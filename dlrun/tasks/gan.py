@@ -80,7 +80,7 @@ def generate(generator, z, labels, conditional: bool, served: bool = False) -> n
 class GanTask(Task):
     name = "gan"
 
-    def check(self, cfg) -> None:
+    def check(self, cfg, strategy) -> None:
         t = cfg.trainer
         if str(t.loop) != "fit":
             raise DlrunError(f"task=gan trains with trainer.loop=fit, not '{t.loop}'",

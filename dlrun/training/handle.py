@@ -15,7 +15,14 @@ from pathlib import Path
 
 from dlrun.contract import Fit, Objective
 from dlrun.errors import DlrunError
-from dlrun.training.callbacks import NAN_HINT, BestKeeper, epoch_end, nan_guard, not_finite_loss, trainer_callbacks
+from dlrun.training.callbacks import (
+    NAN_HINT,
+    BestKeeper,
+    epoch_end,
+    nan_guard,
+    not_finite_loss,
+    trainer_callbacks,
+)
 
 
 class Handle:
