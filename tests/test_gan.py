@@ -26,7 +26,9 @@ def test_generator_and_discriminator_shapes(compose):
     assert d.info.input_shape == (16, 16, 1)
     model = TASKS.get("gan")().build_model(cfg, d.info)
     z = np.zeros((3, cfg.model.latent_dim), "float32")
-    img, logit = model.predict([z, np.array([0, 1, 2], "int32")], verbose=0)
+    labels = np.array([0, 1, 2], "int32")
+    img = model.predict([z, labels], verbose=0)  # the model called is its generator
+    logit = np.asarray(model.discriminator([img, labels]))
     assert img.shape == (3, 16, 16, 1) and logit.shape == (3, 1) and img.min() >= 0 and img.max() <= 1
     assert "gan" in MODELS.entry("dcgan").tags
 
@@ -37,7 +39,7 @@ def test_cgan_smoke_run_logs_losses_grids_at_fixed_noise_and_quality(run_dlrun, 
     run = runs()[0]
     m = run.data.metrics
     for key in ("train/d_loss", "train/g_loss", "train/d_acc_real", "train/d_acc_fake", "val/frechet_distance",
-                "gan/frechet_distance", "gan/frechet_floor", "gan/label_accuracy", "gan/classifier_accuracy"):
+                "test/frechet_distance", "test/frechet_floor", "test/label_accuracy", "test/classifier_accuracy"):
         assert key in m, key
     hist = mlflow_client.get_metric_history(run.info.run_id, "train/g_loss")
     assert len(hist) == 2
@@ -57,7 +59,8 @@ def test_cgan_smoke_run_logs_losses_grids_at_fixed_noise_and_quality(run_dlrun, 
 
 def test_fixed_noise_is_the_same_for_every_grid(compose):
     from dlrun.config import validate
-    from dlrun.training.handle import Handle
+    from dlrun.tasks.gan import fixed_grid, samples_callback
+    from dlrun.training.handle import Handle, keras_fit
 
     cfg = validate(compose("experiment=gan", "trainer=smoke", "trainer.epochs=2", "trainer.smoke=false",
                            "trainer.limit_batches=1", "trainer.fast=true", "task.sample_every=1",
@@ -69,16 +72,17 @@ def test_fixed_noise_is_the_same_for_every_grid(compose):
     from pathlib import Path
 
     run = Handle(cfg.trainer, Path(tempfile.mkdtemp()), task.objective(cfg, d.info), has_val=True)
-    fit = task.fit(cfg, model, d, run)
-    assert len(fit.history["train/g_loss"]) == 2 and sorted(task.grids) == [1, 2]
-    assert len(task.noise_seen) == 2 and np.array_equal(task.noise_seen[0], task.noise_seen[1])
-    assert not np.array_equal(task.grids[1], task.grids[2])  # same noise, trained generator changed
+    samples = samples_callback(cfg, d, run)
+    fit = keras_fit(cfg, model, d, run, first=(samples,))
+    assert len(fit.history["g_loss"]) == 2 and sorted(samples.grids) == [1, 2]
+    assert np.array_equal(samples.noise, fixed_grid(cfg, d, model.latent_dim)[0])  # the evaluated grid's noise too
+    assert not np.array_equal(samples.grids[1], samples.grids[2])  # same noise, trained generator changed
 
 
 def test_gradient_penalty_of_a_linear_critic_is_exact():
     import tensorflow as tf
 
-    from dlrun.tasks.gan import gradient_penalty
+    from dlrun.models.gan import gradient_penalty
 
     w = tf.constant(np.full((1, 4, 4, 1), 0.5, "float32"))  # ||grad|| = 0.5 * 4 = 2 everywhere
     real, fake = tf.random.uniform((3, 4, 4, 1)), tf.random.uniform((3, 4, 4, 1))
@@ -99,11 +103,11 @@ def test_wasserstein_loss_trains_and_a_bad_loss_name_is_one_line(compose, run_dl
     from pathlib import Path
 
     run = Handle(cfg.trainer, Path(tempfile.mkdtemp()), task.objective(cfg, d.info), has_val=True)
-    before = {part: [w.copy() for w in model.get_layer(part).get_weights()] for part in ("generator", "discriminator")}
+    before = {part: [w.copy() for w in getattr(model, part).get_weights()] for part in ("generator", "discriminator")}
     h = task.fit(cfg, model, d, run).history
-    assert len(h["train/d_loss"]) == 2 and np.isfinite(h["train/d_loss"] + h["train/g_loss"]).all()
+    assert len(h["d_loss"]) == 2 and np.isfinite(np.add(h["d_loss"], h["g_loss"])).all()
     for part, weights in before.items():  # both players took gradient steps (every layer moved)
-        after = model.get_layer(part).get_weights()
+        after = getattr(model, part).get_weights()
         moved = [not np.allclose(w0, w1) for w0, w1 in zip(weights, after, strict=True) if w0.ndim > 1]
         assert moved and all(moved), part
     from conftest import stderr_line
