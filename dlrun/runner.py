@@ -211,7 +211,9 @@ def _train(cfg, overrides, workdir: Path, task, task_name: str, strategy, tracke
                 with strategy.scope():
                     model = backup.restore(resume, model, run.best)
                 run.initial_epoch = resume.epochs_done
-                for epoch, logs in sorted(backup.unlogged(resume, tracker.last_step("train/loss")).items()):
+                # a training key every epoch logs: "loss", or a GAN's "d_loss" (no single loss)
+                key = next((k for k in next(iter(resume.logs.values()), {}) if not k.startswith("val_")), "loss")
+                for epoch, logs in sorted(backup.unlogged(resume, tracker.last_step(f"train/{key}")).items()):
                     tracker.log_epoch(epoch - 1, logs)
                 tracker.flush()
                 console.console.print(f"resuming after epoch {resume.epochs_done} of {name} ({resume.run_dir})")

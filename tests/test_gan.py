@@ -75,6 +75,9 @@ def test_fixed_noise_is_the_same_for_every_grid(compose):
     samples = samples_callback(cfg, d, run)
     fit = keras_fit(cfg, model, d, run, first=(samples,))
     assert len(fit.history["g_loss"]) == 2 and sorted(samples.grids) == [1, 2]
+    # Keras names: validation keys are val_*, the tracker adds the train/ and val/ prefixes
+    assert {"d_loss", "val_d_loss", "val_frechet_distance"} <= set(fit.history)
+    assert not any("/" in k for k in fit.history), sorted(fit.history)
     assert np.array_equal(samples.noise, fixed_grid(cfg, d, model.latent_dim)[0])  # the evaluated grid's noise too
     assert not np.array_equal(samples.grids[1], samples.grids[2])  # same noise, trained generator changed
 
