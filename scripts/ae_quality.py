@@ -24,12 +24,12 @@ SHOW = {
     "ae_series_outlier": ["test/roc_auc", "test/pr_auc", "test/f1", "baseline/zscore/roc_auc", "baseline/zscore/f1",
                           "baseline/isolation_forest/roc_auc", "baseline/isolation_forest/f1"],
     "vae": ["test/mse", "test/bce"],
-    "gan": ["gan/frechet_distance", "gan/frechet_floor", "gan/classifier_accuracy", "gan/classes_covered"],
-    "cgan": ["gan/label_accuracy", "gan/frechet_distance", "gan/frechet_floor", "gan/classifier_accuracy"],
+    "gan": ["test/frechet_distance", "test/frechet_floor", "test/classifier_accuracy", "test/classes_covered"],
+    "cgan": ["test/label_accuracy", "test/frechet_distance", "test/frechet_floor", "test/classifier_accuracy"],
 }
 # preset -> (metric, bar, higher is better)
 BARS = {"ae_outlier": ("test/roc_auc", 0.95, True), "ae_denoise": ("test/denoise_ratio", 0.5, False),
-        "cgan": ("gan/label_accuracy", 0.8, True)}
+        "cgan": ("test/label_accuracy", 0.8, True)}
 
 
 def run(preset: str, overrides: list[str]) -> dict:
@@ -37,7 +37,7 @@ def run(preset: str, overrides: list[str]) -> dict:
         if t.run is None:
             return t.failed(preset)
         m = t.metrics
-    keys = SHOW.get(preset) or sorted(k for k in m if k.startswith(("test/", "baseline/", "gan/")))
+    keys = SHOW.get(preset) or sorted(k for k in m if k.startswith(("test/", "baseline/", "test/")))
     return {"command": t.command, "wall_s": round(t.wall_s, 1), **{k: m[k] for k in keys if k in m}}
 
 

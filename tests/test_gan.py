@@ -59,7 +59,7 @@ def test_cgan_smoke_run_logs_losses_grids_at_fixed_noise_and_quality(run_dlrun, 
 
 def test_fixed_noise_is_the_same_for_every_grid(compose):
     from dlrun.config import validate
-    from dlrun.tasks.gan import fixed_grid, samples_callback
+    from dlrun.tasks.gan import fixed_grid, frechet_callback, samples_callback
     from dlrun.training.handle import Handle, keras_fit
 
     cfg = validate(compose("experiment=gan", "trainer=smoke", "trainer.epochs=2", "trainer.smoke=false",
@@ -73,10 +73,10 @@ def test_fixed_noise_is_the_same_for_every_grid(compose):
 
     run = Handle(cfg.trainer, Path(tempfile.mkdtemp()), task.objective(cfg, d.info), has_val=True)
     samples = samples_callback(cfg, d, run)
-    fit = keras_fit(cfg, model, d, run, first=(samples,))
+    fit = keras_fit(cfg, model, d, run, first=(frechet_callback(cfg, d), samples))
     assert len(fit.history["g_loss"]) == 2 and sorted(samples.grids) == [1, 2]
     # Keras names: validation keys are val_*, the tracker adds the train/ and val/ prefixes
-    assert {"d_loss", "val_d_loss", "val_frechet_distance"} <= set(fit.history)
+    assert {"d_loss", "val_d_loss", "val_frechet_distance"} <= set(fit.history), sorted(fit.history)
     assert not any("/" in k for k in fit.history), sorted(fit.history)
     assert np.array_equal(samples.noise, fixed_grid(cfg, d, model.latent_dim)[0])  # the evaluated grid's noise too
     assert not np.array_equal(samples.grids[1], samples.grids[2])  # same noise, trained generator changed
