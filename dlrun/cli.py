@@ -157,6 +157,11 @@ def check_composes(args: list[str]) -> None:
     register_resolvers()
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            try:
+                compose("config", overrides=args)
+                return  # the usual case: one compose (a misspelled key would have failed it)
+            except (HydraException, OmegaConfBaseException) as e:
+                failure = e
             keys = [a.split("=", 1)[0] for a in args if "=" in a]
             groups = [a for a in args if "=" in a and "." not in a.split("=", 1)[0]]
             base = compose("config", overrides=groups)
@@ -168,7 +173,7 @@ def check_composes(args: list[str]) -> None:
                     known = [str(k) for k in node] if isinstance(node, DictConfig) else None
                     if known is not None and leaf not in known:
                         raise DlrunError(f"{key}: unknown key", did_you_mean(leaf, known))
-            compose("config", overrides=args)
+            raise failure
     except (HydraException, OmegaConfBaseException) as e:
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
         message = lines[0] if lines else type(e).__name__

@@ -24,6 +24,7 @@ from dlrun import console
 from dlrun.config import validate
 from dlrun.errors import DlrunError, Interrupted
 from dlrun.registry import DATA, MODELS, TASKS
+from dlrun.startup import paused_gc
 from dlrun.tracking import Tracker, tracked_run
 
 
@@ -32,7 +33,7 @@ def quiet_tensorflow() -> None:
 
     TF 2.21 prints those lines before its log level applies, so stderr is pointed at
     /dev/null for the import and the first device query only; TF_CPP_MIN_LOG_LEVEL=0 set by
-    the user keeps everything.
+    the user keeps everything. The import runs with the garbage collector paused (startup.py).
     """
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
@@ -41,7 +42,7 @@ def quiet_tensorflow() -> None:
     sys.stderr.flush()
     saved = os.dup(2)
     try:
-        with open(os.devnull, "w") as devnull:
+        with open(os.devnull, "w") as devnull, paused_gc():
             os.dup2(devnull.fileno(), 2)
             import tensorflow as tf
 

@@ -118,13 +118,16 @@ class SweepRun(Callback):
         tracking = config.get("tracking")
         if tracking is None or not tracking.get("enabled", True) or tracking.get("parent_run_id"):
             return
-        from mlflow.tracking import MlflowClient
+        from dlrun.startup import paused_gc
 
-        from dlrun.tracking import open_store, quiet_mlflow_logs, store_errors
+        with paused_gc():  # MLflow's and its store's modules are imported here
+            from mlflow.tracking import MlflowClient
 
-        quiet_mlflow_logs()
-        client = MlflowClient(tracking_uri=tracking.get("uri") or None)
-        open_store(client.tracking_uri)
+            from dlrun.tracking import open_store, quiet_mlflow_logs, store_errors
+
+            quiet_mlflow_logs()
+            client = MlflowClient(tracking_uri=tracking.get("uri") or None)
+            open_store(client.tracking_uri)
         if reopen(client, config.hydra.sweep.dir):  # the folder's sweep goes on (hparams_search=optuna)
             global FAILED_BEFORE
             with contextlib.suppress(Exception):

@@ -86,11 +86,14 @@ class Tracker:
         """Open the run (a new one, or `resume_run_id` again for a resumed training)."""
         if not self.enabled:
             return
-        mlflow = self.mlflow
-        if self.cfg.uri:
-            mlflow.set_tracking_uri(self.cfg.uri)
-        uri = mlflow.get_tracking_uri()
-        open_store(uri)
+        from dlrun.startup import paused_gc
+
+        with paused_gc():  # MLflow's and its store's modules are imported here
+            mlflow = self.mlflow
+            if self.cfg.uri:
+                mlflow.set_tracking_uri(self.cfg.uri)
+            uri = mlflow.get_tracking_uri()
+            open_store(uri)
         run_name = self.cfg.run_name or f"{task_name}-{model_name}-{time.strftime('%Y%m%d-%H%M%S')}"
         system = bool(self.cfg.get("system_metrics", False))
         if system:
@@ -286,8 +289,13 @@ class Tracker:
 
             example = signature_input(example)
             signature = infer_signature(example, answers)
-        info = mlflow.pyfunc.log_model(
-            name="model", python_model=dlrun.pyfunc.__file__, artifacts={"served": str(folder)},
+        # mlflow.pyfunc.log_model, less its check that loads the logged model again to answer the
+        # input example (~0.5 s): the answers above came from this very model (Model.log with
+        # the pyfunc flavor is what log_model calls; validate_serving_input is its switch)
+        info = mlflow.models.Model.log(
+            artifact_path=None, name="model", flavor=_PyfuncFlavor, flavor_name="pyfunc.ModelFromCode",
+            validate_serving_input=False,
+            python_model=dlrun.pyfunc.__file__, artifacts={"served": str(folder)},
             signature=signature, input_example=example,
             pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}",
                               f"mlflow=={mlflow.__version__}", "pandas"],
@@ -315,6 +323,17 @@ def stop_history(run, resumed_at) -> dict:
     entry = f"{status}, resumed after epoch {resumed_at}" + (f": {why}" if why else "")
     earlier = run.data.tags.get("dlrun.stops")
     return {"dlrun.stops": (f"{earlier}; {entry}" if earlier else entry)[-5000:]}
+
+
+class _PyfuncFlavor:
+    """mlflow.pyfunc as the flavor module of `Model.log`, which hands the flavor's save_model
+    its own switches too (validate_serving_input), where mlflow.pyfunc.save_model takes none."""
+
+    @staticmethod
+    def save_model(validate_serving_input=True, **kwargs):
+        import mlflow.pyfunc
+
+        return mlflow.pyfunc.save_model(**kwargs)
 
 
 def signature_input(example):

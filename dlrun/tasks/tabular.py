@@ -251,8 +251,33 @@ def _headline(m: dict, target: str) -> dict:
     return {k: m[k] for k in keys if k in m}
 
 
+_LAST_BASELINES: dict = {}  # inputs -> result of the last call: a sweep's jobs share data and split
+
+
 def baselines(cfg, info, x_train, y_train, x_test, y_test) -> dict[str, dict]:
-    """Classic models on the same split: linear (logistic/linear regression), random forest."""
+    """Classic models on the same split: linear (logistic/linear regression), random forest.
+
+    They depend on the data, the split and their own settings only, so the jobs of a sweep in
+    one process (which vary the network) reuse the first job's result instead of fitting a
+    forest again each (seconds on a full table)."""
+    import copy
+    import hashlib
+
+    digest = hashlib.blake2b()
+    for a in (x_train, y_train, x_test, y_test):
+        a = np.ascontiguousarray(a)
+        digest.update(f"{a.dtype}{a.shape}".encode())
+        digest.update(a.tobytes() if a.dtype != object else repr(a.tolist()).encode())
+    key = (digest.hexdigest(), repr(list(cfg.task.get("baselines") or [])), cfg.task.get("forest_trees"),
+           int(cfg.task.split.seed), info.target, repr(info.class_names))
+    if key not in _LAST_BASELINES:
+        result = _fit_baselines(cfg, info, x_train, y_train, x_test, y_test)
+        _LAST_BASELINES.clear()
+        _LAST_BASELINES[key] = result
+    return copy.deepcopy(_LAST_BASELINES[key])
+
+
+def _fit_baselines(cfg, info, x_train, y_train, x_test, y_test) -> dict[str, dict]:
     from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
     from sklearn.linear_model import LinearRegression, LogisticRegression
 

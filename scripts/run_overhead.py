@@ -1,0 +1,110 @@
+"""What a run costs beyond importing TensorFlow: `dlrun train trainer=smoke` against
+`python -c "import tensorflow"`, in a fresh folder (the run creates ./mlflow.db) and in a
+folder whose store exists, and a 5-job sweep in one process (Hydra's basic launcher) against
+one run.
+
+    python scripts/run_overhead.py [--repeats 5] [--jobs 5]
+
+Every command runs as a subprocess in a temporary folder; after one warm-up round the rounds
+run the commands side by side (import, fresh, existing, sweep), so a change in the machine's
+load touches all of them alike. The table gives the median wall-clock seconds, the median CPU
+seconds (user + system, less sensitive to other processes on a shared machine) and the median
+of each round's difference: the run's overhead beyond the import, and the sweep's cost per
+extra job beyond one run. The script checks that every run finished in MLflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def timed(args: list[str], cwd: Path) -> tuple[float, float]:
+    """Wall-clock and CPU seconds (user + system) of one command; exits on failure."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=_env())
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        sys.exit(f"failed ({proc.returncode}): {' '.join(args)}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+def _env() -> dict:
+    """This process' environment; CPU only unless CUDA_VISIBLE_DEVICES says otherwise."""
+    return {**os.environ, "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
+
+
+def finished_runs(folder: Path) -> int:
+    """FINISHED runs in the folder's store (sweep parents included)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{folder}/mlflow.db")
+    ids = [e.experiment_id for e in client.search_experiments()]
+    return sum(r.info.status == "FINISHED" for r in client.search_runs(ids, max_results=10000))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5, help="measured rounds after one warm-up round")
+    parser.add_argument("--jobs", type=int, default=5, help="jobs of the sweep")
+    a = parser.parse_args()
+    dlrun = shutil.which("dlrun", path=str(Path(sys.executable).parent)) or "dlrun"
+    run = [dlrun, "train", "trainer=smoke"]
+    seeds = ",".join(str(i + 1) for i in range(a.jobs))
+    commands = {
+        "import": [sys.executable, "-c", "import tensorflow"],
+        "fresh": run,
+        "existing": run,
+        "sweep": [dlrun, "train", "-m", "trainer=smoke", f"trainer.seed={seeds}"],
+    }
+    times: dict[str, list[tuple[float, float]]] = {k: [] for k in commands}
+    with tempfile.TemporaryDirectory(prefix="dlrun-overhead-") as tmp:
+        store = Path(tmp) / "existing"
+        store.mkdir()
+        for i in range(1 + a.repeats):
+            for name, args in commands.items():
+                folder = store if name in ("existing", "sweep") else Path(tmp) / f"{name}-{i}"
+                folder.mkdir(exist_ok=True)
+                result = timed(args, folder)
+                if i:  # round 0 warms the caches and creates the existing store
+                    times[name].append(result)
+            print(f"round {i}: " + "  ".join(f"{k} {v[-1][0]:.1f}s" for k, v in times.items() if i and v),
+                  file=sys.stderr, flush=True)
+        expected = (1 + a.repeats) * (1 + a.jobs + 1)  # each round: one run, the jobs and their parent
+        found = finished_runs(store)
+        fresh_ok = all(finished_runs(Path(tmp) / f"fresh-{i}") == 1 for i in range(1 + a.repeats))
+        if found != expected or not fresh_ok:
+            sys.exit(f"expected {expected} finished runs in the existing store, found {found}; fresh ok: {fresh_ok}")
+
+    def med(name: str, k: int) -> float:
+        return statistics.median(t[k] for t in times[name])
+
+    def paired(name: str, base: str, k: int, per: int = 1) -> float:
+        return statistics.median((x[k] - y[k]) / per for x, y in zip(times[name], times[base], strict=True))
+
+    rows = [
+        ('python -c "import tensorflow"', "import", None, 1, ""),
+        ("dlrun train trainer=smoke, fresh folder", "fresh", "import", 1, "beyond the import"),
+        ("dlrun train trainer=smoke, existing store", "existing", "import", 1, "beyond the import"),
+        (f"{a.jobs}-job sweep -m trainer.seed={seeds}", "sweep", "existing", a.jobs - 1, "per extra job"),
+    ]
+    print(f"median of {a.repeats} after a warm-up, {os.cpu_count()} CPU cores (seconds)")
+    print(f"{'command':<46} {'wall':>6} {'cpu':>6} {'Δ wall':>7} {'Δ cpu':>6}")
+    for label, name, base, per, what in rows:
+        delta = f"{paired(name, base, 0, per):+7.2f} {paired(name, base, 1, per):+6.2f}  {what}" if base else ""
+        print(f"{label:<46} {med(name, 0):6.2f} {med(name, 1):6.2f} {delta}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""The run's overhead (issue 18): a smoke run opens its store once, composes its config once,
+logs the model without loading it again and pays the garbage collector's walk over
+TensorFlow's objects nowhere, while everything it logs stays as it was. Timings:
+scripts/run_overhead.py."""
+
+from __future__ import annotations
+
+import copy
+import gc
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+# what a smoke run of the default task logs besides the resolved config's own keys (flattened,
+# one param each) and MLflow's system/* metrics (sampled every tracking.system_metrics_interval
+# seconds: a short run may end before the first sample)
+EXTRA_PARAMS = {"model.params", "strategy.replicas", "strategy.workers", "trainer.global_batch_size"}
+CLASSES = ("few or none", "in between", "many accidents")
+TEST_METRICS = {"accuracy", "f1_macro", "precision_macro", "recall_macro", *(f"f1/{c}" for c in CLASSES)}
+METRICS = {
+    *(f"test/{m}" for m in TEST_METRICS),
+    *(f"baseline/{b}/{m}" for b in ("linear", "random_forest") for m in TEST_METRICS),
+    "train/accuracy", "train/loss", "val/accuracy", "val/loss",
+    "timing/epochs", "timing/fit_seconds", "timing/samples_per_second", "objective/val",
+}
+DLRUN_TAGS = {"dlrun.command", "dlrun.data_source", "dlrun.devices", "dlrun.evaluated_weights", "dlrun.gpus",
+              "dlrun.model", "dlrun.objective", "dlrun.objective_maximize", "dlrun.overrides", "dlrun.strategy",
+              "dlrun.task", "dlrun.version", "dlrun.workdir"}
+OTHER_TAGS = {"keras.version", "tensorflow.version", "python.version", "mlflow.runName", "mlflow.source.name",
+              "mlflow.source.type", "mlflow.user"}
+ARTIFACTS = ["config.yaml", "plots/confusion_matrix.png", "plots/learning_curves.png", "served/example.npz",
+             "served/model.keras", "served/serving.json", "tables/classes.json", "tables/comparison.json"]
+MODEL_FILES = ["MLmodel", "conda.yaml", "input_example.json", "pyfunc.py", "python_env.yaml", "requirements.txt",
+               "serving_input_example.json"]
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """One in-process `dlrun train trainer=smoke` in a fresh folder, counting the tracking
+    stores MLflow builds, the config composes and the loads of a served model during it."""
+    import hydra
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+    from mlflow.tracking import MlflowClient
+
+    from dlrun import cli, serving
+
+    tmp = tmp_path_factory.mktemp("overhead")
+    counts = {"stores": 0, "composes": 0, "loads": 0}
+
+    def counted(name, fn):
+        def wrapper(*args, **kwargs):
+            counts[name] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp)
+        mp.setattr(SqlAlchemyStore, "__init__", counted("stores", SqlAlchemyStore.__init__))
+        mp.setattr(hydra, "compose", counted("composes", hydra.compose))  # check_composes' compose
+        mp.setattr(serving, "load", counted("loads", serving.load))
+        with pytest.raises(SystemExit) as done:
+            cli.main(["train", "trainer=smoke", "trainer.progress=false", f"tracking.uri={uri}",
+                      f"hydra.run.dir={tmp}/run"])
+    assert done.value.code == 0
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    return {"client": client, "run": run, "counts": counts, "uri": uri}
+
+
+def test_one_store_one_compose_no_model_reload(smoke):
+    # one SqlAlchemyStore for the run (MLflow caches it per URI: a second, differently spelled
+    # URI would create and check the store again); dlrun's own compose check composes once
+    # (Hydra composes the job's config itself); the logged model is not loaded back
+    assert smoke["counts"] == {"stores": 1, "composes": 1, "loads": 0}
+
+
+def test_params_tags_metrics_and_datasets_are_logged(smoke):
+    client, run = smoke["client"], smoke["run"]
+    assert run.info.status == "FINISHED"
+    from pathlib import Path
+
+    from dlrun.tracking import flatten
+
+    config = yaml.safe_load(Path(client.download_artifacts(run.info.run_id, "config.yaml")).read_text())
+
+    assert set(run.data.params) == set(flatten(config)) | EXTRA_PARAMS
+    assert {k for k in run.data.tags if k.startswith("dlrun.")} - {"dlrun.warnings"} == DLRUN_TAGS
+    assert set(run.data.tags) >= OTHER_TAGS
+    assert {k for k in run.data.metrics if not k.startswith("system/")} == METRICS
+    contexts = sorted(t.value for d in run.inputs.dataset_inputs for t in d.tags if t.key == "mlflow.data.context")
+    assert contexts == ["testing", "training", "validation"]
+
+
+def _files(client, run_id, path=None) -> list[str]:
+    out = []
+    for f in client.list_artifacts(run_id, path):
+        out += _files(client, run_id, f.path) if f.is_dir else [f.path]
+    return out
+
+
+def test_artifacts_and_logged_model(smoke):
+    from mlflow.artifacts import list_artifacts
+
+    client, run = smoke["client"], smoke["run"]
+    assert _files(client, run.info.run_id) == ARTIFACTS
+    (output,) = run.outputs.model_outputs
+    model = client.get_logged_model(output.model_id)
+    files = {a.path.split("/", 1)[1] for a in list_artifacts(artifact_uri=model.artifact_location)}
+    assert set(MODEL_FILES) <= files
+    # the test metrics are linked to the logged model and the test dataset
+    linked = {m.key for m in model.metrics if m.dataset_name == "insurance"}
+    assert linked == {f"test/{m}" for m in TEST_METRICS}
+
+
+def test_logged_model_answers_its_serving_example(smoke):
+    """What MLflow's serving-input check did at every run (and dlrun skips there): the logged
+    pyfunc model loads and answers its own serving input example, with the signature's columns."""
+    import mlflow
+    from mlflow.models import Model
+    from mlflow.pyfunc.scoring_server import _parse_json_data
+
+    run = smoke["run"]
+    mlflow.set_tracking_uri(smoke["uri"])
+    uri = f"runs:/{run.info.run_id}/model"
+    info = Model.load(uri)
+    assert info.signature is not None
+    assert [c.name for c in info.signature.inputs] == ["speed", "age", "miles"]
+    local = mlflow.artifacts.download_artifacts(uri)
+    example = info.get_serving_input(local)
+    model = mlflow.pyfunc.load_model(uri)
+    answers = model.predict(_parse_json_data(example, info, info.get_input_schema()).data)
+    assert list(answers.columns) == ["label", *(f"probability_{i}" for i in range(3))]
+    assert set(answers["label"]) <= {"0", "1", "2"}  # the target's own values (CLASSES are their names)
+    assert np.allclose(answers[[f"probability_{i}" for i in range(3)]].sum(axis=1), 1.0, atol=1e-5)
+
+
+# -- the garbage collector around heavy imports --------------------------------------------------
+
+@pytest.fixture
+def probe_module(tmp_path, monkeypatch):
+    """The name of a module not imported yet (a file in a folder put on sys.path)."""
+    (tmp_path / "dlrun_overhead_probe.py").write_text("CYCLE = []\nCYCLE.append(CYCLE)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "dlrun_overhead_probe"
+    sys.modules.pop("dlrun_overhead_probe", None)
+
+
+@pytest.fixture
+def unfrozen():
+    gc.unfreeze()  # objects frozen earlier in this test process go back to the collector
+    yield
+    gc.unfreeze()
+    gc.enable()
+
+
+def test_paused_gc_freezes_what_a_new_import_left(probe_module, unfrozen):
+    import importlib
+
+    from dlrun.startup import paused_gc
+
+    with paused_gc():
+        assert not gc.isenabled()
+        importlib.import_module(probe_module)
+    assert gc.isenabled()
+    assert gc.get_freeze_count() > 0
+    gc.unfreeze()
+    with paused_gc():  # nothing new imported (a sweep's later job): nothing frozen
+        importlib.import_module(probe_module)
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
+def test_paused_gc_restores_the_collector_after_an_error(unfrozen):
+    from dlrun.startup import paused_gc
+
+    with pytest.raises(RuntimeError), paused_gc():
+        raise RuntimeError("boom")
+    assert gc.isenabled()
+    gc.disable()  # already paused by the caller: left paused
+    with paused_gc():
+        pass
+    assert not gc.isenabled()
+
+
+# -- baselines shared by the jobs of a sweep -----------------------------------------------------
+
+def test_baselines_are_fitted_once_for_the_same_data(monkeypatch):
+    from omegaconf import OmegaConf
+
+    from dlrun.tasks import tabular
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(60, 3)).astype("float32"), rng.integers(0, 2, 60)
+    info = tabular.TableInfo(name="t", target="classification", class_names=["a", "b"])
+    cfg = OmegaConf.create({"task": {"baselines": ["linear"], "split": {"seed": 1}}})
+    fits = []
+    real = tabular._fit_baselines
+    monkeypatch.setattr(tabular, "_fit_baselines", lambda *a: fits.append(1) or real(*a))
+    first = tabular.baselines(cfg, info, x[:40], y[:40], x[40:], y[40:])
+    expected = copy.deepcopy(first)
+    first["linear"]["accuracy"] = -1.0  # a caller changing its copy changes nothing shared
+    again = tabular.baselines(cfg, info, x[:40], y[:40], x[40:], y[40:])
+    assert len(fits) == 1 and again == expected
+    other = x.copy()
+    other[0, 0] += 1.0  # other data (another fast subset, another file): fitted again
+    tabular.baselines(cfg, info, other[:40], y[:40], other[40:], y[40:])
+    cfg.task.split.seed = 2  # another split seed: fitted again
+    tabular.baselines(cfg, info, other[:40], y[:40], other[40:], y[40:])
+    assert len(fits) == 3
