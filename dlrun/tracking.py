@@ -392,7 +392,8 @@ def open_store(uri: str) -> None:
     MLflow creates and migrates a SQLite store on first use without a lock: two first runs in
     a fresh folder race ("duplicate column name") and both can die. Its errors for a bad URI,
     a file that is not a database or an unwritable folder are long tracebacks (or minutes of
-    retries); each becomes one line naming the path or the URI here.
+    retries); each becomes one line naming the path or the URI here. A new store starts as a
+    copy of an empty one (copy_empty_store).
     """
     from dlrun.errors import DlrunError
 
@@ -428,8 +429,41 @@ def open_store(uri: str) -> None:
     # there. MLflow caches the store per URI, so the later calls reuse it.
     with open(folder / f".{db.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        if not db.exists():
+            copy_empty_store(db)
         with store_errors(uri):
             MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+
+
+def copy_empty_store(db: Path) -> None:
+    """Start a new SQLite store as a copy of an empty store that MLflow built once per MLflow
+    version (in the user's cache folder), instead of MLflow's ~60 schema migrations, each
+    committed to disk: about a second of every first run in a new folder. MLflow then checks
+    the copy's schema version and adds the folder's Default experiment as for any new store.
+    Anything going wrong here leaves the store to MLflow, as before."""
+    import shutil
+
+    try:
+        import mlflow
+        import sqlalchemy
+        from mlflow.store.db.utils import _initialize_tables  # what MLflow runs on a new store
+
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dlrun"
+        template = cache / f"mlflow-{mlflow.__version__}-empty.db"
+        if not template.is_file():
+            cache.mkdir(parents=True, exist_ok=True)
+            part = cache / f".{template.name}.{os.getpid()}"
+            engine = sqlalchemy.create_engine(f"sqlite:///{part}")
+            try:
+                _initialize_tables(engine)
+            finally:
+                engine.dispose()
+            os.replace(part, template)  # whole or not at all, also with two first runs at once
+        part = db.with_name(f".{db.name}.{os.getpid()}")
+        shutil.copyfile(template, part)
+        os.replace(part, db)
+    except Exception:
+        return
 
 
 @contextlib.contextmanager

@@ -58,6 +58,7 @@ def smoke(tmp_path_factory):
     uri = f"sqlite:///{tmp}/mlflow.db"
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(tmp)
+        mp.setenv("XDG_CACHE_HOME", str(tmp / "cache"))  # the empty store is built here, not in ~/.cache
         mp.setattr(SqlAlchemyStore, "__init__", counted("stores", SqlAlchemyStore.__init__))
         mp.setattr(hydra, "compose", counted("composes", hydra.compose))  # check_composes' compose
         mp.setattr(serving, "load", counted("loads", serving.load))
@@ -209,3 +210,43 @@ def test_baselines_are_fitted_once_for_the_same_data(monkeypatch):
     cfg.task.split.seed = 2  # another split seed: fitted again
     tabular.baselines(cfg, info, other[:40], y[:40], other[40:], y[40:])
     assert len(fits) == 3
+
+
+# -- a new store: a copy of an empty one MLflow built once --------------------------------------
+
+def _schema(db) -> tuple:
+    """Tables, indexes and their columns and constraints (in any order), and the schema version."""
+    import sqlite3
+
+    with sqlite3.connect(db) as c:
+        objects = {(kind, name): sorted(line.strip().rstrip(",") for line in (sql or "").splitlines())
+                   for kind, name, sql in c.execute("SELECT type, name, sql FROM sqlite_master")}
+        version = c.execute("SELECT version_num FROM alembic_version").fetchall()
+    return objects, version
+
+
+def test_a_new_store_is_mlflows_own_empty_store_copied(tmp_path, monkeypatch):
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    from dlrun.tracking import copy_empty_store
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    copy_empty_store(tmp_path / "a" / "mlflow.db")  # builds the empty store in the cache, then copies it
+    template = tmp_path / "cache" / "dlrun"
+    assert len(list(template.glob("mlflow-*-empty.db"))) == 1
+    copied = SqlAlchemyStore(f"sqlite:///{tmp_path}/a/mlflow.db", str(tmp_path / "a" / "mlruns"))
+    SqlAlchemyStore(f"sqlite:///{tmp_path}/b/mlflow.db", str(tmp_path / "b" / "mlruns"))  # MLflow's own
+    assert _schema(tmp_path / "a" / "mlflow.db") == _schema(tmp_path / "b" / "mlflow.db")
+    # the Default experiment is the new folder's, made by MLflow on the copy (not the cache's)
+    assert copied.get_experiment("0").artifact_location == f"{tmp_path}/a/mlruns/0"
+
+
+def test_a_new_store_without_a_writable_cache_is_left_to_mlflow(tmp_path, monkeypatch):
+    from dlrun.tracking import copy_empty_store
+
+    (tmp_path / "cache").write_text("a file where the cache folder would be")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    copy_empty_store(tmp_path / "mlflow.db")
+    assert not (tmp_path / "mlflow.db").exists()  # MLflow creates it on first use, as before
