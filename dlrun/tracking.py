@@ -330,7 +330,7 @@ class _PyfuncFlavor:
     its own switches too (validate_serving_input), where mlflow.pyfunc.save_model takes none."""
 
     @staticmethod
-    def save_model(validate_serving_input=True, **kwargs):
+    def save_model(validate_serving_input=None, **kwargs):  # Model.log reads the switch itself
         import mlflow.pyfunc
 
         return mlflow.pyfunc.save_model(**kwargs)
@@ -443,6 +443,7 @@ def copy_empty_store(db: Path) -> None:
     Anything going wrong here leaves the store to MLflow, as before."""
     import shutil
 
+    parts: list[Path] = []  # files being written: each is renamed into place whole, or removed
     try:
         import mlflow
         import sqlalchemy
@@ -452,18 +453,20 @@ def copy_empty_store(db: Path) -> None:
         template = cache / f"mlflow-{mlflow.__version__}-empty.db"
         if not template.is_file():
             cache.mkdir(parents=True, exist_ok=True)
-            part = cache / f".{template.name}.{os.getpid()}"
-            engine = sqlalchemy.create_engine(f"sqlite:///{part}")
+            parts.append(cache / f".{template.name}.{os.getpid()}")
+            engine = sqlalchemy.create_engine(f"sqlite:///{parts[-1]}")
             try:
                 _initialize_tables(engine)
             finally:
                 engine.dispose()
-            os.replace(part, template)  # whole or not at all, also with two first runs at once
-        part = db.with_name(f".{db.name}.{os.getpid()}")
-        shutil.copyfile(template, part)
-        os.replace(part, db)
+            os.replace(parts[-1], template)  # two first runs at once: each renames a whole file
+        parts.append(db.with_name(f".{db.name}.{os.getpid()}"))
+        shutil.copyfile(template, parts[-1])
+        os.replace(parts[-1], db)
     except Exception:
-        return
+        for part in parts:
+            with contextlib.suppress(OSError):
+                part.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

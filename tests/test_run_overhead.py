@@ -244,9 +244,21 @@ def test_a_new_store_is_mlflows_own_empty_store_copied(tmp_path, monkeypatch):
 
 
 def test_a_new_store_without_a_writable_cache_is_left_to_mlflow(tmp_path, monkeypatch):
+    import mlflow.store.db.utils
+
     from dlrun.tracking import copy_empty_store
 
     (tmp_path / "cache").write_text("a file where the cache folder would be")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     copy_empty_store(tmp_path / "mlflow.db")
     assert not (tmp_path / "mlflow.db").exists()  # MLflow creates it on first use, as before
+
+    def broken(engine):
+        with engine.connect():  # the file exists now
+            pass
+        raise RuntimeError("the build of the empty store fails half-way")
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache2"))
+    monkeypatch.setattr(mlflow.store.db.utils, "_initialize_tables", broken)
+    copy_empty_store(tmp_path / "mlflow.db")
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["cache"]  # no half-made file anywhere
