@@ -1,7 +1,7 @@
-"""The run's overhead (issue 18): a smoke run opens its store once, composes its config once,
-logs the model without loading it again and pays the garbage collector's walk over
-TensorFlow's objects nowhere, while everything it logs stays as it was. Timings:
-scripts/run_overhead.py."""
+"""The run's overhead (issue 18): a smoke sweep opens its store once, composes its config once,
+logs its models without loading them again, fits its baselines once, and pays the garbage
+collector's walk over TensorFlow's objects nowhere, while everything a run logs stays as it
+was. A new store is a copy of MLflow's own empty store. Timings: scripts/run_overhead.py."""
 
 from __future__ import annotations
 
@@ -38,16 +38,19 @@ MODEL_FILES = ["MLmodel", "conda.yaml", "input_example.json", "pyfunc.py", "pyth
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    """One in-process `dlrun train trainer=smoke` in a fresh folder, counting the tracking
-    stores MLflow builds, the config composes and the loads of a served model during it."""
+    """A 2-job smoke sweep in one process (`dlrun train -m trainer=smoke
+    trainer.learning_rate=...`, Hydra's basic launcher) in a fresh folder, counting the tracking
+    stores MLflow builds, dlrun's config composes, the loads of a served model and the baseline
+    fits during it. The first job's run stands for any smoke run in what it logs."""
     import hydra
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
     from mlflow.tracking import MlflowClient
 
     from dlrun import cli, serving
+    from dlrun.tasks import tabular
 
     tmp = tmp_path_factory.mktemp("overhead")
-    counts = {"stores": 0, "composes": 0, "loads": 0}
+    counts = {"stores": 0, "composes": 0, "loads": 0, "baseline fits": 0}
 
     def counted(name, fn):
         def wrapper(*args, **kwargs):
@@ -62,20 +65,30 @@ def smoke(tmp_path_factory):
         mp.setattr(SqlAlchemyStore, "__init__", counted("stores", SqlAlchemyStore.__init__))
         mp.setattr(hydra, "compose", counted("composes", hydra.compose))  # check_composes' compose
         mp.setattr(serving, "load", counted("loads", serving.load))
+        mp.setattr(tabular, "_fit_baselines", counted("baseline fits", tabular._fit_baselines))
         with pytest.raises(SystemExit) as done:
-            cli.main(["train", "trainer=smoke", "trainer.progress=false", f"tracking.uri={uri}",
-                      f"hydra.run.dir={tmp}/run"])
+            cli.main(["train", "-m", "trainer=smoke", "trainer.progress=false", "trainer.learning_rate=0.001,0.002",
+                      f"tracking.uri={uri}", f"hydra.sweep.dir={tmp}/sweep"])
     assert done.value.code == 0
     client = MlflowClient(tracking_uri=uri)
-    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    return {"client": client, "run": run, "counts": counts, "uri": uri}
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                              order_by=["attributes.start_time ASC"])
+    parent = [r for r in runs if r.data.tags.get("dlrun.sweep") == "true"]
+    jobs = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    assert len(parent) == 1 and len(jobs) == 2
+    return {"client": client, "run": jobs[0], "jobs": jobs, "counts": counts, "uri": uri}
 
 
-def test_one_store_one_compose_no_model_reload(smoke):
-    # one SqlAlchemyStore for the run (MLflow caches it per URI: a second, differently spelled
+def test_a_sweep_opens_its_store_once_and_fits_its_baselines_once(smoke):
+    # one SqlAlchemyStore for the sweep (MLflow caches it per URI: a second, differently spelled
     # URI would create and check the store again); dlrun's own compose check composes once
-    # (Hydra composes the job's config itself); the logged model is not loaded back
-    assert smoke["counts"] == {"stores": 1, "composes": 1, "loads": 0}
+    # (Hydra composes each job's config itself); no logged model is loaded back; the second job
+    # (same data and split, another learning rate) reuses the first job's baselines
+    assert smoke["counts"] == {"stores": 1, "composes": 1, "loads": 0, "baseline fits": 1}
+    first, second = (job.data.metrics for job in smoke["jobs"])
+    baseline = {k: v for k, v in first.items() if k.startswith("baseline/")}
+    assert baseline and baseline == {k: v for k, v in second.items() if k.startswith("baseline/")}
+    assert first["test/accuracy"] != second["test/accuracy"] or first["train/loss"] != second["train/loss"]
 
 
 def test_params_tags_metrics_and_datasets_are_logged(smoke):
@@ -89,7 +102,7 @@ def test_params_tags_metrics_and_datasets_are_logged(smoke):
 
     assert set(run.data.params) == set(flatten(config)) | EXTRA_PARAMS
     assert {k for k in run.data.tags if k.startswith("dlrun.")} - {"dlrun.warnings"} == DLRUN_TAGS
-    assert set(run.data.tags) >= OTHER_TAGS
+    assert set(run.data.tags) >= OTHER_TAGS | {"mlflow.parentRunId"}
     assert {k for k in run.data.metrics if not k.startswith("system/")} == METRICS
     contexts = sorted(t.value for d in run.inputs.dataset_inputs for t in d.tags if t.key == "mlflow.data.context")
     assert contexts == ["testing", "training", "validation"]
@@ -106,7 +119,8 @@ def test_artifacts_and_logged_model(smoke):
     from mlflow.artifacts import list_artifacts
 
     client, run = smoke["client"], smoke["run"]
-    assert _files(client, run.info.run_id) == ARTIFACTS
+    for job in smoke["jobs"]:
+        assert _files(client, job.info.run_id) == ARTIFACTS
     (output,) = run.outputs.model_outputs
     model = client.get_logged_model(output.model_id)
     files = {a.path.split("/", 1)[1] for a in list_artifacts(artifact_uri=model.artifact_location)}
