@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 import yaml
+from conftest import dlrun_inprocess, store_runs
 
 # what a smoke run of the default task logs besides the resolved config's own keys (flattened,
 # one param each) and MLflow's system/* metrics (sampled every tracking.system_metrics_interval
@@ -46,7 +47,7 @@ def smoke(tmp_path_factory):
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
     from mlflow.tracking import MlflowClient
 
-    from dlrun import cli, serving
+    from dlrun import serving
     from dlrun.tasks import tabular
 
     tmp = tmp_path_factory.mktemp("overhead")
@@ -59,20 +60,18 @@ def smoke(tmp_path_factory):
         return wrapper
 
     uri = f"sqlite:///{tmp}/mlflow.db"
+    args = ("train", "-m", "trainer=smoke", "trainer.progress=false", "trainer.learning_rate=0.001,0.002",
+            f"hydra.sweep.dir={tmp}/sweep")
     with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(tmp)
-        mp.setenv("XDG_CACHE_HOME", str(tmp / "cache"))  # the empty store is built here, not in ~/.cache
         mp.setattr(SqlAlchemyStore, "__init__", counted("stores", SqlAlchemyStore.__init__))
         mp.setattr(hydra, "compose", counted("composes", hydra.compose))  # check_composes' compose
         mp.setattr(serving, "load", counted("loads", serving.load))
         mp.setattr(tabular, "_fit_baselines", counted("baseline fits", tabular._fit_baselines))
-        with pytest.raises(SystemExit) as done:
-            cli.main(["train", "-m", "trainer=smoke", "trainer.progress=false", "trainer.learning_rate=0.001,0.002",
-                      f"tracking.uri={uri}", f"hydra.sweep.dir={tmp}/sweep"])
-    assert done.value.code == 0
+        # the empty store is built in the test's folder, not in ~/.cache
+        proc = dlrun_inprocess(args, tmp, env={"XDG_CACHE_HOME": str(tmp / "cache")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(tracking_uri=uri)
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
-                              order_by=["attributes.start_time ASC"])
+    runs = store_runs(client)[::-1]  # oldest first
     parent = [r for r in runs if r.data.tags.get("dlrun.sweep") == "true"]
     jobs = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
     assert len(parent) == 1 and len(jobs) == 2
@@ -164,30 +163,29 @@ def probe_module(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def unfrozen():
-    gc.unfreeze()  # objects frozen earlier in this test process go back to the collector
+def collector_back_on():
     yield
-    gc.unfreeze()
     gc.enable()
 
 
-def test_paused_gc_freezes_what_a_new_import_left(probe_module, unfrozen):
+def test_paused_gc_freezes_what_a_new_import_left(probe_module, collector_back_on):
     import importlib
 
     from dlrun.startup import paused_gc
 
+    frozen = gc.get_freeze_count()
     with paused_gc():
         assert not gc.isenabled()
         importlib.import_module(probe_module)
     assert gc.isenabled()
-    assert gc.get_freeze_count() > 0
-    gc.unfreeze()
+    assert gc.get_freeze_count() > frozen
+    frozen = gc.get_freeze_count()
     with paused_gc():  # nothing new imported (a sweep's later job): nothing frozen
         importlib.import_module(probe_module)
-    assert gc.isenabled() and gc.get_freeze_count() == 0
+    assert gc.isenabled() and gc.get_freeze_count() == frozen
 
 
-def test_paused_gc_restores_the_collector_after_an_error(unfrozen):
+def test_paused_gc_restores_the_collector_after_an_error(collector_back_on):
     from dlrun.startup import paused_gc
 
     with pytest.raises(RuntimeError), paused_gc():
