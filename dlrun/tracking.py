@@ -429,39 +429,54 @@ def open_store(uri: str) -> None:
     # there. MLflow caches the store per URI, so the later calls reuse it.
     with open(folder / f".{db.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not db.exists():
+        if not db.exists() and db.name != ":memory:" and "mode=memory" not in uri:
             copy_empty_store(db)
         with store_errors(uri):
             MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
 
 
 def copy_empty_store(db: Path) -> None:
-    """Start a new SQLite store as a copy of an empty store that MLflow built once per MLflow
-    version (in the user's cache folder), instead of MLflow's ~60 schema migrations, each
-    committed to disk: about a second of every first run in a new folder. MLflow then checks
-    the copy's schema version and adds the folder's Default experiment as for any new store.
-    Anything going wrong here leaves the store to MLflow, as before."""
+    """Start a new SQLite store as a copy of an empty store that MLflow built once (in the
+    user's cache folder), instead of MLflow's ~60 schema migrations, each committed to disk:
+    about a second of every first run in a new folder. MLflow then checks the copy's schema
+    version and adds the folder's Default experiment as for any new store.
+
+    The empty store is named by the MLflow version and its newest schema revision, so another
+    MLflow (or a development copy with other migrations) builds its own; it is built under a
+    unique temporary name and renamed into place whole, as is the copy beside `db` (the caller
+    holds the store's lock), so two first runs at once, in one folder or two, each find whole
+    files. A copy whose schema revision is not MLflow's newest is removed again. Anything going
+    wrong here (no home, a read-only or full cache, MLflow internals renamed) leaves the store
+    to MLflow, as before."""
+    import secrets
     import shutil
+    import sqlite3
 
     parts: list[Path] = []  # files being written: each is renamed into place whole, or removed
     try:
         import mlflow
         import sqlalchemy
-        from mlflow.store.db.utils import _initialize_tables  # what MLflow runs on a new store
+        from mlflow.store.db.utils import _get_latest_schema_revision, _initialize_tables  # what MLflow runs
 
+        head = _get_latest_schema_revision()
         cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dlrun"
-        template = cache / f"mlflow-{mlflow.__version__}-empty.db"
+        template = cache / f"mlflow-{mlflow.__version__}-{head}-empty.db"
+        unique = f"{os.getpid()}.{secrets.token_hex(4)}"  # one home shared by several hosts: pids repeat
         if not template.is_file():
             cache.mkdir(parents=True, exist_ok=True)
-            parts.append(cache / f".{template.name}.{os.getpid()}")
+            parts.append(cache / f".{template.name}.{unique}")
             engine = sqlalchemy.create_engine(f"sqlite:///{parts[-1]}")
             try:
                 _initialize_tables(engine)
             finally:
                 engine.dispose()
-            os.replace(parts[-1], template)  # two first runs at once: each renames a whole file
-        parts.append(db.with_name(f".{db.name}.{os.getpid()}"))
+            os.replace(parts[-1], template)
+        parts.append(db.with_name(f".{db.name}.{unique}"))
         shutil.copyfile(template, parts[-1])
+        with contextlib.closing(sqlite3.connect(parts[-1])) as copy:
+            (version,) = copy.execute("SELECT version_num FROM alembic_version").fetchone()
+        if version != head:
+            raise ValueError(f"{template} has schema {version}, not {head}")
         os.replace(parts[-1], db)
     except Exception:
         for part in parts:

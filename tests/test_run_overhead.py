@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from conftest import dlrun_inprocess, store_runs
+from conftest import dlrun_env, dlrun_inprocess, store_runs
 
 # what a smoke run of the default task logs besides the resolved config's own keys (flattened,
 # one param each) and MLflow's system/* metrics (sampled every tracking.system_metrics_interval
@@ -274,3 +274,80 @@ def test_a_new_store_without_a_writable_cache_is_left_to_mlflow(tmp_path, monkey
     monkeypatch.setattr(mlflow.store.db.utils, "_initialize_tables", broken)
     copy_empty_store(tmp_path / "mlflow.db")
     assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["cache"]  # no half-made file anywhere
+
+
+def test_an_empty_store_of_another_schema_is_not_copied(tmp_path, monkeypatch):
+    import sqlite3
+
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    from dlrun.tracking import copy_empty_store
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    copy_empty_store(tmp_path / "first.db")
+    (template,) = (tmp_path / "cache" / "dlrun").glob("mlflow-*-empty.db")
+    assert _get_latest_schema_revision() in template.name  # another MLflow schema: another file
+    with sqlite3.connect(template) as c:  # as if MLflow's migrations changed under the same name
+        c.execute("UPDATE alembic_version SET version_num = 'older'")
+    copy_empty_store(tmp_path / "mlflow.db")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "first.db"]  # left to MLflow, no leftovers
+
+
+@pytest.mark.parametrize("uri", ["sqlite:///:memory:", "file://{tmp}/mlruns"])
+def test_stores_that_are_no_sqlite_file_never_use_the_empty_store(tmp_path, monkeypatch, uri):
+    from dlrun.tracking import open_store
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    open_store(uri.format(tmp=tmp_path))
+    assert not (tmp_path / "cache").exists() and not (tmp_path / ":memory:").exists()
+
+
+OPEN_ON_GO = """
+import os, sys, time
+from pathlib import Path
+from dlrun.tracking import open_store
+from mlflow.tracking import MlflowClient
+go = Path(sys.argv[2])
+Path(f"{go}.{os.getpid()}").touch()  # ready: MLflow imported
+while not go.exists():  # all processes open their store at once
+    time.sleep(0.002)
+open_store(sys.argv[1])
+print(MlflowClient(tracking_uri=sys.argv[1]).get_experiment("0").artifact_location)
+"""
+
+
+@pytest.mark.e2e
+def test_first_runs_at_once_with_an_empty_cache_each_get_a_whole_store(tmp_path):
+    """Six processes, three per new folder, open their store in the same instant while no
+    empty store is cached yet: all build it at once, and each folder's store is MLflow's own."""
+    import subprocess
+    import time
+
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    folders = [tmp_path / "a", tmp_path / "b"]
+    for folder in folders:
+        folder.mkdir()
+    (tmp_path / "barrier").mkdir()
+    go = tmp_path / "barrier" / "go"
+    env = dlrun_env(XDG_CACHE_HOME=str(tmp_path / "cache"))
+    procs = [subprocess.Popen([sys.executable, "-c", OPEN_ON_GO, f"sqlite:///{folder}/mlflow.db", str(go)],
+                              cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for folder in folders for _ in range(3)]
+    deadline = time.time() + 120
+    while len(list(go.parent.iterdir())) < len(procs) and time.time() < deadline:
+        assert all(p.poll() is None for p in procs), "a process ended before opening its store"
+        time.sleep(0.05)
+    go.touch()
+    results = [p.communicate(timeout=120) for p in procs]
+    for p, (_, err) in zip(procs, results, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    assert sorted(out.strip() for out, _ in results) == sorted(f"{f}/mlruns/0" for f in folders for _ in range(3))
+    (tmp_path / "own").mkdir()
+    SqlAlchemyStore(f"sqlite:///{tmp_path}/own/mlflow.db", str(tmp_path / "own" / "mlruns"))  # MLflow's own
+    for folder in folders:
+        assert _schema(folder / "mlflow.db") == _schema(tmp_path / "own" / "mlflow.db")
+        assert sorted(p.name for p in folder.iterdir()) == [".mlflow.db.lock", "mlflow.db"]
+    assert [p.name for p in (tmp_path / "cache" / "dlrun").iterdir()] == [
+        next((tmp_path / "cache" / "dlrun").glob("mlflow-*-empty.db")).name]  # one template, no parts left
