@@ -1,9 +1,10 @@
 """What a run costs beyond importing TensorFlow: `dlrun train trainer=smoke` against
 `python -c "import tensorflow"`, in a fresh folder (the run creates ./mlflow.db) and in a
 folder whose store exists, and a 5-job sweep in one process (Hydra's basic launcher) against
-one run.
+one run; with --before, another installation's dlrun (an environment where main, or any
+other commit, is installed) runs the same commands in the same rounds, side by side.
 
-    python scripts/run_overhead.py [--repeats 5] [--jobs 5]
+    python scripts/run_overhead.py [--repeats 5] [--jobs 5] [--before /path/to/venv/bin/python]
 
 Every command runs as a subprocess in a temporary folder; after one warm-up round the rounds
 run the commands side by side (import, fresh, existing, sweep), so a change in the machine's
@@ -60,34 +61,40 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="measured rounds after one warm-up round")
     parser.add_argument("--jobs", type=int, default=5, help="jobs of the sweep")
+    parser.add_argument("--before", metavar="PYTHON",
+                        help="the python of another environment with dlrun installed: its runs side by side")
     a = parser.parse_args()
-    dlrun = shutil.which("dlrun", path=str(Path(sys.executable).parent)) or "dlrun"
-    run = [dlrun, "train", "trainer=smoke"]
     seeds = ",".join(str(i + 1) for i in range(a.jobs))
-    commands = {
-        "import": [sys.executable, "-c", "import tensorflow"],
-        "fresh": run,
-        "existing": run,
-        "sweep": [dlrun, "train", "-m", "trainer=smoke", f"trainer.seed={seeds}"],
-    }
+    commands = {"import": [sys.executable, "-c", "import tensorflow"]}
+    sides = {"": sys.executable, **({"before ": a.before} if a.before else {})}
+    for side, python in sides.items():
+        dlrun = shutil.which("dlrun", path=str(Path(python).parent)) or sys.exit(f"no dlrun beside {python}")
+        run = [dlrun, "train", "trainer=smoke"]
+        commands.update({f"{side}fresh": run, f"{side}existing": run,
+                         f"{side}sweep": [dlrun, "train", "-m", "trainer=smoke", f"trainer.seed={seeds}"]})
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in commands}
     with tempfile.TemporaryDirectory(prefix="dlrun-overhead-") as tmp:
-        store = Path(tmp) / "existing"
-        store.mkdir()
+        order = ["import", *(f"{side}{k}" for k in ("fresh", "existing", "sweep") for side in sides)]
         for i in range(1 + a.repeats):
-            for name, args in commands.items():
-                folder = store if name in ("existing", "sweep") else Path(tmp) / f"{name}-{i}"
+            for name in order:
+                args = commands[name]
+                side = name.removesuffix(name.split()[-1])
+                folder = Path(tmp) / (f"{side}existing".replace(" ", "-") if name.endswith(("existing", "sweep"))
+                                      else f"{name}-{i}".replace(" ", "-"))
                 folder.mkdir(exist_ok=True)
                 result = timed(args, folder)
                 if i:  # round 0 warms the caches and creates the existing store
                     times[name].append(result)
-            print(f"round {i}: " + "  ".join(f"{k} {v[-1][0]:.1f}s" for k, v in times.items() if i and v),
+            print(f"round {i} (load {os.getloadavg()[0]:.1f}): " + "  ".join(f"{k} {v[-1][0]:.1f}s" for k, v in times.items() if i and v),
                   file=sys.stderr, flush=True)
         expected = (1 + a.repeats) * (1 + a.jobs + 1)  # each round: one run, the jobs and their parent
-        found = finished_runs(store)
-        fresh_ok = all(finished_runs(Path(tmp) / f"fresh-{i}") == 1 for i in range(1 + a.repeats))
-        if found != expected or not fresh_ok:
-            sys.exit(f"expected {expected} finished runs in the existing store, found {found}; fresh ok: {fresh_ok}")
+        for side in sides:
+            found = finished_runs(Path(tmp) / f"{side}existing".replace(" ", "-"))
+            fresh_ok = all(finished_runs(Path(tmp) / f"{side}fresh-{i}".replace(" ", "-")) == 1
+                           for i in range(1 + a.repeats))
+            if found != expected or not fresh_ok:
+                sys.exit(f"{side}: expected {expected} finished runs in the existing store, found {found}; "
+                         f"fresh ok: {fresh_ok}")
 
     def med(name: str, k: int) -> float:
         return statistics.median(t[k] for t in times[name])
@@ -95,17 +102,21 @@ def main() -> None:
     def paired(name: str, base: str, k: int, per: int = 1) -> float:
         return statistics.median((x[k] - y[k]) / per for x, y in zip(times[name], times[base], strict=True))
 
-    rows = [
-        ('python -c "import tensorflow"', "import", None, 1, ""),
-        ("dlrun train trainer=smoke, fresh folder", "fresh", "import", 1, "beyond the import"),
-        ("dlrun train trainer=smoke, existing store", "existing", "import", 1, "beyond the import"),
-        (f"{a.jobs}-job sweep -m trainer.seed={seeds}", "sweep", "existing", a.jobs - 1, "per extra job"),
-    ]
-    print(f"median of {a.repeats} after a warm-up, {os.cpu_count()} CPU cores (seconds)")
-    print(f"{'command':<46} {'wall':>6} {'cpu':>6} {'Δ wall':>7} {'Δ cpu':>6}")
+    rows = [('python -c "import tensorflow"', "import", None, 1, "")]
+    for side in sides:
+        rows += [
+            (f"{side}dlrun train trainer=smoke, fresh folder", f"{side}fresh", "import", 1, "beyond the import"),
+            (f"{side}dlrun train trainer=smoke, existing store", f"{side}existing", "import", 1, "beyond the import"),
+            (f"{side}{a.jobs}-job sweep -m trainer.seed={seeds}", f"{side}sweep", f"{side}existing", a.jobs - 1,
+             "per extra job"),
+        ]
+    load = os.getloadavg()
+    print(f"median of {a.repeats} after a warm-up, {os.cpu_count()} CPU cores, load average at the end "
+          f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f} (seconds)")
+    print(f"{'command':<52} {'wall':>6} {'cpu':>6} {'Δ wall':>7} {'Δ cpu':>6}")
     for label, name, base, per, what in rows:
         delta = f"{paired(name, base, 0, per):+7.2f} {paired(name, base, 1, per):+6.2f}  {what}" if base else ""
-        print(f"{label:<46} {med(name, 0):6.2f} {med(name, 1):6.2f} {delta}")
+        print(f"{label:<52} {med(name, 0):6.2f} {med(name, 1):6.2f} {delta}")
 
 
 if __name__ == "__main__":
