@@ -12,7 +12,7 @@ load touches all of them alike. The table gives the median wall-clock seconds, t
 seconds (user + system, less sensitive to other processes on a shared machine) and the median
 of each round's difference: the run's overhead beyond the import, and the sweep's cost per
 extra job beyond one run. The script checks that every run finished in MLflow. (A new store
-is a copy of an empty one built once per MLflow version in ~/.cache/dlrun; the warm-up round
+is a copy of an empty one built once per MLflow version and schema in ~/.cache/dlrun; the warm-up round
 builds it if it is not there yet. docs/overhead.md has the numbers and where the time goes.)
 """
 
