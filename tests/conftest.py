@@ -117,6 +117,29 @@ def dlrun_process(args, cwd: Path, env: dict | None = None, timeout: int = 300) 
                           text=True, timeout=timeout)
 
 
+def stop_dlrun_at(workdir: Path, args, sig, epoch: int = 0) -> None:
+    """Start `dlrun *args` as a real process in `workdir` and send it `sig` once it prints epoch
+    >= `epoch` (0: once its MLflow run is open, before any epoch ends); wait until it is gone.
+    stderr goes into the same pipe, so a chatty run cannot block on a full stderr pipe."""
+    import pytest
+
+    proc = subprocess.Popen([DLRUN, *map(str, args)], cwd=workdir, env=dlrun_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    seen = []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if (epoch == 0 and "mlflow run" in line) or (
+                    epoch and line.startswith("epoch ") and int(line.split()[1].split("/")[0]) >= epoch):
+                proc.send_signal(sig)
+                break
+        else:
+            pytest.fail("training never got there:\n" + "".join(seen)[-3000:])
+        proc.wait(timeout=120)
+    finally:
+        proc.kill()
+
+
 def _checked(proc, args, expect):
     if expect is not None and proc.returncode != expect:
         raise AssertionError(

@@ -4,11 +4,9 @@ the saved epoch, with one metric point per epoch (issue 20: they train through t
 from __future__ import annotations
 
 import signal
-import subprocess
-import time
 
 import pytest
-from conftest import DLRUN, dlrun_env
+from conftest import stop_dlrun_at
 
 pytestmark = pytest.mark.e2e
 
@@ -23,20 +21,7 @@ RUNS = {"gan": (("train", "experiment=cgan", *COMMON, "task.sample_every=5"), "t
 def test_sigkill_after_a_backup_then_resume_continues_at_the_saved_epoch(family, run_dlrun, runs, mlflow_client,
                                                                         workdir):
     command, train_key, val_key = RUNS[family]
-    proc = subprocess.Popen([DLRUN, *command], cwd=workdir, env=dlrun_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline:
-            line = proc.stdout.readline()
-            if line.startswith("epoch ") and int(line.split()[1].split("/")[0]) >= 2:
-                break
-        else:
-            pytest.fail("training never got to epoch 2")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        proc.kill()
+    stop_dlrun_at(workdir, command, signal.SIGKILL, epoch=2)
     (killed,) = runs()
     assert killed.info.status == "RUNNING"
     out = run_dlrun(*command, "trainer.resume=auto").stdout

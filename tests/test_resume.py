@@ -4,37 +4,17 @@ into the same MLflow run, with one metric point per epoch and no gaps."""
 from __future__ import annotations
 
 import signal
-import subprocess
-import time
 
 import pytest
-from conftest import DLRUN, dlrun_env, stderr_line
+from conftest import stderr_line, stop_dlrun_at
 
 pytestmark = pytest.mark.e2e
 
 COMMAND = ("train", "experiment=insurance", "trainer.epochs=24", "trainer.backup_interval_s=0")
 
 
-def _kill_after(workdir, epoch: int, sig=signal.SIGKILL):
-    proc = subprocess.Popen([DLRUN, *COMMAND], cwd=workdir, env=dlrun_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            line = proc.stdout.readline()
-            if line.startswith("epoch ") and int(line.split()[1].split("/")[0]) >= epoch:
-                break
-        else:
-            pytest.fail("training never got there")
-        proc.send_signal(sig)
-        proc.wait(timeout=60)
-    finally:
-        proc.kill()
-    return proc
-
-
 def test_sigkill_then_resume_auto_continues_the_same_run(run_dlrun, runs, mlflow_client, workdir):
-    _kill_after(workdir, 6)
+    stop_dlrun_at(workdir, COMMAND, signal.SIGKILL, epoch=6)
     (killed,) = runs()
     assert killed.info.status == "RUNNING"  # SIGKILL: nothing could end it
     out = run_dlrun(*COMMAND, "trainer.resume=auto").stdout

@@ -5,34 +5,12 @@ MLflow schema warning on resume. Kills are real processes (e2e); the messages in
 from __future__ import annotations
 
 import signal
-import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import DLRUN, dlrun_env, stderr_line
+from conftest import stderr_line, stop_dlrun_at
 
 TINY = ("train", "experiment=insurance", "trainer.epochs=2", "trainer.limit_batches=2")
-
-
-def _stop_at(workdir, args, sig, epoch: int = 0) -> str:
-    """Start `dlrun *args`; send `sig` once it prints epoch >= `epoch` (0: once its MLflow run
-    is open, before any epoch ends); returns its stdout."""
-    proc = subprocess.Popen([DLRUN, *args], cwd=workdir, env=dlrun_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    seen = []
-    try:
-        for line in proc.stdout:
-            seen.append(line)
-            if (epoch == 0 and "mlflow run" in line) or (
-                    epoch and line.startswith("epoch ") and int(line.split()[1].split("/")[0]) >= epoch):
-                proc.send_signal(sig)
-                break
-        else:
-            pytest.fail("training never got there:\n" + "".join(seen) + proc.stderr.read()[-3000:])
-        proc.wait(timeout=120)
-    finally:
-        proc.kill()
-    return "".join(seen)
 
 
 def _steps(client, run_id, key="train/loss"):
@@ -45,7 +23,7 @@ def test_item1_killed_before_the_first_backup_trains_again_in_the_same_run(run_d
     """kill -9 before any epoch ended: the run is left RUNNING with no metrics; dlrun says its
     process is gone, and a resume by run id trains it from epoch 0 inside the same MLflow run."""
     command = ("train", "experiment=insurance", "trainer.epochs=12")  # default backup interval (30 s)
-    _stop_at(workdir, command, signal.SIGKILL)
+    stop_dlrun_at(workdir, command, signal.SIGKILL)
     (killed,) = runs()
     run_id = killed.info.run_id
     assert killed.info.status == "RUNNING" and _steps(mlflow_client, run_id) == []
@@ -66,7 +44,7 @@ def test_item1_killed_mid_training_with_the_default_interval_resumes_without_dup
     """The first backup follows the first epoch (then one per 30 s): a kill -9 at epoch 8 of a
     fast run resumes from a backup, one metric point per epoch, no duplicates."""
     command = ("train", "experiment=insurance", "trainer.epochs=24")
-    _stop_at(workdir, command, signal.SIGKILL, epoch=8)
+    stop_dlrun_at(workdir, command, signal.SIGKILL, epoch=8)
     (killed,) = runs()
     assert killed.info.status == "RUNNING"
     proc = run_dlrun(*command, "trainer.resume=auto")
@@ -82,7 +60,7 @@ def test_item1_killed_mid_training_with_the_default_interval_resumes_without_dup
 def test_item3_and_4_a_resumed_sigterm_run_finishes_without_its_stop_reason(run_dlrun, runs, mlflow_client,
                                                                            workdir):
     command = ("train", "experiment=insurance", "trainer.epochs=12", "trainer.backup_interval_s=0")
-    _stop_at(workdir, command, signal.SIGTERM, epoch=4)
+    stop_dlrun_at(workdir, command, signal.SIGTERM, epoch=4)
     (stopped,) = runs()
     assert stopped.info.status == "KILLED" and stopped.data.tags["dlrun.error"] == "terminated (SIGTERM)"
     proc = run_dlrun(*command, "trainer.resume=auto")
