@@ -208,7 +208,10 @@ def frechet_callback(cfg, data: GanData):
 
     def compute(model):
         fake = generate(model.generator, noise(seed + 1, len(y), model.latent_dim), y, model.conditional)
-        return {"val_frechet_distance": frechet_distance(data.features(fake), real)}
+        out = {"val_frechet_distance": frechet_distance(data.features(fake), real)}
+        if model.conditional:  # the judge reads the asked digit: the conditional half of the game
+            out["val_label_accuracy"] = float((data.labels(fake) == y).mean())
+        return out
 
     return epoch_metrics(compute)
 
