@@ -44,7 +44,7 @@ def test_gan_sweep_objective_is_the_validation_frechet_distance_at_the_best_epoc
     assert run.data.metrics["objective/val"] == pytest.approx(best[1])
     assert run.data.tags["dlrun.objective"] == "val_frechet_distance"
     assert run.data.tags["dlrun.evaluated_weights"].startswith(f"best (val_frechet_distance {best[1]:.6g} at epoch {best[0]})")
-    for key in ("train/d_loss", "train/g_loss", "train/d_acc_real", "val/d_loss", "val/g_loss"):
+    for key in ("train/d_loss", "train/g_loss", "train/d_acc_real", "val/d_loss", "val/g_loss", "val/label_accuracy"):
         assert [s for s, _ in _history(client, run, key)] == [1, 2, 3], key
     assert not any(k.startswith(("train/val", "val/val")) for k in run.data.metrics)
 
