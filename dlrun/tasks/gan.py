@@ -3,10 +3,10 @@
 The model is a `GAN` keras.Model (dlrun/models/gan.py) whose train_step plays the two-player
 game, so it trains through the runner's Keras fit like every other task: per epoch
 `d_loss`, `g_loss` and the discriminator's accuracy on real and fake images, on training and
-validation batches, and `val_frechet_distance` (the objective, minimised; a conditional GAN also logs
-`val_label_accuracy`, the share its judge reads as the asked class): the Frechet
+validation batches, and `val_frechet_distance` (the objective, minimised): the Frechet
 distance between a judge classifier's penultimate features of generated and real validation
-images, added to the epoch logs before the checkpoint, early stopping and pruning read them.
+images, added to the epoch logs before the checkpoint, early stopping and pruning read them
+(a conditional GAN adds `val_label_accuracy`: how often the judge reads the asked class).
 A grid at the same fixed noise is drawn every task.sample_every epochs (plots/).
 
 The judge, a small CNN trained on the real training images, is part of the data
