@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import os
 import sys
-from importlib import resources
 from pathlib import Path
 
 from dlrun import __version__
+from dlrun.config_tree import GROUPS, config_dir, group_options
 from dlrun.errors import DlrunError, Interrupted, did_you_mean
 
 COMMANDS = ("train", "eval", "predict", "export", "explain", "attack", "list")
 FROM_RUN = ("predict", "export", "explain", "attack")  # commands that always start from a logged run
-GROUPS = ("task", "model", "data", "agent", "env", "strategy", "trainer", "tracking", "experiment", "hparams_search")
 
 USAGE = f"""dlrun {__version__} — deep-learning experiment runner (TensorFlow/Keras 3, Hydra, MLflow)
 
@@ -49,16 +48,6 @@ examples:
   dlrun train experiment=next_number        the course's RNN next-number exercise
   mlflow ui                                 browse the runs (same folder)
 """
-
-
-def config_dir() -> Path:
-    """The packaged Hydra config tree (top-level configs/ in a checkout)."""
-    return Path(str(resources.files("dlrun.configs")))
-
-
-def group_options(group: str) -> list[str]:
-    folder = config_dir() / group
-    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
 
 
 def check_group_overrides(args: list[str]) -> None:

@@ -76,7 +76,7 @@ def _split_args(command: str, args: list[str]):
 
 
 def _groups():
-    from dlrun.cli import GROUPS
+    from dlrun.config_tree import GROUPS
 
     return GROUPS
 
@@ -188,7 +188,7 @@ def _group_node(group: str, option: str):
     """The composed node of one group option (its own defaults list applied)."""
     from hydra import compose, initialize_config_dir
 
-    from dlrun.cli import config_dir, group_options
+    from dlrun.config_tree import config_dir, group_options
 
     if option not in group_options(group):
         raise DlrunError(f"unknown {group} '{option}'", did_you_mean(option, group_options(group)))

@@ -37,7 +37,7 @@ PLAIN = r'''
 import json, sys, time
 import numpy as np, keras, tensorflow as tf
 from hydra import compose, initialize_config_dir
-from dlrun.cli import config_dir
+from dlrun.config_tree import config_dir
 from dlrun.config import validate
 from dlrun.registry import TASKS
 epochs, mode = int(sys.argv[1]), sys.argv[2]
@@ -63,7 +63,7 @@ PLAIN_TEXT = r'''
 import json, sys, time
 import keras
 from hydra import compose, initialize_config_dir
-from dlrun.cli import config_dir
+from dlrun.config_tree import config_dir
 from dlrun.config import validate
 from dlrun.registry import TASKS
 epochs = int(sys.argv[1])

@@ -251,7 +251,7 @@ def compose():
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from dlrun.cli import config_dir
+    from dlrun.config_tree import config_dir
 
     def make(*overrides):
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):

@@ -6,8 +6,8 @@ import pytest
 from conftest import UnitRun
 from omegaconf import OmegaConf
 
-from dlrun.cli import GROUPS, config_dir, group_options
 from dlrun.config import validate
+from dlrun.config_tree import GROUPS, config_dir, group_options
 from dlrun.contract import Objective
 from dlrun.errors import DlrunError
 from dlrun.registry import DATA, MODELS, STRATEGIES, TASKS

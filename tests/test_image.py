@@ -62,7 +62,7 @@ def info_of(shape, classes=10):
 
 
 def model_cfg(name, **kw):
-    from dlrun.cli import config_dir
+    from dlrun.config_tree import config_dir
 
     cfg = OmegaConf.load(config_dir() / "model" / f"{name}.yaml")
     return OmegaConf.merge(cfg, kw)

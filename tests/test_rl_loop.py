@@ -214,8 +214,8 @@ def test_the_rl_check_refuses_options_it_cannot_honour(compose, args, words):
 def test_the_rl_check_accepts_what_it_honours(compose):
     import tensorflow as tf
 
-    from dlrun.cli import config_dir
     from dlrun.config import validate
+    from dlrun.config_tree import config_dir
     from dlrun.tasks.rl import RLTask
 
     strategy = tf.distribute.get_strategy()

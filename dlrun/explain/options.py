@@ -13,7 +13,7 @@ EPS_HINT = "eps is a budget in [0, 1] units of the raw pixel range, e.g. eps=0.0
 def defaults(command: str) -> dict:
     import yaml
 
-    from dlrun.cli import config_dir
+    from dlrun.config_tree import config_dir
 
     return yaml.safe_load((config_dir() / f"{command}.yaml").read_text())
 

@@ -188,8 +188,8 @@ class RLTask(Task):
         import tensorflow as tf
         from omegaconf import OmegaConf
 
-        from dlrun.cli import config_dir
         from dlrun.config import TrainerConfig
+        from dlrun.config_tree import config_dir
 
         # the defaults are the trainer group's YAML (typed by the schema), what a plain run gets
         t = cfg.trainer
