@@ -124,6 +124,24 @@ def test_checkpoint_follows_the_objectives_direction(compose, tmp_path, objectiv
     assert keeper.keeper.step == best_step and keeper.keeper.monitor == objective.val
 
 
+def test_a_tie_of_the_monitored_metric_goes_to_the_lower_validation_loss(compose, tmp_path):
+    """Validation accuracy often repeats (1.0 from epoch 3 on a small table) while the loss still
+    falls: the kept epoch is the tie with the lowest validation loss, not the first one."""
+    import keras
+
+    from dlrun.training.callbacks import trainer_callbacks
+
+    t = validate(compose()).trainer
+    _, keeper = trainer_callbacks(t, tmp_path, has_val=True, objective=Objective("accuracy", maximize=True))
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    keeper.set_model(model)
+    keeper.on_train_begin()
+    # epoch 2 ties epoch 1 with a lower loss; epoch 3 ties with a higher one; epoch 4 is worse
+    for epoch, (acc, loss) in enumerate([(1.0, 0.05), (1.0, 0.01), (1.0, 0.02), (0.9, 0.001)]):
+        keeper.on_epoch_end(epoch, {"val_accuracy": acc, "val_loss": loss})
+    assert (keeper.keeper.step, keeper.keeper.value, keeper.keeper.tie) == (2, 1.0, 0.01)
+
+
 def test_metric_direction_is_never_guessed_from_a_name(compose, tmp_path):
     from dlrun.training.callbacks import resolve_monitor, trainer_callbacks
 

@@ -41,6 +41,7 @@ class State:
     overrides: list[str]
     finished: bool = False
     logs: dict | None = None  # epoch (1-based, as text) -> Keras logs, to re-send what a kill cut off
+    best_tie: float | None = None  # the best step's validation loss (BestKeeper's tie-breaker)
 
     @property
     def run_dir(self) -> Path:
@@ -59,7 +60,8 @@ def read(folder: Path) -> State | None:
     try:
         d = json.loads(path.read_text())
         return State(folder, int(d["epochs_done"]), d.get("run_id"), d.get("best_value"), d.get("best_step"),
-                     list(d.get("overrides", [])), bool(d.get("finished", False)), d.get("logs") or {})
+                     list(d.get("overrides", [])), bool(d.get("finished", False)), d.get("logs") or {},
+                     d.get("best_tie"))
     except (ValueError, KeyError, TypeError):
         return None  # not ours, or cut short: no backup to resume
 
@@ -72,7 +74,8 @@ def _write_state(folder: Path, **fields) -> None:
 
 def _rewrite(state: State, **changes) -> None:
     fields = dict(epochs_done=state.epochs_done, run_id=state.run_id, best_value=state.best_value,
-                  best_step=state.best_step, overrides=state.overrides, finished=state.finished, logs=state.logs)
+                  best_step=state.best_step, overrides=state.overrides, finished=state.finished, logs=state.logs,
+                  best_tie=state.best_tie)
     _write_state(state.folder, **{**fields, **changes})
 
 
@@ -235,7 +238,7 @@ def callback(folder: Path, interval_s: float, run_id, overrides: list[str], best
             _write_state(folder, epochs_done=self.epochs_done, run_id=run_id,
                          best_value=best.value if best is not None else None,
                          best_step=best.step if best is not None else None, overrides=list(overrides),
-                         logs=self.logs)
+                         logs=self.logs, best_tie=best.tie if best is not None else None)
             self.last, self.saved = time.monotonic(), self.epochs_done
             on_saved()  # metrics after the state: the store never runs ahead of the backup
 
@@ -254,7 +257,7 @@ def restore(state: State, model, best) -> object:
 
     best_file = state.run_dir / "best.keras"
     if best is not None and state.best_value is not None:
-        best.value, best.step, best.model = float(state.best_value), state.best_step, model
+        best.value, best.step, best.model, best.tie = float(state.best_value), state.best_step, model, state.best_tie
         best.weights = keras.saving.load_model(best_file).get_weights() if best_file.is_file() else None
         if best.weights is None:
             best.value = None  # nothing to restore: let the resumed epochs choose again

@@ -102,22 +102,28 @@ class BestKeeper:
         self.min_interval_s = min_interval_s
         self.value: float | None = None
         self.step: int | None = None
+        self.tie: float | None = None  # the kept step's tie-breaker (lower wins among equal values)
         self.weights = None  # numpy copies of the best weights
         self.model = None  # the model the weights belong to
         self._dirty = False
         self._last_write = time.monotonic()  # short runs write once, at the end
 
-    def offer(self, model, value: float, step: int) -> bool:
-        """Keep the model if `value` beats the best so far; True when it does."""
+    def offer(self, model, value: float, step: int, tie: float | None = None) -> bool:
+        """Keep the model if `value` beats the best so far, or equals it with a lower `tie`
+        (the validation loss: a discrete metric such as accuracy often repeats while the loss
+        still falls, and the first epoch of a tie is the least trained); True when kept."""
         import math
         import time
 
         if value is None or not math.isfinite(float(value)):
             return False
         value = float(value)
+        tie = float(tie) if tie is not None and math.isfinite(float(tie)) else None
         if self.value is not None and not (value > self.value if self.maximize else value < self.value):
-            return False
-        self.value, self.step, self.model = value, step, model
+            ties = math.isclose(value, self.value, rel_tol=1e-12, abs_tol=1e-12)
+            if not (ties and tie is not None and self.tie is not None and tie < self.tie):
+                return False
+        self.value, self.step, self.model, self.tie = value, step, model, tie
         self.weights = model.get_weights()
         self._dirty = True
         if self.path is not None and time.monotonic() - self._last_write >= self.min_interval_s:
@@ -157,7 +163,8 @@ def best_checkpoint(path: Path | None, monitor: str, maximize: bool, min_interva
 
     Keras' ModelCheckpoint has a per-batch hook, which turns off Keras' asynchronous batch
     dispatch and costs small models a large share of their throughput; this one has none.
-    A monitor missing from the logs is a one-line error listing the logged names.
+    A monitor missing from the logs is a one-line error listing the logged names. Epochs with
+    the same monitored value are told apart by the validation loss (lower wins).
     """
     import keras
 
@@ -171,7 +178,8 @@ def best_checkpoint(path: Path | None, monitor: str, maximize: bool, min_interva
             if monitor not in logs:
                 raise DlrunError(f"trainer.checkpoint.monitor '{monitor}' is not a logged metric",
                                  f"logged: {', '.join(sorted(logs))}")
-            self.keeper.offer(self.model, logs[monitor], step_of(epoch) if step_of else epoch + 1)
+            tie = logs.get("val_loss") if monitor != "val_loss" else None
+            self.keeper.offer(self.model, logs[monitor], step_of(epoch) if step_of else epoch + 1, tie)
 
         def on_train_end(self, logs=None):
             self.keeper.finish()
