@@ -212,3 +212,17 @@ def test_custom_loop_trains_without_keras_fit(compose, monkeypatch, tmp_path):
     loss = fit.history["loss"]
     assert len(loss) == 4 and loss[-1] < loss[0]
     assert fit.best_value == max(fit.history["val_accuracy"])  # the objective is maximised
+
+
+def test_a_network_that_loses_to_a_baseline_on_validation_says_so(run_dlrun, runs):
+    """One epoch at a learning rate that cannot move the weights: the untrained network loses to
+    logistic regression and the forest on the validation split, one warning line names the best
+    of them with both numbers, the run carries it, and the test report is still there."""
+    proc = run_dlrun("train", "trainer.epochs=1", "trainer.learning_rate=1e-7", "trainer.progress=false")
+    line = next(ln for ln in proc.stderr.splitlines() + proc.stdout.splitlines()
+                if "the network loses to the" in ln)
+    assert "baseline on the validation split: accuracy" in line and "; try " in line
+    (run,) = runs()
+    assert line.split("warning: ")[-1].strip() in run.data.tags["dlrun.warnings"]
+    assert run.info.status == "FINISHED" and "test/accuracy" in run.data.metrics
+    assert "baseline/linear/validation" not in run.data.metrics  # the validation score is not a test metric

@@ -181,10 +181,21 @@ class TabularTask(Task):
         info, a = data.info, data.arrays
         net = {k.split("/", 1)[1]: v for k, v in report.metrics.items()}
         rows = [{"model": f"{cfg.model.name} (network)", **_headline(net, info.target)}]
-        for name, base in baselines(cfg, info, a["x_train"], a["y_train"], a["x_test"], a["y_test"]).items():
+        on_val = {}
+        for name, base in baselines(cfg, info, a["x_train"], a["y_train"], a["x_test"], a["y_test"],
+                                    a.get("x_val"), a.get("y_val")).items():
+            on_val[name] = base.pop(VAL, None)
             report.metrics.update(M.prefixed(f"baseline/{name}", base))
             rows.append({"model": name, **_headline(base, info.target)})
         report.tables["comparison"] = rows
+        # never mislead: the network against the best baseline on the validation split
+        if len(data.examples["val"].inputs):
+            metric, maximize = ("rmse", False) if info.target == "regression" else ("accuracy", True)
+            network = self.score(cfg, served, data.examples["val"], info.class_names).metrics[metric]
+            line = M.losing_to_baseline(metric, maximize, network, on_val,
+                                        "a regularised network (model.dropout=0.2 or model.l2=0.001), or the "
+                                        "baseline itself")
+            report.warnings += [line] if line else []
         return report
 
 
@@ -254,8 +265,12 @@ def _headline(m: dict, target: str) -> dict:
 _LAST_BASELINES: dict = {}  # inputs -> result of the last call: a sweep's jobs share data and split
 
 
-def baselines(cfg, info, x_train, y_train, x_test, y_test) -> dict[str, dict]:
+VAL = "validation"  # the key of a baseline's validation score (accuracy or rmse) in its metrics
+
+
+def baselines(cfg, info, x_train, y_train, x_test, y_test, x_val=None, y_val=None) -> dict[str, dict]:
     """Classic models on the same split: linear (logistic/linear regression), random forest.
+    Their test metrics, plus their validation accuracy (rmse) under VAL when x_val has rows.
 
     They depend on the data, the split and their own settings only, so the jobs of a sweep in
     one process (which vary the network) reuse the first job's result instead of fitting a
@@ -264,20 +279,21 @@ def baselines(cfg, info, x_train, y_train, x_test, y_test) -> dict[str, dict]:
     import hashlib
 
     digest = hashlib.blake2b()
-    for a in (x_train, y_train, x_test, y_test):
+    x_val, y_val = (x_val, y_val) if x_val is not None and len(x_val) else (x_train[:0], y_train[:0])
+    for a in (x_train, y_train, x_test, y_test, x_val, y_val):
         a = np.ascontiguousarray(a)
         digest.update(f"{a.dtype}{a.shape}".encode())
         digest.update(a.tobytes() if a.dtype != object else repr(a.tolist()).encode())
     key = (digest.hexdigest(), repr(list(cfg.task.get("baselines") or [])), cfg.task.get("forest_trees"),
            int(cfg.task.split.seed), info.target, repr(info.class_names))
     if key not in _LAST_BASELINES:
-        result = _fit_baselines(cfg, info, x_train, y_train, x_test, y_test)
+        result = _fit_baselines(cfg, info, x_train, y_train, x_test, y_test, x_val, y_val)
         _LAST_BASELINES.clear()
         _LAST_BASELINES[key] = result
     return copy.deepcopy(_LAST_BASELINES[key])
 
 
-def _fit_baselines(cfg, info, x_train, y_train, x_test, y_test) -> dict[str, dict]:
+def _fit_baselines(cfg, info, x_train, y_train, x_test, y_test, x_val, y_val) -> dict[str, dict]:
     from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
     from sklearn.linear_model import LinearRegression, LogisticRegression
 
@@ -308,4 +324,7 @@ def _fit_baselines(cfg, info, x_train, y_train, x_test, y_test) -> dict[str, dic
                 full[:, est.classes_] = proba
                 proba = full
             out[name] = M.classification(y_test, pred, info.class_names, proba)[0]
+        if len(x_val):
+            v = est.predict(x_val)
+            out[name][VAL] = M.regression(y_val, v)["rmse"] if regression else float(np.mean(v == y_val))
     return out
