@@ -96,6 +96,9 @@ def _safe(name: str) -> str:
     return re.sub(r"[^0-9A-Za-z_\-. ]", "_", str(name))
 
 
+safe_name = _safe  # for tasks naming metrics after a user's column
+
+
 def pixel_confusion(y_true, y_pred, n_classes: int) -> np.ndarray:
     """(n, n) pixel counts, rows true class, columns predicted, over masks of any shape.
 

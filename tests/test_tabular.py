@@ -165,11 +165,59 @@ def _csv(tmp_path, text):
     return f
 
 
-def test_csv_empty_feature_cell_is_named(compose, tmp_path):
+def test_csv_empty_feature_cell_is_named_with_missing_error(compose, tmp_path):
     rows = "a,b,group\n" + "".join(f"{i},{i % 7},{i % 2}\n" for i in range(20)) + "21,,1\n"
     f = _csv(tmp_path, rows)
     with pytest.raises(DlrunError, match=r"column 'b' has an empty value at line 22"):
-        _data(compose, "data=csv", f"data.path={f}", "data.target=group")
+        _data(compose, "data=csv", f"data.path={f}", "data.target=group", "data.missing=error")
+
+
+def _holey(tmp_path, n=60):
+    """A table with empty numeric and string cells: x empty in every 5th row, colour in every 7th."""
+    rows = ["x,colour,group"]
+    for i in range(n):
+        x = "" if i % 5 == 0 else str(i % 11)
+        colour = "" if i % 7 == 0 else ("red", "blue")[i % 2]
+        rows.append(f"{x},{colour},{i % 2}")
+    return _csv(tmp_path, "\n".join(rows) + "\n")
+
+
+def test_empty_cells_are_imputed_inside_the_model_or_dropped(compose, tmp_path):
+    f = _holey(tmp_path)
+    cfg, d = _data(compose, "data=csv", f"data.path={f}", "data.target=group", "task.split.val_size=0")
+    info = d.info
+    assert info.feature_names == ["x", "x missing", "colour=<missing>", "colour=blue", "colour=red"]
+    assert {r["column"]: r["empty"] for r in info.empty_cells} == {"x": 12, "colour": 9}
+    x = d.arrays["x_train"]
+    assert np.isfinite(x).all()
+    from dlrun.data.preprocess import columns_of, transform
+
+    # the fitted model answers raw cells: an empty number -> the training median (scaled) and
+    # its indicator; an empty or unseen string -> the <missing> slot
+    raw = {"x": np.array([[np.nan], [3.0]], "float32"), "colour": np.array([[""], ["green"]], object)}
+    out = transform(d.preprocess, raw)
+    assert out[:, 1].tolist() == [1.0, 0.0] and out[:, 2].tolist() == [1.0, 1.0] and np.isfinite(out).all()
+    assert columns_of(__import__("pandas").DataFrame({"x": [1.0], "colour": [None]}), ["x", "colour"])["colour"][0, 0] == ""
+    _, dropped = _data(compose, "data=csv", f"data.path={f}", "data.target=group", "data.missing=drop")
+    assert sum(dropped.info.sizes.values()) == 60 - 12 - 9 + 2  # rows 0 and 35 are empty in both
+    assert any("row(s) with an empty feature cell left out" in w for w in dropped.warnings)
+    with pytest.raises(DlrunError, match="data.missing: unknown value 'fill'"):
+        _data(compose, "data=csv", f"data.path={f}", "data.target=group", "data.missing=fill")
+
+
+def test_predict_answers_raw_rows_with_empty_cells(run_dlrun, runs, workdir, tmp_path):
+    f = _holey(tmp_path)
+    run_dlrun("train", "data=csv", f"data.path={f}", "data.target=group", "trainer.epochs=2", "trainer.progress=false")
+    (run,) = runs()
+    assert run.data.metrics["data/empty_cells/x"] == 12 and run.data.metrics["data/empty_cells/colour"] == 9
+    rows = tmp_path / "rows.csv"
+    rows.write_text("x,colour\n,\n4,red\n,green\n")
+    out = workdir / "answers.csv"
+    run_dlrun("predict", f"run_id={run.info.run_id}", f"input={rows}", f"output={out}")
+    import pandas as pd
+
+    answers = pd.read_csv(out)
+    assert len(answers) == 3 and answers.filter(like="probability").notna().all().all()
 
 
 def test_csv_categorical_numeric_column_is_one_hot(compose, tmp_path):

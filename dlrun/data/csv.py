@@ -155,7 +155,7 @@ def numeric(col, name: str, path, max_bad: float = 0.2):
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise DlrunError(f"{path}: column '{name}' has a non-numeric value {col.iloc[row]!r} at line {_line(col, row)}",
                          "fix the file or list the column in data.categorical")
-    return parsed if not bad.any() else col.astype(str)
+    return parsed if not bad.any() else col.where(col.isna(), col.astype(str))  # an empty cell stays empty
 
 
 def strictly_numeric(col, name: str, path):

@@ -30,31 +30,62 @@ def table(frame, features: list[str], standardize: bool = True):
     Numeric columns -> float32, standardised with the training mean and variance; text
     columns -> one-hot over the training categories (an unseen category is all zeros).
     The output is one float32 matrix with the columns in `features` order.
+
+    Empty cells (NaN numbers, empty or NaN strings) of a column whose training rows had some
+    are answered inside the model: a number by the training median plus a 0/1 `<col> missing`
+    column (the network can learn what emptiness says); a string by a `<col>=<missing>`
+    category, the lookup's out-of-vocabulary slot.
     """
     import keras
     import pandas as pd
+
+    from dlrun.data._table_layers import FillMissing
 
     inputs, parts, names = {}, [], []
     for col in features:
         values = frame[col]
         if pd.api.types.is_numeric_dtype(values):
             x = inputs[col] = keras.Input(shape=(1,), name=_layer_name(col), dtype="float32")
+            v = values.to_numpy(dtype="float64")
+            empty = np.isnan(v)
+            v = v[~empty] if (~empty).any() else np.zeros(1)
+            value = x
+            if empty.any():  # complete columns keep the plain path (and export to every format as before)
+                x = FillMissing(float(np.median(v)), indicator=True, name=f"fill_{_key(col)}")(x)
+                value = x[:, :1]
             if standardize:
-                v = values.to_numpy(dtype="float64")
                 var = float(v.var()) if v.var() > 0 else 1.0  # a constant column stays finite (as in scikit-learn)
-                x = keras.layers.Normalization(mean=[v.mean()], variance=[var], name=f"scale_{_key(col)}")(x)
-            parts.append(x)
+                value = keras.layers.Normalization(mean=[v.mean()], variance=[var], name=f"scale_{_key(col)}")(value)
+            parts.append(value)
             names.append(col)
+            if empty.any():
+                parts.append(x[:, 1:])
+                names.append(f"{col} missing")
         else:
-            vocab = sorted({str(v) for v in values})
+            text = [_cell_text(v) for v in values]
+            vocab = sorted(set(text) - {""})
             x = inputs[col] = keras.Input(shape=(1,), name=_layer_name(col), dtype="string")
-            onehot = keras.layers.StringLookup(vocabulary=vocab, num_oov_indices=1, output_mode="one_hot",
+            onehot = keras.layers.StringLookup(vocabulary=vocab or [MISSING], num_oov_indices=1, output_mode="one_hot",
                                                name=f"onehot_{_key(col)}")(x)
-            parts.append(onehot[:, 1:])  # drop the out-of-vocabulary slot: unseen -> all zeros
-            names += [f"{col}={v}" for v in vocab]
+            if "" in text:  # the out-of-vocabulary slot is the empty (or unseen) category
+                parts.append(onehot)
+                names += [f"{col}={MISSING}", *(f"{col}={v}" for v in vocab)]
+            else:
+                parts.append(onehot[:, 1:])  # drop the out-of-vocabulary slot: unseen -> all zeros
+                names += [f"{col}={v}" for v in vocab]
     out = parts[0] if len(parts) == 1 else keras.layers.Concatenate(name="features")(parts)
     with dict_inputs():
         return keras.Model(inputs, out, name="preprocess"), names
+
+
+MISSING = "<missing>"  # the category of an empty string cell
+
+
+def _cell_text(v) -> str:
+    """A string cell as the lookup sees it; an empty cell (NaN, None) is ''."""
+    import pandas as pd
+
+    return "" if v is None or (not isinstance(v, str) and pd.isna(v)) else str(v)
 
 
 def _layer_name(name: str) -> str:
@@ -77,7 +108,7 @@ def columns_of(frame, features: list[str]) -> dict:
         if pd.api.types.is_numeric_dtype(values):
             out[col] = values.to_numpy(dtype="float32").reshape(-1, 1)
         else:
-            out[col] = values.astype(str).to_numpy(dtype=object).reshape(-1, 1)
+            out[col] = np.asarray([_cell_text(v) for v in values], dtype=object).reshape(-1, 1)
     return out
 
 

@@ -103,10 +103,15 @@ def random_features(cfg) -> Table:
     return Table(frame, "label", "classification", f"dlrun:random?seed={cfg.seed}", test_rows=int(cfg.n_test))
 
 
+MISSING = ("impute", "drop", "error")  # data.missing: what empty feature cells get
+
+
 @DATA.register("csv", "Any CSV file: data.path, data.target, optional data.features", tags=("tabular",))
 def csv(cfg) -> Table:
-    """A CSV table; the target and features by column name or index; empty target cells are
-    dropped with a warning, empty feature cells are an error naming the line."""
+    """A CSV table; the target and features by column name or index; rows with an empty target
+    cell are dropped with a warning. Empty feature cells, by data.missing: impute (the default:
+    the served model fills them, see data/preprocess.table; a warning for a mostly empty
+    column), drop (rows with any, a warning with the count) or error (the first one named)."""
     import pandas as pd
 
     from dlrun.data.csv import column, first_empty, numeric, read_csv
@@ -122,12 +127,29 @@ def csv(cfg) -> Table:
     if empty:
         warnings.append(f"{path}: {empty} row(s) with an empty target '{target}' left out")
         frame = frame.dropna(subset=[target])
+    missing = str(cfg.get("missing", "impute"))
+    if missing not in MISSING:
+        raise DlrunError(f"data.missing: unknown value '{missing}'", f"valid: {', '.join(MISSING)}")
+    features = [c for c in frame.columns if c != target]
+    if missing == "drop":
+        kept = frame.dropna(subset=features)
+        if len(kept) < len(frame):
+            warnings.append(f"{path}: {len(frame) - len(kept)} row(s) with an empty feature cell left out "
+                            "(data.missing=drop)")
+        frame = kept
     categorical = {column(frame, c, path, "data.categorical") for c in (cfg.categorical or [])}
-    for col in frame.columns:
-        if col == target:
-            continue
-        first_empty(frame[col], col, path, "fill or drop the missing values, or leave the column out with data.features")
-        frame[col] = frame[col].astype(str) if col in categorical else numeric(frame[col], col, path)
+    for col in features:
+        if missing == "error":
+            first_empty(frame[col], col, path, "set data.missing=impute or data.missing=drop, fill the values, or "
+                                               "leave the column out with data.features")
+        empty = int(frame[col].isna().sum())
+        if empty > len(frame) / 2:
+            warnings.append(f"{path}: column '{col}' is mostly empty ({empty} of {len(frame)} cells); "
+                            "the served model fills its empty cells (data.missing=impute)")
+        if col in categorical:
+            frame[col] = frame[col].where(frame[col].isna(), frame[col].astype(str))
+        else:
+            frame[col] = numeric(frame[col], col, path)
     problem = cfg.problem
     if problem == "auto":
         problem = infer_problem(frame[target])

@@ -29,6 +29,7 @@ class TableInfo(DataInfo):
     class_values: list[str] | None = None  # the target's own values, as text, per class
     y_mean: float = 0.0  # regression: the network learns (y - y_mean) / y_std
     y_std: float = 1.0
+    empty_cells: list | None = None  # rows {column, empty, share} of the table's empty feature cells
 
 
 @TASKS.register("tabular", "Feature table -> class or value (MLP) with scikit-learn baselines")
@@ -86,6 +87,8 @@ class TabularTask(Task):
             num_classes=n_classes, class_names=class_names, feature_names=feature_names, target_column=target,
             source=table.source, sizes={s: len(i) for s, i in idx.items()}, columns=features,
             class_values=class_values, y_mean=y_mean, y_std=y_std,
+            empty_cells=[{"column": c, "empty": int(n), "share": round(float(n) / len(frame), 4)}
+                         for c in features if (n := frame[c].isna().sum())],
         )
         examples, records = {}, []
         for s, context in (("train", "training"), ("val", "validation"), ("test", "testing")):
@@ -188,6 +191,10 @@ class TabularTask(Task):
             report.metrics.update(M.prefixed(f"baseline/{name}", base))
             rows.append({"model": name, **_headline(base, info.target)})
         report.tables["comparison"] = rows
+        if info.empty_cells:  # what the served model fills in (data.missing=impute), per column
+            report.tables["empty_cells"] = info.empty_cells
+            report.metrics.update({f"data/empty_cells/{M.safe_name(r['column'])}": float(r["empty"])
+                                   for r in info.empty_cells})
         # never mislead: the network against the best baseline on the validation split
         if len(data.examples["val"].inputs):
             metric, maximize = ("rmse", False) if info.target == "regression" else ("accuracy", True)
