@@ -213,6 +213,7 @@ SIZES = frozenset({"hidden_units", "units", "filters", "dense_units", "latent_un
 COUNTS = frozenset({"layers", "num_layers", "blocks", "convs_per_block", "blocks_per_stage", "kernel_size",
                     "pool_size", "window", "horizon", "stride", "n_samples", "length", "max_tokens",
                     "sequence_length", "num_envs"})
+AUTO_COUNTS = frozenset({"sequence_length"})  # counts a task may also derive from the data ("auto")
 FRACTIONS = frozenset({"test_size", "val_size", "validation_split", "test_split"})
 
 
@@ -239,7 +240,7 @@ def check_values(cfg) -> None:
                 if not all(_is_int(i) and int(i) >= 1 for i in items):
                     raise DlrunError(f"{full} must be a positive integer or a list of them, got {_show(v)}",
                                      f"e.g. {full}=[64,32]" if k.endswith("units") else f"e.g. {full}=64")
-            elif k in COUNTS:
+            elif k in COUNTS and not (k in AUTO_COUNTS and v == "auto"):
                 items = list(v) if isinstance(v, ListConfig | list | tuple) else [v]
                 if not all(_is_int(i) and int(i) >= 1 for i in items):
                     raise DlrunError(f"{full} must be an integer >= 1, got {_show(v)}")

@@ -28,6 +28,11 @@ def warn(message: str) -> None:
     err_console.print(f"[bold yellow]warning:[/] {_esc(message)}", soft_wrap=True)
 
 
+def note(message: str) -> None:
+    """A choice the run made from the data (the text model, a sequence length): one line."""
+    console.print(f"[bold cyan]note:[/] {_esc(message)}", soft_wrap=True)
+
+
 def _esc(text: str) -> str:
     from rich.markup import escape
 

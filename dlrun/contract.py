@@ -130,6 +130,7 @@ class Data:
     records: list[DatasetRecord] = field(default_factory=list)
     preprocess: Any = None
     warnings: list[str] = field(default_factory=list)  # shown as one line each, logged as a run tag
+    notes: dict[str, str] = field(default_factory=dict)  # choices made from the data: run tag -> text, printed
 
 
 @dataclass

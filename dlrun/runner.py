@@ -186,6 +186,10 @@ def _train(cfg, overrides, workdir: Path, task, task_name: str, strategy, tracke
         console.warn(line)
     if data.warnings:
         tracker.set_tags({"dlrun.warnings": " | ".join(data.warnings)[:5000]})
+    for tag, text in data.notes.items():
+        console.note(f"{tag.removeprefix('dlrun.')}: {text}")
+    if data.notes:
+        tracker.set_tags({tag: str(text)[:5000] for tag, text in data.notes.items()})
     datasets = tracker.log_datasets(data.records) if resume is None else {}
     objective = task.objective(cfg, data.info)
     with strategy.scope():

@@ -37,7 +37,7 @@ def test_bag_of_words_cannot_reach_100_percent():
 
 
 def test_vectorizer_is_adapted_on_the_training_split_only(compose):
-    cfg, d = _data(compose, "data.n=400")
+    cfg, d = _data(compose, "data.n=400", "model=embedding_pool", "task.sequence_length=40")
     vocab = set(d.preprocess.layers[-1].get_vocabulary())
     train_words = {w for t in d.arrays["text_train"] for w in t.split()}
     assert vocab - {"", "[UNK]"} <= train_words | {"."}
@@ -129,3 +129,41 @@ def test_transformer_saves_and_reloads_with_its_custom_layers(compose, tmp_path,
     model.save(tmp_path / "m.keras")
     again = keras.saving.load_model(tmp_path / "m.keras")
     assert np.allclose(model.predict(ids, verbose=0), again.predict(ids, verbose=0), atol=1e-5)
+
+
+def test_auto_picks_the_ngram_model_for_few_long_texts_and_a_sequence_model_for_many_short(compose):
+    """Google's rule: samples / median words per sample below 1,500 -> n-grams."""
+    from dlrun.config import validate
+    from dlrun.tasks.text import choose_model, sequence_length
+
+    cfg = validate(compose("task=text"))
+    long_texts = np.array([" ".join(["word"] * 300)] * 200)  # 200 / 300 = 0.7
+    chosen, notes = choose_model(cfg, long_texts)
+    assert chosen.name == "bow" and notes["dlrun.model_choice"] == "bow"
+    assert "200 training texts / 300 median words = 0.7, below 1500" in notes["dlrun.model_reason"]
+    short = np.array(["a short one"] * 6000)  # 6000 / 3 = 2000
+    chosen, notes = choose_model(cfg, short)
+    assert chosen.name == "cnn1d" and "at least 1500: a sequence model" in notes["dlrun.model_reason"]
+    # the sequence length follows the training texts (90th percentile of their words, capped)
+    varied = np.array([" ".join(["w"] * n) for n in range(10, 110)])
+    length, note = sequence_length(cfg, varied, chosen)
+    assert length == int(np.percentile(np.arange(10, 110), 90)) and "10% of them are cut" in note["dlrun.sequence_length"]
+    assert sequence_length(cfg, np.array([" ".join(["w"] * 2000)] * 5), chosen)[0] == 500
+    explicit = validate(compose("task=text", "model=cnn1d", "task.sequence_length=40"))
+    assert choose_model(explicit, long_texts) == (explicit.model, {})
+    assert sequence_length(explicit, varied, explicit.model) == (40, {})
+
+
+def test_the_auto_choice_is_printed_and_logged_and_the_served_model_reads_raw_text(shared_run):
+    run = shared_run("text").run
+    assert run.data.tags["dlrun.model_choice"] in ("bow", "cnn1d")
+    assert "median words" in run.data.tags["dlrun.model_reason"]
+    assert "note: model_choice:" in shared_run("text").proc.stdout
+
+
+def test_nb_weighting_scales_the_telling_entries_up():
+    from dlrun.tasks.text import nb_scale
+
+    bags = np.array([[1, 1, 0], [1, 1, 0], [0, 1, 1], [0, 1, 1]], float)  # entry 1 is in every text
+    scale = nb_scale(bags, np.array([1, 1, 0, 0]))
+    assert scale[1] < 1e-9 and scale[0] > 0.5 and scale[2] > 0.5

@@ -39,7 +39,10 @@ def bow(cfg, info):
     import keras
 
     inp = keras.Input(shape=info.input_shape, name="bag")
-    return _finish(inp, inp, cfg, info, "bow")
+    x = inp
+    if cfg.get("normalize") == "l2":  # each text's vector to unit length, as scikit-learn's TF-IDF does:
+        x = keras.layers.UnitNormalization(name="l2")(x)  # a long review no longer means large activations
+    return _finish(inp, x, cfg, info, "bow")
 
 
 @MODELS.register("embedding_pool", "Embedding -> masked global average pooling -> Dense -> head", tags=TAGS)
@@ -129,3 +132,18 @@ def transformer(cfg, info):
     x = keras.layers.GlobalMaxPooling1D(name="pool")(x) if pooling == "max" else \
         keras.layers.GlobalAveragePooling1D(name="pool")(x)
     return _finish(inp, x, cfg, info, "transformer")
+
+
+@MODELS.register("auto", "Text: the n-gram or the sequence model, chosen from the training texts (model=auto)",
+                 tags=TAGS)
+def auto(cfg, info):
+    """The model the text task chose from the data (its own config travels in info)."""
+    from omegaconf import OmegaConf
+
+    chosen = getattr(info, "model_config", None)
+    if not chosen:
+        from dlrun.errors import DlrunError
+
+        raise DlrunError("model=auto is chosen by the text task from its data", "use it with task=text")
+    sub = OmegaConf.create(chosen)
+    return MODELS.for_task(sub.name, "text").obj(sub, info)

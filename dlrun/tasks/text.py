@@ -31,6 +31,7 @@ BAG_MODES = ("multi_hot", "count", "tf_idf")
 class TextInfo(DataInfo):
     vocab_size: int = 0
     class_values: list[str] | None = None
+    model_config: dict | None = None  # model=auto: the chosen model's own config (its YAML)
 
 
 # the issue's `mode=...` names -> (task, preset): the modes are tasks of their own
@@ -73,11 +74,19 @@ class TextTask(Task):
                 raise DlrunError(f"the {s} split has {len(idx[s])} text(s) of {len(frame)}: too few",
                                  "use more data or change task.split sizes")
         texts = frame["text"].astype(str).to_numpy(dtype=object)
-        pre, input_shape, vocab = vectorizer(cfg, texts[idx["train"]])
+        model_cfg, notes = choose_model(cfg, texts[idx["train"]])
+        length, note = sequence_length(cfg, texts[idx["train"]], model_cfg)
+        notes.update(note)
+        pre, input_shape, vocab = vectorizer(cfg, texts[idx["train"]], model_cfg, length, y[idx["train"]])
 
         import tensorflow as tf
 
-        vec = pre.layers[-1]
+        steps = pre.layers[1:]  # the vectorizer (and the NB weighting), applied inside tf.data
+
+        def vec(x):
+            for layer in steps:
+                x = layer(x)
+            return x
 
         def split_ds(s, shuffle=False):
             ds = tf.data.Dataset.from_tensor_slices((texts[idx[s]].astype(str), y[idx[s]]))
@@ -90,7 +99,8 @@ class TextTask(Task):
         info = TextInfo(name=table.name, input_shape=input_shape, target="binary" if n_classes == 2 else "multiclass",
                         num_classes=n_classes, class_names=class_values, target_column="label",
                         source=table.source, sizes={s: len(i) for s, i in idx.items()}, vocab_size=vocab,
-                        class_values=class_values)
+                        class_values=class_values,
+                        model_config=_plain(model_cfg) if cfg.model.name == "auto" else None)
         examples, records = {}, []
         for s, context in (("train", "training"), ("val", "validation"), ("test", "testing")):
             rows = frame.iloc[idx[s]][["text", "label"]].reset_index(drop=True)
@@ -99,7 +109,8 @@ class TextTask(Task):
                 records.append(DatasetRecord(table.name, table.source, context, rows, "label"))
         arrays = {f"{k}_{s}": v for s, i in idx.items() for k, v in (("text", texts[i]), ("y", y[i]))}
         return Data(info, split_ds("train", True), split_ds("val") if len(idx["val"]) else None, split_ds("test"),
-                    arrays=arrays, examples=examples, records=records, preprocess=pre, warnings=list(table.warnings))
+                    arrays=arrays, examples=examples, records=records, preprocess=pre, warnings=list(table.warnings),
+                    notes=notes)
 
     def objective(self, cfg, info: DataInfo) -> Objective:
         return Objective("accuracy", True)
@@ -172,6 +183,12 @@ class TextTask(Task):
             base = tfidf_logreg(a["text_train"], a["y_train"], a["text_test"], a["y_test"], info.class_names)
             report.metrics.update(M.prefixed("baseline/tfidf_logreg", base))
             rows.append({"model": "tfidf_logreg", **_headline(base)})
+            if len(a["y_val"]):  # never mislead: the network against the baseline on the validation split
+                network = self.score(cfg, served, data.examples["val"]).metrics["accuracy"]
+                on_val = tfidf_logreg(a["text_train"], a["y_train"], a["text_val"], a["y_val"], info.class_names)
+                line = M.losing_to_baseline("accuracy", True, network, {"tfidf_logreg": on_val["accuracy"]},
+                                            "model=bow (TF-IDF words and bigrams into an MLP), or model=auto")
+                report.warnings += [line] if line else []
         report.tables["comparison"] = rows
         return report
 
@@ -182,30 +199,106 @@ def _csv_options(data_cfg) -> dict:
             "label_column": get("label_column", "label")}
 
 
-def vectorizer(cfg, train_texts):
+def _plain(node) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(node, resolve=True) if not isinstance(node, dict) else dict(node)
+
+
+def _words(texts) -> np.ndarray:
+    """Words per text (whitespace-separated), what the guide's ratio and the lengths count."""
+    return np.array([len(str(t).split()) for t in texts])
+
+
+def choose_model(cfg, train_texts):
+    """(the model's config, notes): cfg.model itself, or for model=auto the n-gram or the
+    sequence model by Google's text-classification rule, number of samples / median words per
+    sample below model.threshold -> n-gram. That guide measured it across many data sets: with
+    few or long documents, word order does not pay for the parameters a sequence model needs."""
+    from omegaconf import OmegaConf
+
+    from dlrun.config_tree import config_dir
+
+    m = cfg.model
+    if m.name != "auto":
+        return m, {}
+    median = float(np.median(_words(train_texts))) if len(train_texts) else 1.0
+    ratio = len(train_texts) / max(median, 1.0)
+    chosen = str(m.ngram) if ratio < float(m.threshold) else str(m.sequence)
+    chosen_cfg = OmegaConf.load(config_dir() / "model" / f"{chosen}.yaml")
+    kind = "an n-gram model" if chosen == str(m.ngram) else "a sequence model"
+    reason = (f"{len(train_texts)} training texts / {median:g} median words = {ratio:.1f}, "
+              f"{'below' if ratio < float(m.threshold) else 'at least'} {float(m.threshold):g}: {kind}")
+    return chosen_cfg, {"dlrun.model_choice": chosen, "dlrun.model_reason": reason}
+
+
+def sequence_length(cfg, train_texts, model_cfg) -> tuple[int, dict]:
+    """(token ids per text, notes): task.sequence_length, or for `auto` the
+    task.length_percentile of the training texts' word counts, at most task.max_sequence_length
+    (a review of 700 words cut to 40 tokens is its first sentence)."""
+    t = cfg.task
+    given = t.get("sequence_length", "auto")
+    if str(given) != "auto":
+        return int(given), {}
+    words = _words(train_texts) if len(train_texts) else np.array([1])
+    length = int(np.clip(np.percentile(words, float(t.get("length_percentile", 90))), 8,
+                         int(t.get("max_sequence_length", 500))))
+    if str(model_cfg.get("output_mode", "int")) in BAG_MODES:
+        return length, {}  # a bag reads the whole text
+    cut = float(np.mean(words > length))
+    return length, {"dlrun.sequence_length": f"{length} tokens (the {t.get('length_percentile', 90)}th percentile "
+                                             f"of the training texts' words, at most {t.get('max_sequence_length', 500)}); "
+                                             f"{cut:.0%} of them are cut"}
+
+
+def nb_scale(bags: np.ndarray, y: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+    """|log-count ratio| per bag entry (Wang & Manning's NB weighting, one class against the
+    rest, the largest over classes): how strongly an entry tells the classes apart on the
+    training texts. Multiplied into the bag, it lets a small network start from the features
+    Naive Bayes finds telling. Written here because neither Keras nor scikit-learn has it as
+    a transform."""
+    scale = np.zeros(bags.shape[1])
+    for c in np.unique(y)[-1:] if len(np.unique(y)) == 2 else np.unique(y):
+        p = alpha + bags[y == c].sum(axis=0)
+        q = alpha + bags[y != c].sum(axis=0)
+        scale = np.maximum(scale, np.abs(np.log((p / p.sum()) / (q / q.sum()))))
+    return scale
+
+
+def vectorizer(cfg, train_texts, model_cfg=None, length: int | None = None, train_labels=None):
     """(a Keras model: string column `text` -> TextVectorization output, input shape, vocabulary size).
     Adapted on `train_texts` only: a word that only the validation or test texts have is
     out of vocabulary (id 1, or no entry of the bag)."""
     import keras
 
     t = cfg.task
-    mode = str(cfg.model.get("output_mode", "int"))
+    model_cfg = model_cfg if model_cfg is not None else cfg.model
+    mode = str(model_cfg.get("output_mode", "int"))
     if mode not in ("int", *BAG_MODES):
         raise DlrunError(f"model.output_mode '{mode}' is unknown", f"valid: int, {', '.join(BAG_MODES)}")
     bag = mode in BAG_MODES
-    if bag != (cfg.model.name == "bow"):
-        raise DlrunError(f"model '{cfg.model.name}' does not take output_mode '{mode}'",
+    if bag != (model_cfg.name == "bow"):
+        raise DlrunError(f"model '{model_cfg.name}' does not take output_mode '{mode}'",
                          "bow takes multi_hot, count or tf_idf; the others take int")
-    length = int(t.get("sequence_length", 40))
-    ngrams = cfg.model.get("ngrams") if bag else None
+    length = int(length if length is not None else sequence_length(cfg, train_texts, model_cfg)[0])
+    ngrams = model_cfg.get("ngrams") if bag else None
     layer = keras.layers.TextVectorization(
-        max_tokens=int(t.get("max_tokens", 20000)), standardize=str(t.get("standardize", "lower_and_strip_punctuation")),
+        max_tokens=int(model_cfg.get("max_tokens") or t.get("max_tokens", 20000)), standardize=str(t.get("standardize", "lower_and_strip_punctuation")),
         output_mode=mode, output_sequence_length=None if bag else length,
         ngrams=int(ngrams) if ngrams else None, name="vectorize")
     layer.adapt(np.asarray(train_texts, dtype=str), batch_size=1024)
     vocab = int(layer.vocabulary_size())
     inp = keras.Input(shape=(), dtype="string", name="text")
-    model = keras.Model({"text": inp}, layer(inp), name="vectorizer")
+    out = layer(inp)
+    if bag and model_cfg.get("weighting") == "nb" and train_labels is not None:
+        import tensorflow as tf
+
+        ds = tf.data.Dataset.from_tensor_slices(np.asarray(train_texts, dtype=str)).batch(256)
+        bags = np.concatenate([np.asarray(layer(b)) for b in ds])
+        scale = np.maximum(nb_scale(bags, np.asarray(train_labels)), 1e-3)
+        # x * scale as a stock layer: Normalization computes (x - mean) / sqrt(variance)
+        out = keras.layers.Normalization(mean=np.zeros_like(scale), variance=1.0 / scale ** 2, name="nb_weight")(out)
+    model = keras.Model({"text": inp}, out, name="vectorizer")
     return model, ((vocab,) if bag else (length,)), vocab
 
 
