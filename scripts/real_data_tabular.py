@@ -29,7 +29,7 @@ TABLES = {
     "banknote": ("banknote_authentication.csv", ["data.header=false", "data.target=-1"],
                  "1,372 rows, 4 numeric features, 2 classes"),
     "titanic": ("titanic_passengers.csv", ["data.target=survived"],
-                "891 rows, 8 features (4 string), 177 empty ages, deck 77 % empty, 2 classes"),
+                "891 rows, 8 features (3 string), 177 empty ages, deck 77 % empty, 2 classes"),
     "pima": ("pima-indians-diabetes.csv", ["data.header=false", "data.target=-1"],
              "768 rows, 8 numeric features, 2 classes"),
     "sonar": ("sonar.csv", ["data.header=false", "data.target=-1"], "208 rows, 60 numeric features, 2 classes"),
