@@ -57,9 +57,11 @@ def _clause(rng, polarity: int) -> str:
     return f"{subject} {verb} {adj}"
 
 
-def review(rng, label: int, neutral: bool = False) -> str:
-    """One review of class `label` (0 negative, 1 positive, 2 neutral)."""
-    parts = []
+def review(rng, label: int, neutral: bool = False, preamble: int = 0) -> str:
+    """One review of class `label` (0 negative, 1 positive, 2 neutral), after 0..`preamble`
+    sentences that say nothing about the film's worth (real reviews retell the plot first: a
+    model that reads only the first tokens misses the verdict)."""
+    parts = [FILLER[i] for i in rng.integers(len(FILLER), size=int(rng.integers(preamble + 1)))] if preamble else []
     if rng.random() < 0.4:
         parts.append(FILLER[rng.integers(len(FILLER))])
     if label == 2:
@@ -77,7 +79,7 @@ def review(rng, label: int, neutral: bool = False) -> str:
     return " . ".join(parts)
 
 
-def reviews_frame(n: int = 3000, seed: int = 42, noise: float = 0.05, neutral: bool = False):
+def reviews_frame(n: int = 3000, seed: int = 42, noise: float = 0.05, neutral: bool = False, preamble: int = 0):
     """n generated reviews with labels 'negative'/'positive' (/'neutral'); a `noise` share flipped."""
     import pandas as pd
 
@@ -85,7 +87,7 @@ def reviews_frame(n: int = 3000, seed: int = 42, noise: float = 0.05, neutral: b
     k = 3 if neutral else 2
     names = ["negative", "positive", "neutral"][:k]
     labels = rng.integers(k, size=n)
-    texts = [review(rng, int(c), neutral) for c in labels]
+    texts = [review(rng, int(c), neutral, preamble) for c in labels]
     flip = rng.random(n) < noise
     labels = np.where(flip, (labels + rng.integers(1, k, size=n)) % k, labels)
     return pd.DataFrame({"text": texts, "label": [names[c] for c in labels]})
@@ -96,8 +98,9 @@ def reviews_frame(n: int = 3000, seed: int = 42, noise: float = 0.05, neutral: b
 def text_reviews(cfg) -> TextTable:
     n, seed = int(cfg.get("n", 3000)), int(cfg.get("seed", 42))
     noise, neutral = float(cfg.get("noise", 0.05)), bool(cfg.get("neutral", False))
-    return TextTable(reviews_frame(n, seed, noise, neutral), "text_reviews",
-                     f"dlrun:text_reviews?n={n}&seed={seed}&noise={noise}&neutral={neutral}")
+    preamble = int(cfg.get("preamble", 0))
+    return TextTable(reviews_frame(n, seed, noise, neutral, preamble), "text_reviews",
+                     f"dlrun:text_reviews?n={n}&seed={seed}&noise={noise}&neutral={neutral}&preamble={preamble}")
 
 
 def read_folder(path) -> object:
