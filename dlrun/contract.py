@@ -41,6 +41,7 @@ class Objective:
 
     name: str
     maximize: bool
+    chance: float | None = None  # what guessing reaches (a classifier's majority-class share), where known
 
     @property
     def val(self) -> str:

@@ -142,6 +142,26 @@ def test_a_tie_of_the_monitored_metric_goes_to_the_lower_validation_loss(compose
     assert (keeper.keeper.step, keeper.keeper.value, keeper.keeper.tie) == (2, 1.0, 0.01)
 
 
+def test_early_stopping_waits_while_the_objective_is_at_chance():
+    """A text model at chance for many epochs is not stopped by the patience; once it has
+    left chance the patience counts as usual."""
+    import keras
+
+    from dlrun.training.callbacks import early_stopping
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    es = early_stopping(0.5)(monitor="val_accuracy", mode="max", patience=2, restore_best_weights=False)
+    es.set_model(model)
+    es.on_train_begin()
+    for epoch in range(8):  # eight epochs at chance: patience 2 would have stopped at the third
+        es.on_epoch_end(epoch, {"val_accuracy": 0.5})
+        assert not model.stop_training, epoch
+    for epoch, acc in enumerate([0.7, 0.6, 0.6], start=8):
+        es.on_epoch_end(epoch, {"val_accuracy": acc})
+    assert model.stop_training
+    assert early_stopping(None) is keras.callbacks.EarlyStopping
+
+
 def test_metric_direction_is_never_guessed_from_a_name(compose, tmp_path):
     from dlrun.training.callbacks import resolve_monitor, trainer_callbacks
 

@@ -32,6 +32,7 @@ class TextInfo(DataInfo):
     vocab_size: int = 0
     class_values: list[str] | None = None
     model_config: dict | None = None  # model=auto: the chosen model's own config (its YAML)
+    chance: float | None = None  # the majority class's share of the training texts
 
 
 # the issue's `mode=...` names -> (task, preset): the modes are tasks of their own
@@ -100,7 +101,8 @@ class TextTask(Task):
                         num_classes=n_classes, class_names=class_values, target_column="label",
                         source=table.source, sizes={s: len(i) for s, i in idx.items()}, vocab_size=vocab,
                         class_values=class_values,
-                        model_config=_plain(model_cfg) if cfg.model.name == "auto" else None)
+                        model_config=_plain(model_cfg) if cfg.model.name == "auto" else None,
+                        chance=float(np.bincount(y[idx["train"]]).max() / max(len(idx["train"]), 1)))
         examples, records = {}, []
         for s, context in (("train", "training"), ("val", "validation"), ("test", "testing")):
             rows = frame.iloc[idx[s]][["text", "label"]].reset_index(drop=True)
@@ -113,7 +115,7 @@ class TextTask(Task):
                     notes=notes)
 
     def objective(self, cfg, info: DataInfo) -> Objective:
-        return Objective("accuracy", True)
+        return Objective("accuracy", True, chance=getattr(info, "chance", None))
 
     def serving(self, cfg, model, data: Data) -> Served:
         """A column `text` of raw strings -> label + probability per class."""
@@ -185,6 +187,11 @@ class TextTask(Task):
             rows.append({"model": "tfidf_logreg", **_headline(base)})
             if len(a["y_val"]):  # never mislead: the network against the baseline on the validation split
                 network = self.score(cfg, served, data.examples["val"]).metrics["accuracy"]
+                if info.chance is not None and network <= info.chance + 0.01:
+                    report.warnings.append(
+                        f"validation accuracy {network:.4g} never left chance (the majority class is "
+                        f"{info.chance:.1%} of the training texts): the network learned nothing; try model=auto or "
+                        "model=bow, more epochs, or a longer task.sequence_length")
                 on_val = tfidf_logreg(a["text_train"], a["y_train"], a["text_val"], a["y_val"], info.class_names)
                 line = M.losing_to_baseline("accuracy", True, network, {"tfidf_logreg": on_val["accuracy"]},
                                             "model=bow (TF-IDF words and bigrams into an MLP), or model=auto")

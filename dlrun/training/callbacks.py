@@ -55,7 +55,8 @@ def trainer_callbacks(trainer, workdir: Path, has_val: bool, objective: Objectiv
     es = trainer.early_stopping
     if es.enabled:
         name, up = resolve_monitor("trainer.early_stopping", es.monitor, es.mode, objective, has_val)
-        callbacks.append(keras.callbacks.EarlyStopping(
+        chance = objective.chance if name == objective.val and up else None
+        callbacks.append(early_stopping(chance)(
             monitor=name, mode="max" if up else "min", patience=int(es.patience), min_delta=float(es.min_delta),
             restore_best_weights=bool(es.restore_best_weights), verbose=0))
     s = trainer.lr_schedule
@@ -71,6 +72,26 @@ def trainer_callbacks(trainer, workdir: Path, has_val: bool, objective: Objectiv
         best = best_checkpoint(workdir / "best.keras" if save else None, name, up, float(ck.min_interval_s), step_of)
         callbacks.append(best)
     return callbacks, best
+
+
+def early_stopping(chance: float | None):
+    """Keras' EarlyStopping, or where the objective's chance level is known, one that does not
+    count epochs against the patience while the best value is still at chance: a sequence
+    model on few long texts often sits at chance for several epochs before it starts to learn,
+    and one bad epoch must not end it (trainer.epochs still bounds the run)."""
+    import keras
+
+    if chance is None:
+        return keras.callbacks.EarlyStopping
+
+    class PastChance(keras.callbacks.EarlyStopping):
+        def on_epoch_end(self, epoch, logs=None):
+            super().on_epoch_end(epoch, logs)
+            if self.best is not None and self.best <= chance + 1e-9:
+                self.wait = 0  # not yet left chance: no epoch counts against the patience
+                self.model.stop_training = False
+
+    return PastChance
 
 
 def tensorboard(log_dir: Path):
