@@ -141,3 +141,33 @@ def run_all(argv: list[str], presets: tuple, run, check=None, keys: list[str] | 
     print(f"\nseeds {' '.join(map(str, seeds))}" + (f"; overrides {' '.join(overrides)}" if overrides else ""))
     print(table(summaries, keys))
     return 0 if all(s.get("pass") is not False and not s["failed"] for s in summaries) else 1
+
+
+def real_data(argv: list[str], doc: str, files: dict, one, row, legend: str) -> int:
+    """The main of the scripts/real_data_*.py: `DATA_DIR [names] [--seeds ...] [key=value ...]`.
+
+    files: name -> the file or folder it needs in DATA_DIR (None: embedded). Per name,
+    `one(folder, name, overrides, seed_overrides) -> result dict` once per seed, then
+    `row(name, summary) -> (table line, bar met)`. Lines print as they come and again, all
+    together under `legend`, at the end. Exit code 1 when a name fails or misses its bar."""
+    from pathlib import Path
+
+    if not argv or "=" in argv[0] or argv[0].startswith("-"):
+        raise SystemExit(doc)
+    folder = Path(argv[0]).expanduser().resolve()
+    names, overrides, seeds = parse(argv[1:])
+    missing = [files[n] for n in names or files if files[n] and not (folder / files[n]).exists()]
+    if missing:
+        raise SystemExit(f"{folder}: missing {', '.join(missing)} (see the script's docstring)")
+    ok, lines = True, []
+    for name in names or list(files):
+        s = over_seeds(name, seeds, lambda extra, name=name: one(folder, name, overrides, extra))
+        line, met = (f"| {name} | failed: {s['failed'][:1]} |", False) if s["failed"] or not s["mean"] \
+            else row(name, s)
+        ok, lines = ok and met, [*lines, line]
+        print(line, flush=True)
+        if s["commands"] and s["commands"][0]:
+            print("   " + s["commands"][0], flush=True)
+    print(f"\nseeds {' '.join(map(str, seeds))}; {legend}")
+    print("\n".join(lines))
+    return 0 if ok else 1

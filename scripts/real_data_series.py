@@ -20,7 +20,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from _preset import fmt, over_seeds, parse, trained
+from _preset import fmt, real_data, trained
 
 BAR = ("naive", "seasonal_naive", "moving_average")  # the network must beat these on the mean
 # name -> (file, target column, extra overrides, shape)
@@ -50,40 +50,22 @@ def run(folder: Path, name: str, overrides: list[str]) -> dict:
     return result
 
 
+def row(name: str, s: dict) -> tuple[str, bool]:
+    mean, std = s["mean"], s["std"]
+    baselines = [k for k in mean if k not in ("network", "wall_s", "fit_s", "warned")]
+    wins = all(mean["network"] < mean[k] for k in baselines if k in BAR)
+    beaten = [k for k in baselines if k not in BAR and mean["network"] < mean[k]]
+    return (f"| {name} | {fmt(mean['network'], std['network'])} | "
+            + " | ".join(f"{k} {fmt(mean[k], std[k])}" for k in baselines)
+            + f" | {'wins' if wins else 'LOSES'} | {', '.join(beaten) or '-'} | {mean['fit_s']:.0f} s | "
+              f"{mean['warned']:.2f} |"), wins
+
+
 def main(argv: list[str]) -> int:
-    if not argv or "=" in argv[0] or argv[0].startswith("-"):
-        raise SystemExit(__doc__)
-    folder = Path(argv[0]).expanduser().resolve()
-    names, overrides, seeds = parse(argv[1:])
-    missing = [SERIES[n][0] for n in names or SERIES if not (folder / SERIES[n][0]).is_file()]
-    if missing:
-        raise SystemExit(f"{folder}: missing {', '.join(missing)} (from github.com/jbrownlee/Datasets)")
-    ok = True
-    lines = []
-    for name in names or list(SERIES):
-        s = over_seeds(name, seeds, lambda extra, name=name: run(folder, name, [*overrides, *extra]))
-        if s["failed"] or not s["mean"]:
-            ok = False
-            lines.append(f"| {name} | failed: {s['failed'][:1]} |")
-            continue
-        mean, std = s["mean"], s["std"]
-        baselines = [k for k in mean if k not in ("network", "wall_s", "fit_s", "warned")]
-        simple = [k for k in baselines if k in BAR]
-        wins = all(mean["network"] < mean[k] for k in simple)
-        ok = ok and wins
-        classical = [k for k in baselines if k not in BAR]
-        beaten = [k for k in classical if mean["network"] < mean[k]]
-        lines.append(f"| {name} | {fmt(mean['network'], std['network'])} | "
-                     + " | ".join(f"{k} {fmt(mean[k], std[k])}" for k in baselines)
-                     + f" | {'wins' if wins else 'LOSES'} | {', '.join(beaten) or '-'} | {mean['fit_s']:.0f} s | "
-                       f"{mean['warned']:.2f} |")
-        print(lines[-1], flush=True)
-        print("   " + s["commands"][0], flush=True)
-    print(f"\nseeds {' '.join(map(str, seeds))}; test MAE mean ± std; "
-          "columns: series | network | baselines | beats naive, seasonal naive, moving average | "
-          "also beats | fit time | share of runs warned")
-    print("\n".join(lines))
-    return 0 if ok else 1
+    return real_data(argv, __doc__, {n: v[0] for n, v in SERIES.items()},
+                     lambda folder, name, overrides, extra: run(folder, name, [*overrides, *extra]), row,
+                     "test MAE mean ± std; columns: series | network | baselines | beats naive, seasonal naive, "
+                     "moving average | also beats | fit time | share of runs warned")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from _preset import fmt, over_seeds, parse, trained
+from _preset import fmt, real_data, trained
 
 # name -> (file or None for embedded, overrides, shape)
 TABLES = {
@@ -55,36 +55,20 @@ def run(folder: Path, name: str, overrides: list[str], seed_overrides: list[str]
     return result
 
 
+def row(name: str, s: dict) -> tuple[str, bool]:
+    mean, std = s["mean"], s["std"]
+    baselines = [k for k in mean if k not in ("network", "fit_s", "epochs", "warned")]
+    wins = all(mean["network"] >= mean[k] for k in baselines)
+    return (f"| {name} | {TABLES[name][2]} | {fmt(mean['network'], std['network'])} | "
+            + " | ".join(f"{k} {fmt(mean[k], std[k])}" for k in baselines)
+            + f" | {'wins' if wins else 'LOSES'} | {mean['epochs']:.0f} | {mean['fit_s']:.0f} s | "
+              f"{mean['warned']:.2f} |"), wins
+
+
 def main(argv: list[str]) -> int:
-    if not argv or "=" in argv[0] or argv[0].startswith("-"):
-        raise SystemExit(__doc__)
-    folder = Path(argv[0]).expanduser().resolve()
-    names, overrides, seeds = parse(argv[1:])
-    missing = [TABLES[n][0] for n in names or TABLES if TABLES[n][0] and not (folder / TABLES[n][0]).is_file()]
-    if missing:
-        raise SystemExit(f"{folder}: missing {', '.join(missing)} (see this script's docstring)")
-    ok, lines = True, []
-    for name in names or list(TABLES):
-        s = over_seeds(name, seeds, lambda extra, name=name: run(folder, name, overrides, extra))
-        if s["failed"] or not s["mean"]:
-            ok = False
-            lines.append(f"| {name} | failed: {s['failed'][:1]} |")
-            print(lines[-1], flush=True)
-            continue
-        mean, std = s["mean"], s["std"]
-        baselines = [k for k in mean if k not in ("network", "fit_s", "epochs", "warned")]
-        wins = all(mean["network"] >= mean[k] for k in baselines)
-        ok = ok and wins
-        lines.append(f"| {name} | {TABLES[name][2]} | {fmt(mean['network'], std['network'])} | "
-                     + " | ".join(f"{k} {fmt(mean[k], std[k])}" for k in baselines)
-                     + f" | {'wins' if wins else 'LOSES'} | {mean['epochs']:.0f} | {mean['fit_s']:.0f} s | "
-                       f"{mean['warned']:.2f} |")
-        print(lines[-1], flush=True)
-        print("   " + s["commands"][0], flush=True)
-    print(f"\nseeds {' '.join(map(str, seeds))}; test accuracy mean ± std; columns: table | shape | network | "
-          "baselines | not below the best baseline | epochs trained | fit time | share of runs warned")
-    print("\n".join(lines))
-    return 0 if ok else 1
+    return real_data(argv, __doc__, {n: t[0] for n, t in TABLES.items()}, run, row,
+                     "test accuracy mean ± std; columns: table | shape | network | baselines | not below the best "
+                     "baseline | epochs trained | fit time | share of runs warned")
 
 
 if __name__ == "__main__":

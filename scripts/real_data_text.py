@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from _preset import fmt, over_seeds, parse, trained
+from _preset import fmt, real_data, trained
 
 CORPORA = {
     "reviews": ("reviews", ["data=text_folder"], "2,000 reviews, ~700 words each, 2 classes"),
@@ -43,41 +43,27 @@ def run(folder: Path, name: str, overrides: list[str], seed_overrides: list[str]
     return result
 
 
+CHOSEN: dict[str, set] = {}  # corpus -> the models model=auto chose over the seeds
+
+
+def one(folder: Path, name: str, overrides: list[str], seed_overrides: list[str]) -> dict:
+    r = run(folder, name, overrides, seed_overrides)
+    CHOSEN.setdefault(name, set()).add(r.pop("model", "?"))
+    return r
+
+
+def row(name: str, s: dict) -> tuple[str, bool]:
+    mean, std = s["mean"], s["std"]
+    wins = mean["network"] >= mean["tfidf_logreg"]
+    return (f"| {name} | {CORPORA[name][2]} | {'/'.join(sorted(CHOSEN.get(name, {'?'})))} | "
+            f"{fmt(mean['network'], std['network'])} | {fmt(mean['tfidf_logreg'], std['tfidf_logreg'])} | "
+            f"{'wins' if wins else 'LOSES'} | {mean['fit_s']:.0f} s | {mean['warned']:.2f} |"), wins
+
+
 def main(argv: list[str]) -> int:
-    if not argv or "=" in argv[0] or argv[0].startswith("-"):
-        raise SystemExit(__doc__)
-    folder = Path(argv[0]).expanduser().resolve()
-    names, overrides, seeds = parse(argv[1:])
-    missing = [CORPORA[n][0] for n in names or CORPORA if not (folder / CORPORA[n][0]).exists()]
-    if missing:
-        raise SystemExit(f"{folder}: missing {', '.join(missing)} (see this script's docstring)")
-    ok, lines = True, []
-    for name in names or list(CORPORA):
-        models = []
-
-        def one(extra, name=name, models=models):
-            r = run(folder, name, overrides, extra)
-            models.append(r.pop("model", "?"))
-            return r
-
-        s = over_seeds(name, seeds, one)
-        if s["failed"] or not s["mean"]:
-            ok = False
-            lines.append(f"| {name} | failed: {s['failed'][:1]} |")
-            print(lines[-1], flush=True)
-            continue
-        mean, std = s["mean"], s["std"]
-        wins = mean["network"] >= mean["tfidf_logreg"]
-        ok = ok and wins
-        lines.append(f"| {name} | {CORPORA[name][2]} | {'/'.join(sorted(set(models)))} | "
-                     f"{fmt(mean['network'], std['network'])} | {fmt(mean['tfidf_logreg'], std['tfidf_logreg'])} | "
-                     f"{'wins' if wins else 'LOSES'} | {mean['fit_s']:.0f} s | {mean['warned']:.2f} |")
-        print(lines[-1], flush=True)
-        print("   " + s["commands"][0], flush=True)
-    print(f"\nseeds {' '.join(map(str, seeds))}; test accuracy mean ± std; columns: corpus | shape | model | "
-          "network | TF-IDF + logistic | not below it | fit time | share of runs warned")
-    print("\n".join(lines))
-    return 0 if ok else 1
+    return real_data(argv, __doc__, {n: c[0] for n, c in CORPORA.items()}, one, row,
+                     "test accuracy mean ± std; columns: corpus | shape | model | network | TF-IDF + logistic | "
+                     "not below it | fit time | share of runs warned")
 
 
 if __name__ == "__main__":
