@@ -190,7 +190,7 @@ def test_metric_direction_is_never_guessed_from_a_name(compose, tmp_path):
 def test_no_val_split_monitors_training_metrics(compose, tmp_path):
     from dlrun.training.callbacks import trainer_callbacks
 
-    t = validate(compose("trainer.early_stopping.enabled=true")).trainer
+    t = validate(compose("trainer.early_stopping.enabled=true", "trainer.early_stopping.monitor=auto")).trainer
     cbs, keeper = trainer_callbacks(t, tmp_path, has_val=False, objective=Objective("accuracy", True))
     (es,) = [c for c in cbs if type(c).__name__ == "EarlyStopping"]
     assert es.monitor == "accuracy" and es.mode == "max"
