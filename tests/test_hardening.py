@@ -74,10 +74,12 @@ def test_targets_that_teach_nothing_are_rejected_and_dropped_rows_are_a_logged_w
     gaps.write_text("a,b,y\n" + "".join(f"{a},{b},{'' if i % 20 == 0 else int(a > 0)}\n" for i, (a, b) in enumerate(x)))
     proc = run_dlrun("train", "trainer=smoke", "data=csv", f"data.path={gaps}", "data.target=y")
     warning = [ln for ln in proc.stderr.splitlines() if ln.startswith("warning:")]
-    assert warning == [f"warning: {gaps}: 10 row(s) with an empty target 'y' left out"]
+    # the data's warning first; a smoke network may also lose to the baselines on validation
+    assert warning[0] == f"warning: {gaps}: 10 row(s) with an empty target 'y' left out"
+    assert all("the network loses to the" in w for w in warning[1:])
     finished = runs()[0]
     assert finished.info.status == "FINISHED"
-    assert finished.data.tags["dlrun.warnings"] == warning[0].removeprefix("warning: ")
+    assert finished.data.tags["dlrun.warnings"].split(" | ")[0] == warning[0].removeprefix("warning: ")
 
 
 def _png_tree(root: Path, classes=("a", "b"), n=10):
