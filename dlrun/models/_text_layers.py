@@ -5,8 +5,15 @@ before loading; dlrun.models skips modules starting with "_" at CLI start.
 """
 
 import keras
+import numpy as np
 
-from dlrun.models.text import sinusoidal
+
+def sinusoidal(length: int, dim: int):
+    """The fixed positional encoding of "Attention is all you need" as a (length, dim) array."""
+    pos = np.arange(length)[:, None]
+    i = np.arange(dim)[None, :]
+    angle = pos / np.power(10000.0, (2 * (i // 2)) / dim)
+    return np.where(i % 2 == 0, np.sin(angle), np.cos(angle)).astype("float32")
 
 
 @keras.saving.register_keras_serializable(package="dlrun_text")

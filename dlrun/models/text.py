@@ -96,16 +96,6 @@ def cnn1d(cfg, info):
     return _finish(inp, x, cfg, info, "cnn1d")
 
 
-def sinusoidal(length: int, dim: int):
-    """The fixed positional encoding of "Attention is all you need" as a (length, dim) array."""
-    import numpy as np
-
-    pos = np.arange(length)[:, None]
-    i = np.arange(dim)[None, :]
-    angle = pos / np.power(10000.0, (2 * (i // 2)) / dim)
-    return np.where(i % 2 == 0, np.sin(angle), np.cos(angle)).astype("float32")
-
-
 def _layers():
     """The custom layers (dlrun/models/_text_layers.py imports Keras, so only on use)."""
     from dlrun.models import _text_layers
