@@ -194,7 +194,7 @@ class TextTask(Task):
                         "model=bow, more epochs, or a longer task.sequence_length")
                 on_val = tfidf_logreg(a["text_train"], a["y_train"], a["text_val"], a["y_val"], info.class_names)
                 line = M.losing_to_baseline("accuracy", True, network, {"tfidf_logreg": on_val["accuracy"]},
-                                            "model=bow (TF-IDF words and bigrams into an MLP), or model=auto")
+                                            "model=bow (words and bigrams into an MLP), or model=auto")
                 report.warnings += [line] if line else []
         report.tables["comparison"] = rows
         return report
@@ -248,14 +248,15 @@ def sequence_length(cfg, train_texts, model_cfg) -> tuple[int, dict]:
     if str(given) != "auto":
         return int(given), {}
     words = _words(train_texts) if len(train_texts) else np.array([1])
-    length = int(np.clip(np.percentile(words, float(t.get("length_percentile", 90))), 8,
-                         int(t.get("max_sequence_length", 500))))
+    pct, cap = float(t.get("length_percentile", 90)), int(t.get("max_sequence_length", 500))
+    at = int(np.ceil(np.percentile(words, pct)))
+    length = int(np.clip(at, 8, cap))
     if str(model_cfg.get("output_mode", "int")) in BAG_MODES:
         return length, {}  # a bag reads the whole text
     cut = float(np.mean(words > length))
-    return length, {"dlrun.sequence_length": f"{length} tokens (the {t.get('length_percentile', 90)}th percentile "
-                                             f"of the training texts' words, at most {t.get('max_sequence_length', 500)}); "
-                                             f"{cut:.0%} of them are cut"}
+    why = f"the {pct:g}th percentile of the training texts' words" + (
+        f" is {at}, capped by task.max_sequence_length" if at > cap else "")
+    return length, {"dlrun.sequence_length": f"{length} tokens ({why}); {cut:.0%} of the training texts are cut"}
 
 
 def nb_scale(bags: np.ndarray, y: np.ndarray, alpha: float = 1.0) -> np.ndarray:
