@@ -75,15 +75,15 @@ def cmd_list(args: list[str]) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    from dlrun.registry import DATA, MODELS, STRATEGIES, TASKS
+    from dlrun.registry import AGENTS, DATA, MODELS, STRATEGIES, TASKS
 
     out = Console(highlight=False)
-    groups = {"tasks", "task", "models", "model", "data", "strategies", "strategy", "experiments", "experiment",
-              "presets", "trainers", "trainer"}
+    groups = {"tasks", "task", "models", "model", "data", "agents", "agent", "envs", "env", "strategies", "strategy",
+              "experiments", "experiment", "presets", "trainers", "trainer"}
     for arg in args:
         if arg not in groups:
             raise DlrunError(f"dlrun list: unknown group '{arg}'", did_you_mean(arg, groups))
-    wanted = set(args) or {"tasks", "models", "data", "strategies", "experiments", "trainers"}
+    wanted = set(args) or {"tasks", "models", "data", "agents", "envs", "strategies", "experiments", "trainers"}
 
     def table(title, rows, extra=None):
         t = Table(title=title, show_edge=False, header_style="bold", title_justify="left")
@@ -103,6 +103,13 @@ def cmd_list(args: list[str]) -> int:
     if wanted & {"data"}:
         table("data sources (data=NAME)", [(e.name, ", ".join(e.tags), e.description) for e in DATA.entries()],
               "tasks")
+    if wanted & {"agents", "agent"}:
+        table("RL agents (agent=NAME, task=rl)", [(e.name, e.tags[0], e.description) for e in AGENTS.entries()],
+              "kind")
+    if wanted & {"envs", "env"}:
+        table("RL environments (env=NAME, task=rl; any gymnasium id with env.id=ID)",
+              [(n, _yaml_value(config_dir() / "env" / f"{n}.yaml", "id"),
+                _yaml_description(config_dir() / "env" / f"{n}.yaml")) for n in group_options("env")], "id")
     if wanted & {"strategies", "strategy"}:
         table("strategies (strategy=NAME)", [(e.name, e.description) for e in STRATEGIES.entries()])
     if wanted & {"experiments", "experiment", "presets"}:
@@ -126,6 +133,14 @@ def _yaml_description(path: Path) -> str:
     text = " ".join(w for w in words if w)
     end = text.find(". ")
     return text[: end + 1] if end > 0 else text
+
+
+def _yaml_value(path: Path, key: str) -> str:
+    """One top-level value of a YAML file, as text ('' when absent)."""
+    import yaml
+
+    value = (yaml.safe_load(path.read_text()) or {}).get(key)
+    return "" if value is None else str(value)
 
 
 def check_composes(args: list[str]) -> None:

@@ -97,6 +97,7 @@ TASKS = Registry("task")
 MODELS = Registry("model")
 DATA = Registry("data source")
 STRATEGIES = Registry("strategy")
+AGENTS = Registry("agent")  # RL agents (dlrun/tasks/rl.py registers them; the classes load when built)
 
 # Packages whose import fills the registries (each imports every module inside it).
 REGISTRY_MODULES = (

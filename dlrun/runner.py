@@ -23,7 +23,7 @@ from pathlib import Path
 from dlrun import console
 from dlrun.config import validate
 from dlrun.errors import DlrunError, Interrupted
-from dlrun.registry import DATA, MODELS, TASKS
+from dlrun.registry import AGENTS, DATA, MODELS, TASKS
 from dlrun.startup import paused_gc
 from dlrun.tracking import Tracker, tracked_run
 
@@ -73,6 +73,8 @@ def prepare(cfg):
         MODELS.canonical(cfg.model.name)
     if cfg.get("data") is not None and cfg.data.get("name"):
         DATA.canonical(cfg.data.name)
+    if cfg.get("agent") is not None and cfg.agent.get("name"):
+        AGENTS.canonical(cfg.agent.name)
     quiet_tensorflow()
     from dlrun.strategy import make_strategy, set_precision
 

@@ -38,8 +38,11 @@ def test_help_version_list(run_dlrun):
     assert run_dlrun("--version").stdout.startswith("dlrun ")
     listing = run_dlrun("list").stdout
     for name in ("tabular", "mlp", "insurance", "iris", "csv", "mirrored", "multi_worker", "insurance",
-                 "binary_dummy", "smoke"):
+                 "binary_dummy", "smoke", "q_learning", "value_iteration", "dlrun/Orso-v1", "Pendulum-v1"):
         assert name in listing
+    assert "RL agents (agent=NAME" in listing and "RL environments (env=NAME" in listing
+    agents = run_dlrun("list", "agents").stdout
+    assert "ppo" in agents and "tabular" in agents and "RL environments" not in agents
 
 
 @pytest.mark.parametrize(("args", "needle"), [

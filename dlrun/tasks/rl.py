@@ -21,34 +21,48 @@ import numpy as np
 
 from dlrun.contract import Data, DataInfo, Examples, Objective, Report, Served
 from dlrun.errors import DlrunError
-from dlrun.registry import DATA, TASKS
+from dlrun.registry import AGENTS, DATA, TASKS
 from dlrun.tasks.base import Task
 
-# agent name -> (its class, how it is built): one table, not a branch per agent. The
-# constructor shapes: "deep" agents take the spaces and the env config (they collect from
-# `env.num_envs` envs); "tabular" ones take the state and action counts; "bandit" the arm count;
-# "dp" plans on the model of the environment. All of them then run in one loop (dlrun/rl/learn.py).
-AGENTS = {
-    "ppo": ("dlrun.rl.ppo:PPO", "deep"),
-    "dqn": ("dlrun.rl.dqn:DQN", "deep"),
-    "ddpg": ("dlrun.rl.ddpg:DDPG", "deep"),
-    "reinforce": ("dlrun.rl.reinforce:Reinforce", "deep"),
-    "q_learning": ("dlrun.rl.tabular:TabularQ", "tabular"),
-    "sarsa": ("dlrun.rl.tabular:TabularQ", "tabular"),
-    "mc_control": ("dlrun.rl.mc_control:MCControl", "tabular"),
-    "bandit": ("dlrun.rl.bandit:BanditAgent", "bandit"),
-    "value_iteration": ("dlrun.rl.tabular:DynamicProgramming", "dp"),
-    "policy_iteration": ("dlrun.rl.tabular:DynamicProgramming", "dp"),
-}
-TABULAR = tuple(name for name, (_, shape) in AGENTS.items() if shape in ("tabular", "bandit", "dp"))
+@dataclass(frozen=True)
+class AgentSpec:
+    """Where an agent's class lives (imported only when one is built: `dlrun list` stays light)
+    and how it is built. The constructor shapes: "deep" agents take the spaces and the env config
+    (they collect from `env.num_envs` envs); "tabular" ones take the state and action counts;
+    "bandit" the arm count; "dp" plans on the model of the environment. All of them then run in
+    one loop (dlrun/rl/learn.py)."""
+
+    path: str  # module:Class
+    shape: str  # deep | tabular | bandit | dp
+
+
+for _name, _path, _shape, _about in (
+    ("ppo", "dlrun.rl.ppo:PPO", "deep", "PPO: clipped surrogate + GAE, vectorised envs"),
+    ("dqn", "dlrun.rl.dqn:DQN", "deep", "DQN with a target network and Double DQN, replay"),
+    ("ddpg", "dlrun.rl.ddpg:DDPG", "deep", "DDPG: deterministic actor + critic, continuous actions"),
+    ("reinforce", "dlrun.rl.reinforce:Reinforce", "deep", "REINFORCE (Monte Carlo policy gradient), value baseline"),
+    ("q_learning", "dlrun.rl.tabular:TabularQ", "tabular", "Tabular Q-learning (off-policy TD), discrete states"),
+    ("sarsa", "dlrun.rl.tabular:TabularQ", "tabular", "Tabular SARSA (on-policy TD), discrete states"),
+    ("mc_control", "dlrun.rl.mc_control:MCControl", "tabular", "Tabular Monte Carlo control, constant alpha"),
+    ("bandit", "dlrun.rl.bandit:BanditAgent", "bandit", "k-armed bandit: greedy, epsilon-greedy, UCB"),
+    ("value_iteration", "dlrun.rl.tabular:DynamicProgramming", "dp", "Value iteration on an env's known model"),
+    ("policy_iteration", "dlrun.rl.tabular:DynamicProgramming", "dp", "Policy iteration on an env's known model"),
+):
+    AGENTS.register(_name, _about, tags=(_shape,))(AgentSpec(_path, _shape))
+
+
+def tabular_agent(name: str) -> bool:
+    """Agents that keep a table per state (they need discrete observations)."""
+    return AGENTS.get(name).shape in ("tabular", "bandit", "dp")
 
 
 def make_agent(cfg, model, info, factory):
-    """The agent named by cfg.agent.name, built from the AGENTS table."""
+    """The agent named by cfg.agent.name, built as its registry entry says."""
     import importlib
 
-    path, shape = AGENTS[cfg.agent.name]
-    module, cls = path.split(":")
+    spec = AGENTS.get(cfg.agent.name)
+    shape = spec.shape
+    module, cls = spec.path.split(":")
     agent_cls = getattr(importlib.import_module(module), cls)
     if shape == "deep":
         env = factory()
@@ -136,9 +150,7 @@ class RLTask(Task):
 
         import dlrun.rl  # noqa: F401  (registers dlrun's envs)
 
-        agent = cfg.agent.name
-        if agent not in AGENTS:
-            raise DlrunError(f"unknown agent '{agent}'", f"valid agents: {', '.join(AGENTS)}")
+        agent = AGENTS.canonical(cfg.agent.name)  # an unknown name: one line with the nearest ones
         factory = DATA.for_task(cfg.data.name, "rl").obj(cfg.env)
         env = factory()
         obs_space, act_space = env.observation_space, env.action_space
@@ -153,11 +165,11 @@ class RLTask(Task):
         if agent == "ddpg" and not continuous:
             raise DlrunError(f"agent=ddpg needs continuous actions; {cfg.env.id} has discrete ones",
                              "use agent=dqn or agent=ppo, or env.id=Pendulum-v1")
-        if agent in TABULAR and not isinstance(obs_space, gym.spaces.Discrete):
+        if tabular_agent(agent) and not isinstance(obs_space, gym.spaces.Discrete):
             raise DlrunError(f"agent={agent} needs a discrete state space; {cfg.env.id} has {obs_space}",
                              "use agent=ppo or agent=dqn, or env=gridworld / FrozenLake-v1 / Taxi-v3")
         norm = [k for k in ("normalize_obs", "normalize_reward") if cfg.env.get(k, False)]
-        if agent in TABULAR and norm:
+        if tabular_agent(agent) and norm:
             raise DlrunError(f"env.{norm[0]}=true needs a network agent; agent={agent} is tabular",
                              f"drop env.{norm[0]} or use agent=dqn / ppo / reinforce")
         from dlrun.rl.rollout import obs_dim
@@ -173,7 +185,7 @@ class RLTask(Task):
         # validation (during training, kept as the best) and test episodes: one env, own seeds
         return Data(info=info, train=factory, val=factory, test=factory)
 
-    def objective(self, cfg, info: DataInfo) -> Objective:
+    def objective(self, cfg, info: DataInfo | None = None) -> Objective:
         return Objective("mean_return", maximize=True)
 
     def build_model(self, cfg, info: DataInfo):
