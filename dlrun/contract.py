@@ -17,17 +17,43 @@ them, and nothing here imports TensorFlow, MLflow or rich.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 TARGETS = ("multiclass", "binary", "regression", "multilabel")
 
-# Metric names whose direction is known without a compiled Keras metric to ask (the task's
-# objective is asked first). "loss" anywhere in a name means minimise, as in Keras.
-MAXIMIZED = frozenset({"accuracy", "auc", "precision", "recall", "f1", "f1_macro", "r2", "map", "map50",
+# The one table of metric directions: every place that must know whether a metric goes up or
+# down (checkpoint, early stopping, LR on plateau, a sweep's `metric:`) asks `maximized`. A task's
+# own objective is asked first where there is one; "loss" anywhere in a name means minimise, as in Keras.
+MAXIMIZED = frozenset({"accuracy", "auc", "precision", "recall", "f1", "f1_macro", "r2", "map", "map50", "map75",
                        "mean_return", "exact_match", "token_accuracy", "bleu", "roc_auc", "pr_auc",
-                       "mean_iou", "pixel_accuracy", "dice"})
+                       "mean_iou", "pixel_accuracy", "dice", "label_accuracy"})
+MINIMIZED = frozenset({"mae", "mse", "rmse", "mape", "msle", "bits_per_char", "perplexity", "frechet_distance"})
+_SPLIT_PREFIXES = ("val_", "val/", "train/", "test/", "objective/")
+
+
+def metric_base(name: str) -> str:
+    """A metric's name without its split: val_accuracy, val/accuracy, test/accuracy -> accuracy."""
+    name = str(name)
+    for prefix in _SPLIT_PREFIXES:
+        if name.startswith(prefix):
+            return name[len(prefix):]
+    return name
+
+
+def maximized(name: str) -> bool | None:
+    """Whether higher is better for a metric name (with or without its split prefix); None when
+    the name says nothing (the caller asks for an explicit min/max instead of guessing)."""
+    base = metric_base(name)
+    if "loss" in base:
+        return False
+    if base in MAXIMIZED or re.fullmatch(r"top\d+_accuracy", base):
+        return True
+    if base in MINIMIZED:
+        return False
+    return None
 
 
 @dataclass(frozen=True)

@@ -37,10 +37,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dlrun.contract import maximized
 from dlrun.errors import DlrunError
 
 WORKER_ENV = "DLRUN_SWEEP_WORKER"  # set in the extra worker processes (sweep.py leaves the summary to the first)
-LOWER_IS_BETTER = ("loss", "error", "mse", "mae", "rmse", "mape", "fid", "perplexity")
 
 
 @dataclass
@@ -271,24 +271,25 @@ def resolve_direction(settings, existing, probe) -> str:
         return direction
     metric = settings["metric"]
     if metric and metric != "auto":
-        return "minimize" if any(w in str(metric).lower() for w in LOWER_IS_BETTER) else "maximize"
+        up = maximized(str(metric))
+        if up is None:
+            raise DlrunError(f"hparams_search: cannot tell whether to minimise or maximise metric '{metric}'",
+                             "set hydra.sweeper.direction=minimize or hydra.sweeper.direction=maximize")
+        return "maximize" if up else "minimize"
     return "maximize" if probe().maximize else "minimize"
 
 
 def probe_objective(sweeper, fixed: list[str]):
-    """The task's objective (its direction) for this sweep: the first job's config, its data."""
+    """The task's objective (its direction) for this sweep, from the first job's config as the
+    task declares it: no data set is loaded, no strategy or TensorFlow started (tasks.base.Task.objective)."""
     from omegaconf import open_dict, read_write
 
     from dlrun.registry import TASKS
-    from dlrun.runner import build_data, prepare
 
     cfg = sweeper.hydra_context.config_loader.load_sweep_config(sweeper.config, list(fixed))
     with read_write(cfg), open_dict(cfg):
         del cfg["hydra"]
-    cfg, task_name, strategy = prepare(cfg)
-    task = TASKS.get(task_name)()
-    data, _, _ = build_data(task, cfg, strategy)
-    return task.objective(cfg, data.info)
+    return TASKS.get(cfg.task.name)().objective(cfg, None)
 
 
 def make(spec, worker: int, n_before: int):

@@ -433,8 +433,7 @@ def test_mask_folder_errors_reach_the_user_as_one_line(tmp_path):
 
 
 def test_object_iou_pools_the_non_background_classes():
-    from dlrun.metrics import pixel_confusion
-    from dlrun.tasks.segmentation import object_iou
+    from dlrun.metrics import object_iou, pixel_confusion
 
     # objects: class 1 TP 4 (union 5), class 2 TP 3 (union 5) -> 7 / 10
     assert object_iou(pixel_confusion(TRUTH, PRED, 3)) == pytest.approx(7 / 10)

@@ -82,8 +82,7 @@ class SegmentationLens(Lens):
 
     def correct(self, answers, targets):
         """Per image: do the predicted objects overlap the true ones by at least half (object IoU >= 0.5)?"""
-        from dlrun.metrics import pixel_confusion
-        from dlrun.tasks.segmentation import object_iou
+        from dlrun.metrics import object_iou, pixel_confusion
 
         k = len(self.class_names)
         return np.asarray([object_iou(pixel_confusion(t, a, k)) >= 0.5

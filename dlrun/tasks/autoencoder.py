@@ -263,7 +263,7 @@ class AutoencoderTask(Task):
         return ds.map(lambda b: (b, b)).prefetch(2)
 
     # -- model ----------------------------------------------------------------------------
-    def objective(self, cfg, info: DataInfo) -> Objective:
+    def objective(self, cfg, info: DataInfo | None = None) -> Objective:
         return Objective("loss", maximize=False)
 
     def build_model(self, cfg, info: DataInfo):

@@ -29,8 +29,11 @@ class Task:
         """Build the data; `batch_size` is the global batch size (per replica x replicas)."""
         raise NotImplementedError
 
-    def objective(self, cfg, info: DataInfo) -> Objective:
-        """The primary metric and its direction (checkpoint, early stopping and sweeps follow it)."""
+    def objective(self, cfg, info: DataInfo | None = None) -> Objective:
+        """The primary metric and its direction (checkpoint, early stopping and sweeps follow it).
+
+        `info` is None when asked before any data exists (a sweep learning its direction): a task
+        whose objective depends on the data finds out from the config, without building the pipeline."""
         return Objective("loss", maximize=False)
 
     def build_model(self, cfg, info: DataInfo):

@@ -105,7 +105,7 @@ class DetectionTask(Task):
                    for s, context in (("train", "training"), ("val", "validation"), ("test", "testing"))]
         return Data(info, train, val, test, arrays=arrays, examples=examples, records=records, warnings=warnings)
 
-    def objective(self, cfg, info: DataInfo) -> Objective:
+    def objective(self, cfg, info: DataInfo | None = None) -> Objective:
         name = str(cfg.task.get("objective", "map50"))
         if name not in ("map", "map50", "map75"):
             raise DlrunError(f"task.objective: unknown value '{name}'", "valid: map, map50, map75")

@@ -130,7 +130,7 @@ class GanTask(Task):
                        examples={"test": Examples(arrays["x_test"], arrays["y_test"])}, warnings=list(src.warnings),
                        judge=_judge(arrays, len(src.class_names), seed))
 
-    def objective(self, cfg, info: DataInfo) -> Objective:
+    def objective(self, cfg, info: DataInfo | None = None) -> Objective:
         return Objective("frechet_distance", maximize=False)
 
     def build_model(self, cfg, info: DataInfo):

@@ -104,7 +104,7 @@ class ImageTask(Task):
         return Data(info, train, val, test, arrays=arrays, examples=examples, records=records, preprocess=pre,
                     warnings=list(src.warnings))
 
-    def objective(self, cfg, info: DataInfo) -> Objective:
+    def objective(self, cfg, info: DataInfo | None = None) -> Objective:
         return Objective("accuracy", maximize=True)
 
     def serving(self, cfg, model, data: Data) -> Served:

@@ -96,7 +96,7 @@ class SegmentationTask(Task):
         return Data(info, split_ds("train", True), split_ds("val") if len(split["val"]) else None, split_ds("test"),
                     arrays=arrays, examples=examples, records=records, warnings=list(src.warnings))
 
-    def objective(self, cfg, info: DataInfo) -> Objective:
+    def objective(self, cfg, info: DataInfo | None = None) -> Objective:
         return Objective("mean_iou", maximize=True)
 
     def build_model(self, cfg, info: DataInfo):
@@ -152,7 +152,7 @@ class SegmentationTask(Task):
         shown = int(cfg.task.get("figures", 8))
         if shown:
             miou = [M.mean_iou(cm) for cm in per]
-            objects = np.asarray([object_iou(cm) for cm in per])
+            objects = np.asarray([M.object_iou(cm) for cm in per])
             notes = [f"#{i}  mIoU {miou[i]:.2f}, objects {objects[i]:.2f}" for i in range(len(per))]
             first = list(range(min(shown, len(preds))))
             report.figures["overlays.png"] = mask_grid(
@@ -309,15 +309,6 @@ def baselines(train_masks: np.ndarray, targets, n_classes: int) -> dict[str, dic
         out[name] = M.segmentation(cm, [str(c) for c in range(n_classes)])[0]
         out[name] = {k: v for k, v in out[name].items() if "/" not in k}
     return out
-
-
-def object_iou(cm: np.ndarray) -> float:
-    """IoU of the non-background pixels pooled over the object classes (class 0 is background):
-    sum of their true positives over the sum of their unions; 1.0 when neither truth nor
-    prediction has any object."""
-    tp = np.diag(cm)[1:].sum()
-    union = (cm.sum(axis=0) + cm.sum(axis=1) - np.diag(cm))[1:].sum()
-    return float(tp / union) if union else 1.0
 
 
 def _confusions(targets, preds, n_classes: int) -> list:

@@ -10,7 +10,8 @@ the forecast in them. The report gives MAE, RMSE and MAPE on the test part next 
 seasonal naive, moving-average, ETS and ARIMA baselines on the same windows (and the same
 comparison on the validation windows, with a warning when the network loses there), a
 forecast plot, and (next_number preset) predictions for given input windows.
-`task.evaluation=rolling` repeats the comparison at earlier origins (dlrun/tasks/sequence_rolling.py).
+`task.evaluation=rolling` repeats the comparison at earlier origins (SequenceTask.rolling_origins;
+where the origins fall and the summary: dlrun/tasks/sequence_rolling.py).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class SequenceTask(Task):
         compile_model(model, cfg, info)
         return model
 
-    def objective(self, cfg, info: DataInfo) -> Objective:
+    def objective(self, cfg, info: DataInfo | None = None) -> Objective:
         return Objective("mae", maximize=False)
 
     def serving(self, cfg, model, data: Data) -> Served:
@@ -185,9 +186,7 @@ class SequenceTask(Task):
         if "val" in scored:
             report.merge(validation_check(cfg, *scored["val"], label, k, info.season, specs))
         if str(cfg.task.evaluation) == "rolling":
-            from dlrun.tasks.sequence_rolling import rolling_origins
-
-            report.merge(rolling_origins(self, cfg, data, metrics, label))
+            report.merge(self.rolling_origins(cfg, data, metrics, label))
         named = {shown(n, label, k, info.season, specs): v for n, v in forecasts.items()}
         report.figures["forecast.png"] = plots.forecast(arrays["time_test"], truth, named)
         report.figures["series.png"] = plots.splits(arrays["series_time"], arrays["series_values"], info.bounds,
@@ -195,6 +194,41 @@ class SequenceTask(Task):
         if cfg.task.get("queries"):
             report.merge(predict_queries(cfg, served, info))
         return report
+
+    def rolling_origins(self, cfg, data: Data, last: dict, label: str) -> Report:
+        """task.evaluation=rolling: refit everything on the steps before each earlier origin and
+        compare there too (dlrun/tasks/sequence_rolling.py: where the origins fall, the summary);
+        `last` holds the runner's run (the last origin), {forecaster: metrics}."""
+        import tempfile
+        from pathlib import Path
+
+        from omegaconf import OmegaConf
+
+        from dlrun.tasks.sequence_rolling import fold_ends, summarize
+        from dlrun.training.handle import Handle, keras_fit
+
+        info = data.info
+        series = DATA.for_task(cfg.data.name, "sequence").obj(cfg.data)
+        (_, n_train), (v_lo, v_hi), (t_lo, t_hi) = info.bounds["train"], info.bounds["val"], info.bounds["test"]
+        ends = fold_ends(len(series.frame), n_train, v_hi - v_lo, t_hi - t_lo, int(cfg.task.rolling.origins),
+                         info.window, info.horizon)
+        fold_cfg = OmegaConf.merge(cfg, {"data": {"split": {"val_size": v_hi - v_lo, "test_size": t_hi - t_lo}},
+                                         "task": {"evaluation": "holdout", "min_train_windows": 0}})  # warned once
+        per_origin = [(ends[0], last)]
+        objective = self.objective(cfg, info)
+        for end in ends[1:]:
+            fold = series_data(fold_cfg, type(series)(series.frame.iloc[:end], series.target, series.source,
+                                                      series.name, series.season), int(cfg.trainer.batch_size))
+            model = self.build_model(fold_cfg, fold.info)
+            with tempfile.TemporaryDirectory(prefix="dlrun-rolling-") as tmp:
+                run = Handle(cfg.trainer, Path(tmp), objective, has_val=fold.val is not None, is_chief=False)
+                keras_fit(fold_cfg, model, fold, run)
+                run.close()
+                if cfg.trainer.checkpoint.evaluate == "best" and run.best is not None:
+                    run.best.restore(model)
+            scored, skipped, _ = forecast_all(fold_cfg, self.serving(fold_cfg, model, fold), fold)
+            per_origin.append((end, compare(*scored["test"], skipped)[1]))
+        return summarize(per_origin, np.asarray(series.frame.index), t_hi - t_lo, last, label)
 
 
 def series_data(cfg, series, batch_size: int) -> Data:

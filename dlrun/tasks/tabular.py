@@ -100,8 +100,15 @@ class TabularTask(Task):
         return Data(info, train, val, test, arrays=arrays, examples=examples, records=records, preprocess=pre,
                     warnings=list(table.warnings))
 
-    def objective(self, cfg, info: DataInfo) -> Objective:
-        return Objective("rmse", maximize=False) if info.target == "regression" else Objective("accuracy", True)
+    def objective(self, cfg, info: DataInfo | None = None) -> Objective:
+        """rmse for a regression, accuracy for a classification. Asked before any data (a sweep's
+        direction), the table is read to learn which (a file's target column decides under
+        data.problem=auto); nothing is split, preprocessed or batched."""
+        if info is None:
+            regression = DATA.for_task(cfg.data.name, "tabular").obj(cfg.data).problem == "regression"
+        else:
+            regression = info.target == "regression"
+        return Objective("rmse", maximize=False) if regression else Objective("accuracy", True)
 
     def serving(self, cfg, model, data: Data) -> Served:
         """Raw columns -> {label, probability per class} or {prediction}, in the target's own
@@ -197,9 +204,9 @@ class TabularTask(Task):
                                    for r in info.empty_cells})
         # never mislead: the network against the best baseline on the validation split
         if len(data.examples["val"].inputs):
-            metric, maximize = ("rmse", False) if info.target == "regression" else ("accuracy", True)
-            network = self.score(cfg, served, data.examples["val"], info.class_names).metrics[metric]
-            line = M.losing_to_baseline(metric, maximize, network, on_val,
+            objective = self.objective(cfg, info)
+            network = self.score(cfg, served, data.examples["val"], info.class_names).metrics[objective.name]
+            line = M.losing_to_baseline(objective.name, objective.maximize, network, on_val,
                                         "a regularised network (model.dropout=0.2 or model.l2=0.001), or the "
                                         "baseline itself")
             report.warnings += [line] if line else []

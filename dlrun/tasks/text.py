@@ -114,7 +114,7 @@ class TextTask(Task):
                     arrays=arrays, examples=examples, records=records, preprocess=pre, warnings=list(table.warnings),
                     notes=notes)
 
-    def objective(self, cfg, info: DataInfo) -> Objective:
+    def objective(self, cfg, info: DataInfo | None = None) -> Objective:
         return Objective("accuracy", True, chance=getattr(info, "chance", None))
 
     def serving(self, cfg, model, data: Data) -> Served:

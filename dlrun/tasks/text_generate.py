@@ -101,7 +101,7 @@ class TextGenerateTask(Task):
                                                      **{f"text_{s}": v for s, v in texts.items()}},
                     examples=examples, records=records)
 
-    def objective(self, cfg, info: DataInfo) -> Objective:
+    def objective(self, cfg, info: DataInfo | None = None) -> Objective:
         return Objective("loss", maximize=False)  # validation cross-entropy (nats per character)
 
     def build_model(self, cfg, info: DataInfo):

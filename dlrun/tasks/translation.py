@@ -162,7 +162,7 @@ class TranslationTask(Task):
                     arrays={"source_train": train_src, "target_train": train_tgt},
                     examples=examples, records=records, preprocess=pre, warnings=list(table.warnings))
 
-    def objective(self, cfg, info: DataInfo) -> Objective:
+    def objective(self, cfg, info: DataInfo | None = None) -> Objective:
         return Objective("token_accuracy", True)  # teacher-forced, per epoch; the test report decodes
 
     def build_model(self, cfg, info: DataInfo):

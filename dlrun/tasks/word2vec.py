@@ -121,7 +121,7 @@ class Word2VecTask(Task):
                     records=[DatasetRecord(src.name, src.source, "training", rows)],
                     preprocess={"analogies": getattr(src, "analogies", []), "groups": getattr(src, "groups", [])})
 
-    def objective(self, cfg, info: DataInfo) -> Objective:
+    def objective(self, cfg, info: DataInfo | None = None) -> Objective:
         return Objective("loss", maximize=False)
 
     def build_model(self, cfg, info: DataInfo):

@@ -2,7 +2,7 @@
 
 Every monitored metric has an explicit direction: `mode: min|max`, or under `mode: auto` the
 task's objective, a name Keras would call a loss, or a metric whose direction is known
-(contract.MAXIMIZED / MINIMIZED); anything else is a one-line error naming the key, as Keras'
+(the one table, contract.maximized); anything else is a one-line error naming the key, as Keras'
 own EarlyStopping refuses to guess. Progress display and MLflow logging are added by the run
 handle; all of them act once per epoch, never per batch, so they cost nothing in throughput.
 """
@@ -10,13 +10,11 @@ handle; all of them act once per epoch, never per batch, so they cost nothing in
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
-from dlrun.contract import MAXIMIZED, Objective
+from dlrun.contract import Objective, maximized, metric_base
 from dlrun.errors import DlrunError
 
-MINIMIZED = frozenset({"mae", "mse", "rmse", "mape", "msle", "bits_per_char", "perplexity", "frechet_distance"})
 MODES = ("auto", "min", "max")
 
 
@@ -32,15 +30,12 @@ def resolve_monitor(key: str, monitor: str, mode: str, objective: Objective, has
         name = name[len("val_"):]
     if mode != "auto":
         return name, mode == "max"
-    base = name[len("val_"):] if name.startswith("val_") else name
+    base = metric_base(name)
     if base == objective.name:
         return name, objective.maximize
-    if "loss" in base:
-        return name, False
-    if base in MAXIMIZED or re.fullmatch(r"top\d+_accuracy", base):
-        return name, True
-    if base in MINIMIZED:
-        return name, False
+    up = maximized(base)
+    if up is not None:
+        return name, up
     raise DlrunError(f"{key}.monitor '{name}': cannot tell whether to minimise or maximise it",
                      f"set {key}.mode=min or {key}.mode=max")
 

@@ -1,0 +1,85 @@
+"""The package's shape: no import cycles, one table of metric directions, objectives a task
+declares without data (what a sweep asks before its first trial)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from dlrun.config_tree import group_options
+from dlrun.contract import maximized, metric_base
+from dlrun.errors import DlrunError
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "architecture.py"
+
+
+def _architecture():
+    spec = importlib.util.spec_from_file_location("architecture", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_no_import_cycles_even_through_function_level_imports():
+    arch = _architecture()
+    g = arch.graph()
+    assert "dlrun.runner" in g and "dlrun.optuna_sweep" in g["dlrun.runner"]  # the graph sees function-level imports
+    assert arch.cycles(g) == []
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    arch = _architecture()
+    assert arch.cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+@pytest.mark.parametrize(("name", "up"), [
+    ("val_accuracy", True), ("test/accuracy", True), ("val_top3_accuracy", True), ("map50", True),
+    ("val_loss", False), ("d_loss", False), ("val_rmse", False), ("objective/val", None), ("frechet_distance", False),
+    ("val_mean_return", True), ("val_label_accuracy", True), ("wobble", None),
+])
+def test_one_direction_table(name, up):
+    assert maximized(name) is up
+
+
+def test_metric_base_strips_the_split_only():
+    assert metric_base("val_accuracy") == metric_base("val/accuracy") == metric_base("test/accuracy") == "accuracy"
+    assert metric_base("value_loss") == "value_loss"
+
+
+def test_checkpoint_and_sweep_read_the_same_table():
+    from dlrun.contract import Objective
+    from dlrun.optuna_sweep import resolve_direction
+    from dlrun.training.callbacks import resolve_monitor
+
+    objective = Objective("accuracy", True)
+    for metric in ("val_rmse", "val_pixel_accuracy", "val_loss"):
+        _, up = resolve_monitor("trainer.checkpoint", metric, "auto", objective, has_val=True)
+        direction = resolve_direction({"direction": "auto", "metric": metric}, None, lambda: objective)
+        assert direction == ("maximize" if up else "minimize")
+    with pytest.raises(DlrunError, match="hydra.sweeper.direction=minimize"):  # no silent guess
+        resolve_direction({"direction": "auto", "metric": "val_wobble"}, None, lambda: objective)
+
+
+@pytest.mark.parametrize("task", group_options("task"))
+def test_every_task_declares_its_objective_without_data(compose, task):
+    """What a sweep asks before its first trial: no data set loaded, no TensorFlow started."""
+    from dlrun.registry import TASKS
+
+    cfg = compose(f"task={task}")
+    objective = TASKS.get(cfg.task.name)().objective(cfg, None)
+    assert objective.name
+    assert maximized(objective.name) in (objective.maximize, None)
+
+
+def test_tabular_objective_follows_the_table_without_data(compose, tmp_path):
+    from dlrun.registry import TASKS
+
+    task = TASKS.get("tabular")()
+    assert task.objective(compose("task=tabular", "data=diabetes"), None).name == "rmse"
+    assert task.objective(compose("task=tabular"), None).name == "accuracy"
+    table = tmp_path / "t.csv"
+    table.write_text("x,y\n" + "".join(f"{i},{i * 0.37:.2f}\n" for i in range(40)))
+    cfg = compose("task=tabular", "data=csv", f"data.path={table}", "data.target=y")
+    assert task.objective(cfg, None).name == "rmse"
