@@ -157,6 +157,7 @@ def validate(cfg) -> Any:
     from omegaconf import OmegaConf, open_dict
     from omegaconf.errors import OmegaConfBaseException
 
+    fill_option_defaults(cfg)
     for group, schema in SCHEMAS.items():
         node = cfg.get(group)
         if node is None:
@@ -203,6 +204,40 @@ def validate(cfg) -> Any:
     gpus_per_job(cfg)
     check_values(cfg)
     return cfg
+
+
+def fill_option_defaults(cfg) -> None:
+    """Under each named group (model, data, task, agent) put its option file's values
+    (config_tree.option_defaults) beneath what the config gives: a preset that names another
+    model, a run logged before a key existed, or a config written by hand get every key the code
+    reads, with the value written once, in the option's YAML. Composed from that same option
+    file, the group already has them all and nothing changes."""
+    from omegaconf import DictConfig, open_dict
+
+    from dlrun.config_tree import NAMED_GROUPS
+    from dlrun.registry import AGENTS, DATA, MODELS, TASKS
+
+    registries = {"task": TASKS, "model": MODELS, "data": DATA, "agent": AGENTS}
+    for group in NAMED_GROUPS:
+        node = cfg.get(group)
+        if isinstance(node, DictConfig) and node.get("name"):
+            filled = with_option_defaults(group, node, registries[group].canonical(node.name))
+            if filled is not node:
+                with open_dict(cfg):
+                    cfg[group] = filled
+
+
+def with_option_defaults(group: str, node, name: str):
+    """`node` (a mapping) over the values of the option file `<group>/<name>.yaml`; `node`
+    itself when it already has every key the file sets."""
+    from omegaconf import OmegaConf
+
+    from dlrun.config_tree import option_defaults
+
+    base = option_defaults(group, name)
+    if not set(base).difference(node.keys()):  # keys() also counts ??? (required) values
+        return node
+    return OmegaConf.merge(base, node)
 
 
 # Value rules by key name for the free-form groups (model, task, data), so that every model

@@ -7,6 +7,7 @@ MLflow or Hydra.
 
 from __future__ import annotations
 
+from functools import cache
 from importlib import resources
 from pathlib import Path
 
@@ -23,3 +24,23 @@ def group_options(group: str) -> list[str]:
     """The option names of one config group (its YAML files), sorted; [] for an unknown group."""
     folder = config_dir() / group
     return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+# Groups whose options are named after a registry entry (model=lstm builds the `lstm` model):
+# the option's YAML file is that entry's defaults, the one place they are written.
+NAMED_GROUPS = ("task", "model", "data", "agent")
+
+
+@cache
+def option_defaults(group: str, name: str) -> dict:
+    """The values the option file `<group>/<name>.yaml` sets for its group ({} without one). A
+    task file sets other groups too (trainer, model); only its `task` node is the task's."""
+    import yaml
+
+    path = config_dir() / group / f"{name}.yaml"
+    if not path.is_file():
+        return {}
+    values = yaml.safe_load(path.read_text()) or {}
+    if group == "task":
+        values = values.get("task") or {}
+    return {k: v for k, v in values.items() if k != "defaults"}

@@ -14,7 +14,7 @@ from dlrun.registry import MODELS
 def _activity(model_cfg):
     import keras
 
-    l1, l2 = float(model_cfg.get("activity_l1", 0.0)), float(model_cfg.get("activity_l2", 0.0))
+    l1, l2 = float(model_cfg.activity_l1), float(model_cfg.activity_l2)
     return keras.regularizers.L1L2(l1=l1, l2=l2) if (l1 or l2) else None
 
 
@@ -37,7 +37,7 @@ def build_dense_ae(model_cfg, info):
     shape = tuple(info.input_shape)
     size = math.prod(shape)
     hidden = [int(u) for u in model_cfg.hidden_units]
-    act, drop = str(model_cfg.get("activation", "relu")), float(model_cfg.get("dropout", 0.0))
+    act, drop = str(model_cfg.activation), float(model_cfg.dropout)
     inputs = keras.Input(shape=shape)
     x = keras.layers.Flatten()(inputs)
     for u in hidden:
@@ -63,7 +63,7 @@ def build_conv_ae(model_cfg, info):
     shape = tuple(info.input_shape)
     h, w, c = shape
     filters = [int(f) for f in model_cfg.filters]
-    act = str(model_cfg.get("activation", "relu"))
+    act = str(model_cfg.activation)
     inputs = keras.Input(shape=shape)
     x = inputs
     for f in filters:
@@ -71,7 +71,7 @@ def build_conv_ae(model_cfg, info):
         x = keras.layers.MaxPooling2D(2, padding="same")(x)
     inner = tuple(int(d) for d in x.shape[1:])
     x = keras.layers.Flatten()(x)
-    if float(model_cfg.get("dropout", 0.0)):
+    if float(model_cfg.dropout):
         x = keras.layers.Dropout(float(model_cfg.dropout))(x)
     z = keras.layers.Dense(int(model_cfg.latent_dim), activity_regularizer=_activity(model_cfg), name="latent")(x)
     encoder = keras.Model(inputs, z, name="encoder")
@@ -171,7 +171,7 @@ def build_vae(model_cfg, info):
     shape = tuple(info.input_shape)
     size, latent = math.prod(shape), int(model_cfg.latent_dim)
     hidden = [int(u) for u in model_cfg.hidden_units]
-    act = str(model_cfg.get("activation", "relu"))
+    act = str(model_cfg.activation)
     inputs = keras.Input(shape=shape)
     x = keras.layers.Flatten()(inputs)
     for u in hidden:
@@ -185,7 +185,7 @@ def build_vae(model_cfg, info):
         x = keras.layers.Dense(u, activation=act)(x)
     x = keras.layers.Dense(size, activation=_out_activation(info))(x)
     decoder = keras.Model(lat, keras.layers.Reshape(shape)(x), name="decoder")
-    model = vae_class()(encoder, decoder, float(model_cfg.get("beta", 1.0)), getattr(info, "bounded", False),
+    model = vae_class()(encoder, decoder, float(model_cfg.beta), getattr(info, "bounded", False),
                         name="vae")
     model(keras.ops.zeros((1, *shape)))  # build
     return model
@@ -204,7 +204,7 @@ def build_conv1d_ae(model_cfg, info):
     if steps % (2 ** len(filters)):
         raise DlrunError(f"conv1d_ae halves the window {len(filters)} times: data.window ({steps}) must be a "
                          f"multiple of {2 ** len(filters)}")
-    k, act = int(model_cfg.get("kernel_size", 5)), str(model_cfg.get("activation", "relu"))
+    k, act = int(model_cfg.kernel_size), str(model_cfg.activation)
     inputs = keras.Input(shape=shape)
     x = inputs
     for f in filters:

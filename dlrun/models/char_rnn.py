@@ -16,9 +16,9 @@ TAGS = ("text_generate",)
 
 
 def _units(cfg) -> list[int]:
-    units = cfg.get("units", 256)
+    units = cfg.units
     if isinstance(units, int):
-        return [units] * int(cfg.get("layers", 1))
+        return [units] * int(cfg.layers)
     return [int(u) for u in units]
 
 
@@ -28,9 +28,9 @@ def char_rnn(cfg, info, cell: str):
     layer_cls = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[cell]
     vocab = int(info.num_classes)
     inp = keras.Input(shape=(None,), dtype="int32", name="chars")
-    x = keras.layers.Embedding(vocab, int(cfg.get("embedding_dim", 64)), name="embedding")(inp)
+    x = keras.layers.Embedding(vocab, int(cfg.embedding_dim), name="embedding")(inp)
     for i, u in enumerate(_units(cfg)):
-        x = layer_cls(int(u), return_sequences=True, dropout=float(cfg.get("input_dropout", 0.0)), name=f"rnn_{i}")(x)
+        x = layer_cls(int(u), return_sequences=True, dropout=float(cfg.input_dropout), name=f"rnn_{i}")(x)
     if cfg.get("dropout"):
         x = keras.layers.Dropout(float(cfg.dropout), name="dropout")(x)
     out = keras.layers.Dense(vocab, name="logits", dtype="float32")(x)

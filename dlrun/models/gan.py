@@ -25,7 +25,7 @@ def _build(model_cfg, info, conditional: bool):
     h, w, c = (int(d) for d in info.input_shape)
     if h % 4 or w % 4:
         raise DlrunError(f"{model_cfg.name}: image size {h}x{w} must be a multiple of 4", "e.g. data.upsample=2")
-    latent, width = int(model_cfg.latent_dim), int(model_cfg.get("filters", 64))
+    latent, width = int(model_cfg.latent_dim), int(model_cfg.filters)
     classes = int(info.num_classes or 1)
     L = keras.layers
     noise = keras.Input(shape=(latent,), name="noise")
@@ -49,7 +49,7 @@ def _build(model_cfg, info, conditional: bool):
         plane = L.Reshape((h, w, 1))(L.Embedding(classes, h * w)(d_label))
         x = L.Concatenate()([image, plane])
     x = L.LeakyReLU(0.2)(L.Conv2D(width, 4, strides=2, padding="same")(x))
-    x = L.Dropout(float(model_cfg.get("dropout", 0.3)))(x)
+    x = L.Dropout(float(model_cfg.dropout))(x)
     x = L.LeakyReLU(0.2)(L.Conv2D(width * 2, 4, strides=2, padding="same")(x))
     x = L.Flatten()(x)
     logit = L.Dense(1, dtype="float32")(x)

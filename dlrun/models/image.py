@@ -24,8 +24,8 @@ def _spatial_ok(x) -> bool:
 
 
 def _dense_head(x, model_cfg, info, reg=None):
-    x = dense_stack(x, model_cfg.get("dense_units"), model_cfg.get("activation", "relu"),
-                    float(model_cfg.get("dense_dropout", 0.0)), reg=reg, name="fc")
+    x = dense_stack(x, model_cfg.get("dense_units"), model_cfg.activation,
+                    float(model_cfg.dense_dropout), reg=reg, name="fc")
     return output_head(x, info, model_cfg)
 
 
@@ -40,7 +40,7 @@ def build_cnn(model_cfg, info):
     """
     import keras
 
-    pooling = model_cfg.get("pooling", "max")
+    pooling = model_cfg.pooling
     if pooling not in POOLINGS:
         raise DlrunError(f"model.pooling: unknown value '{pooling}'", did_you_mean(pooling, POOLINGS))
     bn, act, reg = bool(model_cfg.batch_norm), model_cfg.activation, regularizer(model_cfg)
@@ -59,7 +59,7 @@ def build_cnn(model_cfg, info):
             x = pool(2, name=f"block{b}_pool")(x)
         if model_cfg.dropout:
             x = keras.layers.Dropout(float(model_cfg.dropout), name=f"block{b}_dropout")(x)
-    if model_cfg.get("global_pool", False):
+    if model_cfg.global_pool:
         x = keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
     else:
         x = keras.layers.Flatten(name="flatten")(x)
@@ -78,7 +78,7 @@ def build_resnet(model_cfg, info):
 
     L = keras.layers
     reg = regularizer(model_cfg)
-    act = model_cfg.get("activation", "relu")
+    act = model_cfg.activation
 
     def conv(x, filters, kernel, stride, name):
         return L.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False,
@@ -100,7 +100,7 @@ def build_resnet(model_cfg, info):
                 shortcut = L.BatchNormalization(name=f"{name}_proj_bn")(conv(x, filters, 1, stride, f"{name}_proj"))
             x = L.Activation(act, name=f"{name}_out")(L.Add(name=f"{name}_add")([shortcut, y]))
     x = L.GlobalAveragePooling2D(name="global_pool")(x)
-    if model_cfg.get("dropout", 0.0):
+    if model_cfg.dropout:
         x = L.Dropout(float(model_cfg.dropout), name="dropout")(x)
     return keras.Model(inputs, _dense_head(x, model_cfg, info, reg), name="resnet")
 
@@ -154,7 +154,7 @@ def app_maps(name: str, model_cfg, inputs, sides: list[int]) -> list:
         raise DlrunError(f"model.weights: unknown value '{weights}'", "valid: null, imagenet")
     size = tuple(int(d) for d in inputs.shape[1:3])
     hint = "Keras caches weights under $KERAS_HOME/models (~/.keras) after one online run; weights=null works offline"
-    guard = downloading(f"ImageNet weights for {name}", model_cfg.get("download_timeout", 30), hint) \
+    guard = downloading(f"ImageNet weights for {name}", model_cfg.download_timeout, hint) \
         if weights else contextlib.nullcontext()
     try:
         with guard:
@@ -169,7 +169,7 @@ def app_maps(name: str, model_cfg, inputs, sides: list[int]) -> list:
                              f"(stride {size[0] // side}) at {size[0]}x{size[1]}")
         cuts.append(cut[-1].output)
     features = keras.Model(base.input, cuts, name=f"{name}_features")
-    features.trainable = not bool(model_cfg.get("freeze_backbone", False))
+    features.trainable = not bool(model_cfg.freeze_backbone)
     M, b = preprocess_affine(fn)
     pre = keras.layers.Conv2D(3, 1, trainable=False, name="app_preprocess")
     x = pre(inputs)
@@ -218,7 +218,7 @@ def build_keras_app(model_cfg, info):
     pre.set_weights([kernel.reshape(1, 1, c, 3).astype("float32"), b.astype("float32")])
 
     hint = "Keras caches weights under $KERAS_HOME/models (~/.keras) after one online run; weights=null works offline"
-    guard = downloading(f"ImageNet weights for {name}", model_cfg.get("download_timeout", 30), hint) \
+    guard = downloading(f"ImageNet weights for {name}", model_cfg.download_timeout, hint) \
         if weights else contextlib.nullcontext()
     try:
         with guard:
@@ -240,13 +240,13 @@ def build_keras_app(model_cfg, info):
             layer.trainable = False
     # A frozen base (or one being fine-tuned) keeps its BatchNorm statistics: training=False.
     x = base(x, training=False) if freeze else base(x)
-    pooling = model_cfg.get("pooling", "avg")
+    pooling = model_cfg.pooling
     if pooling not in ("avg", "max", "flatten"):
         raise DlrunError(f"model.pooling: unknown value '{pooling}'", "valid: avg, max, flatten")
     x = {"avg": keras.layers.GlobalAveragePooling2D, "max": keras.layers.GlobalMaxPooling2D,
          "flatten": keras.layers.Flatten}[pooling](name="pool")(x)
-    if model_cfg.get("head_batch_norm", False):  # rescales a frozen base's features for the new head
+    if model_cfg.head_batch_norm:  # rescales a frozen base's features for the new head
         x = keras.layers.BatchNormalization(name="head_bn")(x)
-    if model_cfg.get("dropout", 0.0):
+    if model_cfg.dropout:
         x = keras.layers.Dropout(float(model_cfg.dropout), name="dropout")(x)
     return keras.Model(inputs, _dense_head(x, model_cfg, info), name=f"keras_app_{name}")

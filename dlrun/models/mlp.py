@@ -9,7 +9,7 @@ from dlrun.registry import MODELS
 def regularizer(model_cfg):
     import keras
 
-    l1, l2 = float(model_cfg.get("l1", 0.0)), float(model_cfg.get("l2", 0.0))
+    l1, l2 = float(model_cfg.l1), float(model_cfg.l2)
     return keras.regularizers.L1L2(l1=l1, l2=l2) if (l1 or l2) else None
 
 
@@ -25,10 +25,10 @@ def build_mlp(model_cfg, info):
 
     inputs = keras.Input(shape=tuple(info.input_shape), name="features")
     x = keras.layers.Flatten()(inputs) if len(info.input_shape) > 1 else inputs
-    x = dense_stack(x, model_cfg.hidden_units, model_cfg.activation, float(model_cfg.get("dropout", 0.0)),
-                    bool(model_cfg.get("batch_norm", False)), regularizer(model_cfg))
+    x = dense_stack(x, model_cfg.hidden_units, model_cfg.activation, float(model_cfg.dropout),
+                    bool(model_cfg.batch_norm), regularizer(model_cfg))
     outputs = output_head(x, info, model_cfg)
-    if model_cfg.get("residual", False):  # sequence: predict the change from the last value
+    if model_cfg.residual:  # sequence: predict the change from the last value
         from dlrun.models.sequence import forecast_output
 
         outputs = forecast_output(inputs, outputs, info, model_cfg)

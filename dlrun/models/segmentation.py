@@ -86,7 +86,7 @@ def build_fcn(model_cfg, info):
     if variant not in VARIANTS:
         raise DlrunError(f"model.variant: unknown value '{variant}'", f"valid: {', '.join(VARIANTS)}")
     skips, k = VARIANTS[variant], int(info.num_classes)
-    backbone = str(model_cfg.get("backbone", "small"))
+    backbone = str(model_cfg.backbone)
     inputs = keras.Input(shape=tuple(info.input_shape), name="image")
     if backbone == "small":
         blocks = len(model_cfg.filters)

@@ -38,7 +38,7 @@ def forecast_output(inputs, outputs, info, model_cfg):
     """
     import keras
 
-    residual = model_cfg.get("residual", False)
+    residual = model_cfg.residual
     if not residual:
         return outputs
     index = getattr(info, "target_index", None)
@@ -58,8 +58,8 @@ def forecast_output(inputs, outputs, info, model_cfg):
 
 
 def _dense_stack(x, model_cfg):
-    return dense_stack(x, model_cfg.get("dense_units"), model_cfg.get("dense_activation", "relu"),
-                       float(model_cfg.get("dropout", 0.0)))
+    return dense_stack(x, model_cfg.get("dense_units"), model_cfg.dense_activation,
+                       float(model_cfg.dropout))
 
 
 def build_rnn(model_cfg, info, kind: str):
@@ -73,18 +73,18 @@ def build_rnn(model_cfg, info, kind: str):
     layer_cls = getattr(keras.layers, RNN_LAYERS[kind])
     inputs = keras.Input(shape=tuple(info.input_shape), name="window")
     units = _units(model_cfg)
-    last_sequences = bool(model_cfg.get("return_sequences", False))
+    last_sequences = bool(model_cfg.return_sequences)
     x = inputs
     for i, u in enumerate(units):
         layer = layer_cls(
             u,
-            activation=model_cfg.get("activation", "tanh"),
-            dropout=float(model_cfg.get("dropout", 0.0)),
-            recurrent_dropout=float(model_cfg.get("recurrent_dropout", 0.0)),
+            activation=model_cfg.activation,
+            dropout=float(model_cfg.dropout),
+            recurrent_dropout=float(model_cfg.recurrent_dropout),
             return_sequences=i < len(units) - 1 or last_sequences,
             name=f"{kind}_{i}",
         )
-        if model_cfg.get("bidirectional", False):
+        if model_cfg.bidirectional:
             layer = keras.layers.Bidirectional(layer, name=f"bidirectional_{i}")
         x = layer(x)
     if last_sequences:
@@ -118,21 +118,21 @@ def build_conv1d(model_cfg, info):
     import keras
 
     inputs = keras.Input(shape=tuple(info.input_shape), name="window")
-    pool = int(model_cfg.get("pool_size", 0) or 0)
+    pool = int(model_cfg.pool_size or 0)
     length = int(info.input_shape[0])
     x = inputs
     for i, filters in enumerate(_units(model_cfg, "filters", None)):
-        x = keras.layers.Conv1D(filters, int(model_cfg.get("kernel_size", 3)), padding=model_cfg.get("padding", "causal"),
-                                activation=model_cfg.get("activation", "relu"), name=f"conv_{i}")(x)
-        if model_cfg.get("padding", "causal") == "valid":
-            length = length - int(model_cfg.get("kernel_size", 3)) + 1
+        x = keras.layers.Conv1D(filters, int(model_cfg.kernel_size), padding=model_cfg.padding,
+                                activation=model_cfg.activation, name=f"conv_{i}")(x)
+        if model_cfg.padding == "valid":
+            length = length - int(model_cfg.kernel_size) + 1
             if length < 1:
                 raise DlrunError(f"model.kernel_size {model_cfg.kernel_size} is too large for window {info.input_shape[0]}",
                                  "use padding: causal or same, or a smaller kernel")
         if pool > 1 and length >= pool:
             x = keras.layers.MaxPooling1D(pool, name=f"pool_{i}")(x)
             length //= pool
-    pooling = str(model_cfg.get("pooling", "flatten"))
+    pooling = str(model_cfg.pooling)
     layers = {"flatten": keras.layers.Flatten, "global_avg": keras.layers.GlobalAveragePooling1D,
               "global_max": keras.layers.GlobalMaxPooling1D}
     if pooling not in layers:
@@ -155,19 +155,19 @@ def build_seq2seq(model_cfg, info):
 
     activation, _, horizon = head_spec(info, model_cfg)
     inputs = keras.Input(shape=tuple(info.input_shape), name="window")
-    dropout = float(model_cfg.get("dropout", 0.0))
-    recurrent_dropout = float(model_cfg.get("recurrent_dropout", 0.0))
+    dropout = float(model_cfg.dropout)
+    recurrent_dropout = float(model_cfg.recurrent_dropout)
     enc = _units(model_cfg, "encoder_units", None)
     x = inputs
     for i, u in enumerate(enc):
-        x = keras.layers.LSTM(u, activation=model_cfg.get("activation", "tanh"), dropout=dropout,
+        x = keras.layers.LSTM(u, activation=model_cfg.activation, dropout=dropout,
                               recurrent_dropout=recurrent_dropout, return_sequences=i < len(enc) - 1,
                               name=f"encoder_{i}")(x)
     for i, u in enumerate(model_cfg.get("latent_units") or []):
-        x = keras.layers.Dense(int(u), activation=model_cfg.get("latent_activation", "relu"), name=f"latent_{i}")(x)
+        x = keras.layers.Dense(int(u), activation=model_cfg.latent_activation, name=f"latent_{i}")(x)
     x = keras.layers.RepeatVector(horizon, name="repeat")(x)
     for i, u in enumerate(_units(model_cfg, "decoder_units", None)):
-        x = keras.layers.LSTM(u, activation=model_cfg.get("activation", "tanh"), dropout=dropout,
+        x = keras.layers.LSTM(u, activation=model_cfg.activation, dropout=dropout,
                               recurrent_dropout=recurrent_dropout, return_sequences=True, name=f"decoder_{i}")(x)
     x = keras.layers.TimeDistributed(keras.layers.Dense(1), name="head")(x)
     x = keras.layers.Reshape((horizon,), name="steps")(x)

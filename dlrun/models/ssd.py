@@ -16,7 +16,7 @@ def feature_sizes(model_cfg, size: int) -> list[int]:
     """Side of each feature map for a square input of `size` pixels."""
     extras = len(model_cfg.extra_filters)
     # the small backbone halves once per stage; a keras.applications backbone is cut at stride 8
-    stages = len(model_cfg.filters) if str(model_cfg.get("backbone", "small")) == "small" else 3
+    stages = len(model_cfg.filters) if str(model_cfg.backbone) == "small" else 3
     first = size
     for _ in range(stages):
         first = -(-first // 2)
@@ -49,16 +49,16 @@ def build_ssd(model_cfg, info):
     sizes, scales, ratios = layout(model_cfg, info)
     k = len(ratios) + 1
     classes = int(info.num_classes) + 1
-    reg = keras.regularizers.l2(float(model_cfg.get("l2", 0.0))) if model_cfg.get("l2") else None
+    reg = keras.regularizers.l2(float(model_cfg.l2)) if model_cfg.get("l2") else None
 
     def conv(x, filters, stride=1, name=None):
         x = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, kernel_regularizer=reg,
                           name=name)(x)
-        x = layers.BatchNormalization(momentum=float(model_cfg.get("bn_momentum", 0.9)))(x)
+        x = layers.BatchNormalization(momentum=float(model_cfg.bn_momentum))(x)
         return layers.Activation(str(model_cfg.activation))(x)
 
     inputs = keras.Input(shape=tuple(info.input_shape), name="image")
-    backbone = str(model_cfg.get("backbone", "small"))
+    backbone = str(model_cfg.backbone)
     if backbone == "small":
         x = inputs
         for filters in model_cfg.filters:  # each stage halves first (stride-2 conv), then a conv: cheap on CPU

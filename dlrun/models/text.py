@@ -21,14 +21,14 @@ def _embedded(cfg, info):
     import keras
 
     inp = keras.Input(shape=info.input_shape, dtype="int64", name="tokens")
-    x = keras.layers.Embedding(_vocab(info), int(cfg.get("embedding_dim", 64)), mask_zero=True, name="embedding")(inp)
+    x = keras.layers.Embedding(_vocab(info), int(cfg.embedding_dim), mask_zero=True, name="embedding")(inp)
     return inp, x
 
 
 def _finish(inp, x, cfg, info, name):
     import keras
 
-    x = dense_stack(x, list(cfg.get("dense_units") or []), dropout=float(cfg.get("dropout", 0.0)))
+    x = dense_stack(x, list(cfg.get("dense_units") or []), dropout=float(cfg.dropout))
     if cfg.get("dropout"):
         x = keras.layers.Dropout(float(cfg.dropout), name="head_dropout")(x)
     return keras.Model(inp, output_head(x, info, cfg), name=name)
@@ -58,12 +58,12 @@ def _recurrent(cfg, info, cell: str, bidirectional: bool, name: str):
     import keras
 
     inp, x = _embedded(cfg, info)
-    units = cfg.get("units", 64)
-    layers = int(cfg.get("layers", 1))
+    units = cfg.units
+    layers = int(cfg.layers)
     units = list(units) if not isinstance(units, int) and hasattr(units, "__len__") else [int(units)] * layers
     layer_cls = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[cell]
     for i, u in enumerate(units):
-        rnn = layer_cls(int(u), return_sequences=i < len(units) - 1, dropout=float(cfg.get("recurrent_input_dropout", 0)),
+        rnn = layer_cls(int(u), return_sequences=i < len(units) - 1, dropout=float(cfg.recurrent_input_dropout),
                         name=f"{cell}_{i}")
         x = keras.layers.Bidirectional(rnn, name=f"bi_{cell}_{i}")(x) if bidirectional else rnn(x)
     return _finish(inp, x, cfg, info, name)
@@ -71,12 +71,12 @@ def _recurrent(cfg, info, cell: str, bidirectional: bool, name: str):
 
 @MODELS.register("text_lstm", "Embedding -> LSTM stack -> head (text task; `lstm` is the forecaster)", tags=TAGS)
 def text_lstm(cfg, info):
-    return _recurrent(cfg, info, "lstm", bool(cfg.get("bidirectional", False)), "text_lstm")
+    return _recurrent(cfg, info, "lstm", bool(cfg.bidirectional), "text_lstm")
 
 
 @MODELS.register("text_gru", "Embedding -> GRU stack -> head (text task; `gru` is the forecaster)", tags=TAGS)
 def text_gru(cfg, info):
-    return _recurrent(cfg, info, "gru", bool(cfg.get("bidirectional", False)), "text_gru")
+    return _recurrent(cfg, info, "gru", bool(cfg.bidirectional), "text_gru")
 
 
 @MODELS.register("bilstm", "Embedding -> bidirectional LSTM stack -> head", tags=TAGS)
@@ -90,7 +90,7 @@ def cnn1d(cfg, info):
 
     inp, x = _embedded(cfg, info)
     for i, f in enumerate(cfg.get("filters") or [64]):
-        x = keras.layers.Conv1D(int(f), int(cfg.get("kernel_size", 3)), padding="same", activation="relu",
+        x = keras.layers.Conv1D(int(f), int(cfg.kernel_size), padding="same", activation="relu",
                                 name=f"conv_{i}")(x)
     x = keras.layers.GlobalMaxPooling1D(name="pool")(x)
     return _finish(inp, x, cfg, info, "cnn1d")
@@ -112,13 +112,13 @@ def transformer(cfg, info):
 
     L = _layers()
     inp = keras.Input(shape=info.input_shape, dtype="int64", name="tokens")
-    dim = int(cfg.get("embedding_dim", 64))
-    x = L["PositionalEmbedding"](_vocab(info), int(info.input_shape[0]), dim, str(cfg.get("positions", "sinusoidal")),
+    dim = int(cfg.embedding_dim)
+    x = L["PositionalEmbedding"](_vocab(info), int(info.input_shape[0]), dim, str(cfg.positions),
                                  name="embedding")(inp)
-    for i in range(int(cfg.get("blocks", 2))):
-        x = L["EncoderBlock"](int(cfg.get("heads", 4)), int(cfg.get("key_dim", 16)), int(cfg.get("ff_dim", 128)),
-                              float(cfg.get("attention_dropout", 0.1)), name=f"encoder_{i}")(x)
-    pooling = str(cfg.get("pooling", "mean"))
+    for i in range(int(cfg.blocks)):
+        x = L["EncoderBlock"](int(cfg.heads), int(cfg.key_dim), int(cfg.ff_dim),
+                              float(cfg.attention_dropout), name=f"encoder_{i}")(x)
+    pooling = str(cfg.pooling)
     x = keras.layers.GlobalMaxPooling1D(name="pool")(x) if pooling == "max" else \
         keras.layers.GlobalAveragePooling1D(name="pool")(x)
     return _finish(inp, x, cfg, info, "transformer")
@@ -135,5 +135,6 @@ def auto(cfg, info):
         from dlrun.errors import DlrunError
 
         raise DlrunError("model=auto is chosen by the text task from its data", "use it with task=text")
-    sub = OmegaConf.create(chosen)
-    return MODELS.for_task(sub.name, "text").obj(sub, info)
+    from dlrun.models import build_model
+
+    return build_model(OmegaConf.create(chosen), info, "text")

@@ -30,9 +30,9 @@ def seq2seq_transformer(cfg, info):
     import keras
 
     L = _layers()
-    dim, blocks = int(cfg.get("embedding_dim", 64)), int(cfg.get("blocks", 2))
-    heads, key_dim, ff_dim = int(cfg.get("heads", 4)), int(cfg.get("key_dim", 16)), int(cfg.get("ff_dim", 128))
-    dropout, positions = float(cfg.get("dropout", 0.1)), str(cfg.get("positions", "sinusoidal"))
+    dim, blocks = int(cfg.embedding_dim), int(cfg.blocks)
+    heads, key_dim, ff_dim = int(cfg.heads), int(cfg.key_dim), int(cfg.ff_dim)
+    dropout, positions = float(cfg.dropout), str(cfg.positions)
 
     src = keras.Input(shape=(info.source_length,), dtype="int64", name="source")
     x = L.PositionalEmbedding(info.source_vocab, info.source_length, dim, positions, name="source_embedding")(src)

@@ -14,7 +14,7 @@ from dlrun.registry import MODELS
 def skipgram(cfg, info):
     import keras
 
-    vocab, dim = int(info.num_classes), int(cfg.get("embedding_dim", 32))
+    vocab, dim = int(info.num_classes), int(cfg.embedding_dim)
     target = keras.Input(shape=(), dtype="int64", name="target")
     context = keras.Input(shape=info.input_shape, dtype="int64", name="context")
     t = keras.layers.Embedding(vocab, dim, name="w2v_embedding")(target)  # (batch, dim)

@@ -24,6 +24,7 @@ from dlrun.errors import DlrunError
 from dlrun.registry import AGENTS, DATA, TASKS
 from dlrun.tasks.base import Task
 
+
 @dataclass(frozen=True)
 class AgentSpec:
     """Where an agent's class lives (imported only when one is built: `dlrun list` stays light)
