@@ -1,4 +1,4 @@
-"""Typed schema for the shared config groups (trainer, tracking, strategy).
+"""Typed schema for the shared config groups (trainer, tracking, strategy, env).
 
 The dataclasses are registered in Hydra's ConfigStore (group ``schema``) so other configs can
 extend them, and `validate` checks a composed config against them: a misspelled key or a value
@@ -107,6 +107,19 @@ class StrategyConfig:
     memory_growth: bool = True
 
 
+@dataclass
+class EnvConfig:
+    """An RL environment (task=rl): any gymnasium id, dlrun's own included (configs/env/*.yaml)."""
+
+    id: str = "???"
+    kwargs: dict[str, Any] = field(default_factory=dict)  # passed to gymnasium.make
+    num_envs: int = 1  # training envs stepped together (gymnasium.vector)
+    vector: str = "sync"  # sync | async
+    obs_scale: float = 1.0  # observations are divided by this inside the network
+    normalize_obs: bool = False  # running mean/std layer in the network (saved, served on raw observations)
+    normalize_reward: bool = False  # gymnasium NormalizeReward on the training envs
+
+
 SCHEMAS: dict[str, type] = {
     "trainer": TrainerConfig,
     "tracking": TrackingConfig,
@@ -158,7 +171,8 @@ def validate(cfg) -> Any:
     from omegaconf.errors import OmegaConfBaseException
 
     fill_option_defaults(cfg)
-    for group, schema in SCHEMAS.items():
+    schemas = dict(SCHEMAS, **({"env": EnvConfig} if cfg.get("env") is not None else {}))  # env: RL runs only
+    for group, schema in schemas.items():
         node = cfg.get(group)
         if node is None:
             raise DlrunError(f"config group '{group}' is missing")
@@ -195,6 +209,10 @@ def validate(cfg) -> Any:
         _choice(f"trainer.{key}.mode", node.mode, ("auto", "min", "max"))
     if t.steps_per_execution < 1:
         raise DlrunError(f"trainer.steps_per_execution must be >= 1, got {t.steps_per_execution}")
+    if cfg.get("env") is not None:
+        _choice("env.vector", cfg.env.vector, ("sync", "async"))
+        if cfg.env.num_envs < 1:
+            raise DlrunError(f"env.num_envs must be >= 1, got {cfg.env.num_envs}")
     if cfg.strategy.gpu_index < 0:
         raise DlrunError(f"strategy.gpu_index must be >= 0, got {cfg.strategy.gpu_index}")
     if cfg.strategy.cpu_replicas < 1:
@@ -214,7 +232,7 @@ def fill_option_defaults(cfg) -> None:
     file, the group already has them all and nothing changes."""
     from omegaconf import DictConfig, open_dict
 
-    from dlrun.config_tree import NAMED_GROUPS
+    from dlrun.config_tree import NAMED_GROUPS, with_option_defaults
     from dlrun.registry import AGENTS, DATA, MODELS, TASKS
 
     registries = {"task": TASKS, "model": MODELS, "data": DATA, "agent": AGENTS}
@@ -225,19 +243,6 @@ def fill_option_defaults(cfg) -> None:
             if filled is not node:
                 with open_dict(cfg):
                     cfg[group] = filled
-
-
-def with_option_defaults(group: str, node, name: str):
-    """`node` (a mapping) over the values of the option file `<group>/<name>.yaml`; `node`
-    itself when it already has every key the file sets."""
-    from omegaconf import OmegaConf
-
-    from dlrun.config_tree import option_defaults
-
-    base = option_defaults(group, name)
-    if not set(base).difference(node.keys()):  # keys() also counts ??? (required) values
-        return node
-    return OmegaConf.merge(base, node)
 
 
 # Value rules by key name for the free-form groups (model, task, data), so that every model

@@ -44,3 +44,14 @@ def option_defaults(group: str, name: str) -> dict:
     if group == "task":
         values = values.get("task") or {}
     return {k: v for k, v in values.items() if k != "defaults"}
+
+
+def with_option_defaults(group: str, node, name: str):
+    """`node` (a mapping) over the values of the option file `<group>/<name>.yaml`; `node`
+    itself when it already has every key the file sets."""
+    base = option_defaults(group, name)
+    if not set(base).difference(node.keys()):  # keys() also counts ??? (required) values
+        return node
+    from omegaconf import OmegaConf
+
+    return OmegaConf.merge(base, node)

@@ -26,8 +26,9 @@ class Entry:
 class Registry:
     """A dict of named entries with aliases and a helpful error for unknown names."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, group: str | None = None):
         self.kind = kind
+        self.group = group  # the config group whose option files hold the entries' values (model, data)
         self._entries: dict[str, Entry] = {}
         self._aliases: dict[str, str] = {}
         self._serves: list[tuple[str, frozenset]] = []  # (task, tags): see `also_serves`
@@ -81,6 +82,15 @@ class Registry:
                              f"{self.kind}s for {task}: {', '.join(fits) or 'none'}")
         return entry
 
+    def build(self, node, task: str, *args) -> Any:
+        """Call the entry `node.name` (checked to serve `task`) with `node` over its option
+        file's values (configs/<group>/<name>.yaml), then `args`: the code reads keys, the YAML
+        holds their values, once."""
+        from dlrun.config_tree import with_option_defaults
+
+        entry = self.for_task(node.name, task)
+        return entry.obj(with_option_defaults(self.group, node, entry.name) if self.group else node, *args)
+
     def names(self, with_aliases: bool = False) -> list[str]:
         _load_all()
         names = list(self._entries)
@@ -94,8 +104,8 @@ class Registry:
 
 
 TASKS = Registry("task")
-MODELS = Registry("model")
-DATA = Registry("data source")
+MODELS = Registry("model", group="model")
+DATA = Registry("data source", group="data")
 STRATEGIES = Registry("strategy")
 AGENTS = Registry("agent")  # RL agents (dlrun/tasks/rl.py registers them; the classes load when built)
 

@@ -83,3 +83,44 @@ def test_tabular_objective_follows_the_table_without_data(compose, tmp_path):
     table.write_text("x,y\n" + "".join(f"{i},{i * 0.37:.2f}\n" for i in range(40)))
     cfg = compose("task=tabular", "data=csv", f"data.path={table}", "data.target=y")
     assert task.objective(cfg, None).name == "rmse"
+
+
+def test_option_files_hold_the_defaults_the_code_reads(compose):
+    """A config missing keys (a preset naming another model, a run logged before a key existed)
+    gets them from the option's YAML, not from literals in code."""
+    from omegaconf import OmegaConf
+
+    from dlrun.config import validate
+    from dlrun.config_tree import option_defaults
+
+    cfg = compose("task=rnn", "model=lstm")
+    with_gaps = OmegaConf.to_container(cfg)
+    for key in ("recurrent_dropout", "bidirectional"):
+        del with_gaps["model"][key]
+    with_gaps["model"]["units"] = 7  # what the config gives still wins
+    filled = validate(OmegaConf.create(with_gaps))
+    assert filled.model.recurrent_dropout == option_defaults("model", "lstm")["recurrent_dropout"]
+    assert filled.model.bidirectional is False and filled.model.units == 7
+
+
+def test_a_builder_called_with_a_partial_config_gets_the_option_defaults():
+    from omegaconf import OmegaConf
+
+    from dlrun.contract import DataInfo
+    from dlrun.models import build_model
+
+    info = DataInfo("t", input_shape=(4,), target="multiclass", num_classes=3)
+    model = build_model(OmegaConf.create({"name": "mlp", "hidden_units": [5]}), info, task="tabular")
+    assert model.output_shape == (None, 3)
+
+
+@pytest.mark.parametrize(("override", "needle"), [
+    ("env.num_envs=0", "env.num_envs must be >= 1"),
+    ("env.vector=threads", "env.vector: unknown value 'threads'"),
+    ("env.normalize_obs=maybe", "env.normalize_obs"),
+])
+def test_env_is_a_typed_group(compose, override, needle):
+    from dlrun.config import validate
+
+    with pytest.raises(DlrunError, match=needle):
+        validate(compose("task=rl", override))

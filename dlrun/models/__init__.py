@@ -18,7 +18,4 @@ for _m in pkgutil.iter_modules(__path__):
 def build_model(model_cfg, info, task: str):
     """Look the builder up, check it serves `task`, and build it from `model_cfg` over its
     option file's values (configs/model/<name>.yaml: the builders read keys, not defaults)."""
-    from dlrun.config import with_option_defaults
-
-    entry = MODELS.for_task(model_cfg.name, task)
-    return entry.obj(with_option_defaults("model", model_cfg, entry.name), info)
+    return MODELS.build(model_cfg, task, info)

@@ -174,12 +174,12 @@ class AutoencoderTask(Task):
         from dlrun.data import preprocess
         from dlrun.data.pipeline import split_indices
 
-        table = DATA.for_task(cfg.data.name, "tabular").obj(cfg.data)
+        table = DATA.build(cfg.data, "tabular")
         frame, target = table.frame, table.target
         features = [c for c in frame.columns if c != target]
         y = frame[target].to_numpy()
         idx = dict(zip(("train", "val", "test"), split_indices(len(frame), y, cfg.task.split,
-                                                                bool(cfg.task.split.get("stratify", True)),
+                                                                bool(cfg.task.split.stratify),
                                                                 table.test_rows), strict=True))
         pre, names = preprocess.table(frame.iloc[idx["train"]], features, True)
         arrays = {}
@@ -210,7 +210,7 @@ class AutoencoderTask(Task):
         from dlrun.data.preprocess import affine
         from dlrun.data.series import split_sizes
 
-        series = entry.obj(cfg.data)
+        series = DATA.build(cfg.data, self.name)
         cols = [str(c) for c in (cfg.data.get("features") or series.frame.select_dtypes("number").columns)]
         missing = [c for c in cols if c not in series.frame.columns]
         if missing:

@@ -60,7 +60,7 @@ class DetectionTask(Task):
 
             data_cfg = OmegaConf.merge(data_cfg, {f"n_{s}": min(int(data_cfg[f"n_{s}"]), int(cfg.trainer.fast_examples))
                                                   for s in ("train", "val", "test")})
-        src = DATA.for_task(cfg.data.name, "detection").obj(data_cfg)
+        src = DATA.build(data_cfg, "detection")
         split = D.split_indices(src, float(cfg.task.split.val_size), float(cfg.task.split.test_size),
                                 int(cfg.task.split.seed))
         if cfg.trainer.fast:
@@ -106,7 +106,7 @@ class DetectionTask(Task):
         return Data(info, train, val, test, arrays=arrays, examples=examples, records=records, warnings=warnings)
 
     def objective(self, cfg, info: DataInfo | None = None) -> Objective:
-        name = str(cfg.task.get("objective", "map50"))
+        name = str(cfg.task.objective)
         if name not in ("map", "map50", "map75"):
             raise DlrunError(f"task.objective: unknown value '{name}'", "valid: map, map50, map75")
         return Objective(name, maximize=True)
@@ -171,7 +171,7 @@ class DetectionTask(Task):
 
     # -- evaluation ---------------------------------------------------------------------------
     def evaluate(self, cfg, served: Served, data: Data) -> Report:
-        report = self._score(cfg, served, data.examples["test"], grid=int(cfg.task.get("grid", 16)))
+        report = self._score(cfg, served, data.examples["test"], grid=int(cfg.task.grid))
         report.metrics.update(_speed(served, data.examples["test"].inputs))
         out = report.prefixed("test")
         out.metrics.update(self._untrained_baseline(cfg, data))
@@ -202,7 +202,7 @@ class DetectionTask(Task):
         names = list(served.meta.get("class_names") or [])
         preds = detect_images(served, examples.inputs)
         metrics, rows, ev = _coco(preds, examples.targets, names)
-        report = Report(metrics=metrics, tables={"per_class": rows}, primary=str(cfg.task.get("objective", "map50")))
+        report = Report(metrics=metrics, tables={"per_class": rows}, primary=str(cfg.task.objective))
         from dlrun.detection import plots as P
 
         curves = pr_curves(ev, names)

@@ -182,7 +182,7 @@ class ImageTask(Task):
         y_pred = proba.argmax(axis=1)
         values, rows, cm = M.classification(y_true, y_pred, names, proba=proba)
         values["loss"] = float(-np.mean(np.log(np.clip(proba[np.arange(len(y_true)), y_true], 1e-12, 1.0))))
-        k = int(cfg.task.get("top_k", 3))
+        k = int(cfg.task.top_k)
         if len(names) > 5:
             values[f"top{k}_accuracy"] = top_k_accuracy(y_true, proba, k)
         figures = {"confusion_matrix.png": plots.confusion_matrix(cm, names, title="Confusion matrix (test)")}
@@ -193,7 +193,7 @@ class ImageTask(Task):
 
         examples = data.examples["test"]
         report, y_true, y_pred = self._score(cfg, served, examples)
-        keep = int(cfg.task.get("misclassified", 32))
+        keep = int(cfg.task.misclassified)
         wrong = np.flatnonzero(y_pred != y_true)
         if keep and len(wrong):
             shown = wrong[:keep]

@@ -179,8 +179,8 @@ class RLTask(Task):
                       num_classes=None if continuous else int(act_space.n), source=f"gymnasium:{cfg.env.id}",
                       agent=dict(cfg.agent), action_dim=int(np.prod(act_space.shape)) if continuous else int(act_space.n),
                       continuous=continuous, action_bound=float(np.max(np.abs(act_space.high))) if continuous else 1.0,
-                      obs_scale=float(cfg.env.get("obs_scale", 1.0)),
-                      normalize_obs=bool(cfg.env.get("normalize_obs", False)),
+                      obs_scale=float(cfg.env.obs_scale),
+                      normalize_obs=bool(cfg.env.normalize_obs),
                       n_states=int(obs_space.n) if isinstance(obs_space, gym.spaces.Discrete) else 0,
                       env_id=str(cfg.env.id))
         # validation (during training, kept as the best) and test episodes: one env, own seeds
@@ -349,7 +349,7 @@ def comparison_rows(agent: str, m: dict) -> list[dict]:
 
 def video_count(cfg) -> int:
     """task.eval.video: how many greedy test episodes to record (0: none)."""
-    return int(cfg.task.eval.get("video", 0) or 0)
+    return int(cfg.task.eval.video or 0)
 
 
 def play_episode(env, seed: int, act) -> tuple[float, dict]:

@@ -64,7 +64,7 @@ class SegmentationTask(Task):
         n_fast = int(cfg.trainer.fast_examples) if cfg.trainer.fast else None
         if n_fast and "n_train" in data_cfg:  # generated data: make only what a smoke run uses
             data_cfg = OmegaConf.merge(data_cfg, {f"n_{s}": min(int(data_cfg[f"n_{s}"]), n_fast) for s in SPLITS})
-        src = DATA.for_task(cfg.data.name, "segmentation").obj(data_cfg)
+        src = DATA.build(data_cfg, "segmentation")
         split = split_indices(src, float(cfg.task.split.val_size), float(cfg.task.split.test_size),
                               int(cfg.task.split.seed))
         if n_fast:
@@ -78,7 +78,7 @@ class SegmentationTask(Task):
             arrays[f"x_{s}"], arrays[f"y_{s}"] = model_arrays([src.images[i] for i in idx],
                                                               [src.masks[i] for i in idx], size)
         augment = M.augmenter(cfg.task.get("augment"), seed)
-        buffer = int(cfg.task.get("shuffle_buffer", 1000))
+        buffer = int(cfg.task.shuffle_buffer)
 
         def split_ds(s: str, training: bool = False):
             ds = tf.data.Dataset.from_tensor_slices((arrays[f"x_{s}"], arrays[f"y_{s}"]))
@@ -149,7 +149,7 @@ class SegmentationTask(Task):
         names = list(data.info.class_names)
         test = data.examples["test"]
         report, preds, per = self._score(served, test)
-        shown = int(cfg.task.get("figures", 8))
+        shown = int(cfg.task.figures)
         if shown:
             miou = [M.mean_iou(cm) for cm in per]
             objects = np.asarray([M.object_iou(cm) for cm in per])

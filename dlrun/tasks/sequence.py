@@ -51,7 +51,7 @@ class SequenceTask(Task):
 
     def data(self, cfg, batch_size: int) -> Data:
         """Load the series, then split, transform, window and batch it (see `series_data`)."""
-        series = DATA.for_task(cfg.data.name, "sequence").obj(cfg.data)
+        series = DATA.build(cfg.data, "sequence")
         return series_data(cfg, series, batch_size)
 
     def build_model(self, cfg, info: DataInfo):
@@ -208,7 +208,7 @@ class SequenceTask(Task):
         from dlrun.training.handle import Handle, keras_fit
 
         info = data.info
-        series = DATA.for_task(cfg.data.name, "sequence").obj(cfg.data)
+        series = DATA.build(cfg.data, "sequence")
         (_, n_train), (v_lo, v_hi), (t_lo, t_hi) = info.bounds["train"], info.bounds["val"], info.bounds["test"]
         ends = fold_ends(len(series.frame), n_train, v_hi - v_lo, t_hi - t_lo, int(cfg.task.rolling.origins),
                          info.window, info.horizon)

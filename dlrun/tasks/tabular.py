@@ -39,7 +39,7 @@ class TabularTask(Task):
     def data(self, cfg, batch_size: int) -> Data:
         from dlrun.data import preprocess
 
-        table = DATA.for_task(cfg.data.name, "tabular").obj(cfg.data)
+        table = DATA.build(cfg.data, "tabular")
         frame, target = table.frame, table.target
         features = [c for c in frame.columns if c != target]
         classification = table.problem == "classification"
@@ -105,7 +105,7 @@ class TabularTask(Task):
         direction), the table is read to learn which (a file's target column decides under
         data.problem=auto); nothing is split, preprocessed or batched."""
         if info is None:
-            regression = DATA.for_task(cfg.data.name, "tabular").obj(cfg.data).problem == "regression"
+            regression = DATA.build(cfg.data, "tabular").problem == "regression"
         else:
             regression = info.target == "regression"
         return Objective("rmse", maximize=False) if regression else Objective("accuracy", True)
@@ -315,7 +315,7 @@ def _fit_baselines(cfg, info, x_train, y_train, x_test, y_test, x_val, y_val) ->
 
     seed = int(cfg.task.split.seed)
     regression = info.target == "regression"
-    trees = int(cfg.task.get("forest_trees", 200))
+    trees = int(cfg.task.forest_trees)
     makers = {
         "linear": (lambda: LinearRegression()) if regression else (lambda: LogisticRegression(max_iter=2000)),
         "random_forest": (lambda: RandomForestRegressor(n_estimators=trees, random_state=seed, n_jobs=-1))

@@ -47,14 +47,14 @@ class TextTask(Task):
     def data(self, cfg, batch_size: int) -> Data:
         import pandas as pd
 
-        mode = str(cfg.task.get("mode", "classify"))
+        mode = str(cfg.task.mode)
         if mode != "classify":
             other = MODE_TASKS.get(mode)
             raise DlrunError(f"task.mode '{mode}' is the task '{other[0]}'" if other else f"unknown task.mode '{mode}'",
                              f"dlrun train task={other[0]} (preset experiment={other[1]})" if other else
                              "valid: classify; generate, embed and translate are tasks text_generate, word2vec, "
                              "translation")
-        table = DATA.for_task(cfg.data.name, "text").obj(cfg.data)
+        table = DATA.build(cfg.data, "text")
         frame = table.frame.reset_index(drop=True)
         given_test = table.test is not None
         if given_test:
@@ -170,7 +170,7 @@ class TextTask(Task):
         report = Report(values, primary="accuracy")
         report.tables["classes"] = rows
         report.tables["confidently_wrong"] = wrong_table(examples.inputs["text"].to_numpy(), truth, proba, names,
-                                                         int(cfg.task.get("wrong_examples", 10)))
+                                                         int(cfg.task.wrong_examples))
         report.figures["confusion_matrix.png"] = confusion_matrix(cm, names)
         return report
 

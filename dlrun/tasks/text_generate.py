@@ -53,7 +53,7 @@ class TextGenerateTask(Task):
         import tensorflow as tf
 
         t = cfg.task
-        corpus = DATA.for_task(cfg.data.name, self.name).obj(cfg.data)
+        corpus = DATA.build(cfg.data, self.name)
         text = corpus.text[: int(t.fast_chars)] if cfg.trainer.fast else corpus.text
         window = int(t.window)
         step = int(t.get("step") or window)

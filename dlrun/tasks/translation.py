@@ -95,7 +95,7 @@ class TranslationTask(Task):
     def data(self, cfg, batch_size: int) -> Data:
         import pandas as pd
 
-        table = DATA.for_task(cfg.data.name, "translation").obj(cfg.data)
+        table = DATA.build(cfg.data, "translation")
         frame = table.frame.reset_index(drop=True)
         given_test = table.test is not None
         if given_test:
@@ -213,7 +213,7 @@ class TranslationTask(Task):
         for name in base:
             if name not in answers:
                 raise DlrunError(f"task.baselines: unknown baseline '{name}'", f"valid: {', '.join(answers)}")
-            m = scores(refs, answers[name], side, str(cfg.task.get("bleu_tokenize", "auto")))
+            m = scores(refs, answers[name], side, str(cfg.task.bleu_tokenize))
             report.metrics.update({f"baseline/{name}/{k}": v for k, v in m.items()})
             rows.append({"model": name, **_headline(m)})
         report.tables["comparison"] = rows
@@ -228,9 +228,9 @@ class TranslationTask(Task):
         out = predict_frame(served, examples)["translation"].astype(str).tolist()
         side = served.meta["target"]
         refs = [str(r) for r in examples.targets]
-        report = Report(scores(refs, out, side, str(cfg.task.get("bleu_tokenize", "auto"))), primary="exact_match")
+        report = Report(scores(refs, out, side, str(cfg.task.bleu_tokenize)), primary="exact_match")
         sources = examples.inputs["text"].astype(str).tolist()
-        n = int(cfg.task.get("samples", 20))
+        n = int(cfg.task.samples)
         report.tables["samples"] = [
             {"source": s, "reference": standardized(r, side), "output": o, "correct": o == standardized(r, side)}
             for s, r, o in zip(sources[:n], refs[:n], out[:n], strict=True)]

@@ -77,7 +77,7 @@ class Word2VecTask(Task):
         import tensorflow as tf
 
         t = cfg.task
-        src = DATA.for_task(cfg.data.name, self.name).obj(cfg.data)
+        src = DATA.build(cfg.data, self.name)
         sentences = list(src.sentences) if hasattr(src, "sentences") else src.text.split("\n")
         if cfg.trainer.fast:
             sentences = sentences[: int(t.fast_sentences)]
@@ -176,9 +176,9 @@ class Word2VecTask(Task):
                            for r, j in enumerate(nearest(unit, index[w], k))}} for w in probe_words]
         report.texts["vectors.tsv"] = "\n".join("\t".join(f"{v:.5f}" for v in row) for row in vectors[1:]) + "\n"
         report.texts["metadata.tsv"] = "\n".join(vocabulary[1:]) + "\n"
-        if cfg.tracking.get("log_plots", True):
+        if cfg.tracking.log_plots:
             report.figures["pca.png"] = pca_plot(vectors, vocabulary, int(cfg.task.plot_words))
-            if cfg.task.get("tsne", False):
+            if cfg.task.tsne:
                 report.figures["tsne.png"] = pca_plot(vectors, vocabulary, int(cfg.task.plot_words), tsne=True)
         return report
 
