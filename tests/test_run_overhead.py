@@ -207,7 +207,7 @@ def test_baselines_are_fitted_once_for_the_same_data(monkeypatch):
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(60, 3)).astype("float32"), rng.integers(0, 2, 60)
     info = tabular.TableInfo(name="t", target="classification", class_names=["a", "b"])
-    cfg = OmegaConf.create({"task": {"baselines": ["linear"], "split": {"seed": 1}}})
+    cfg = OmegaConf.create({"task": {"baselines": ["linear"], "forest_trees": 200, "split": {"seed": 1}}})
     fits = []
     real = tabular._fit_baselines
     monkeypatch.setattr(tabular, "_fit_baselines", lambda *a: fits.append(1) or real(*a))

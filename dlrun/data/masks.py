@@ -201,7 +201,7 @@ def read_folder(images_dir: Path, masks_dir: Path, data_cfg, n_classes: int | No
         images.append(img)
         masks.append(mask)
         files.append(str(image_path))
-    if bad and not data_cfg.skip_bad_files:
+    if bad and not data_cfg.get("skip_bad_files", False):
         more = f" (and {len(bad) - 1} more bad files)" if len(bad) > 1 else ""
         raise DlrunError(f"{bad[0][0]}: {bad[0][1]}{more}", "fix or remove them, or set data.skip_bad_files=true")
     if not images:
