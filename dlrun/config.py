@@ -229,20 +229,22 @@ def fill_option_defaults(cfg) -> None:
     (config_tree.option_defaults) beneath what the config gives: a preset that names another
     model, a run logged before a key existed, or a config written by hand get every key the code
     reads, with the value written once, in the option's YAML. Composed from that same option
-    file, the group already has them all and nothing changes."""
+    file, the group already has them all and nothing changes.
+
+    An unknown name in one of them is the registry's one-line error, before anything starts.
+    """
     from omegaconf import DictConfig, open_dict
 
-    from dlrun.config_tree import NAMED_GROUPS, with_option_defaults
+    from dlrun.config_tree import with_option_defaults
     from dlrun.registry import AGENTS, DATA, MODELS, TASKS
 
-    registries = {"task": TASKS, "model": MODELS, "data": DATA, "agent": AGENTS}
-    for group in NAMED_GROUPS:
-        node = cfg.get(group)
+    for registry in (TASKS, MODELS, DATA, AGENTS):
+        node = cfg.get(registry.group)
         if isinstance(node, DictConfig) and node.get("name"):
-            filled = with_option_defaults(group, node, registries[group].canonical(node.name))
+            filled = with_option_defaults(registry.group, node, registry.canonical(node.name))
             if filled is not node:
                 with open_dict(cfg):
-                    cfg[group] = filled
+                    cfg[registry.group] = filled
 
 
 # Value rules by key name for the free-form groups (model, task, data), so that every model

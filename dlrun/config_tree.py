@@ -26,15 +26,12 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
 
 
-# Groups whose options are named after a registry entry (model=lstm builds the `lstm` model):
-# the option's YAML file is that entry's defaults, the one place they are written.
-NAMED_GROUPS = ("task", "model", "data", "agent")
-
-
 @cache
 def option_defaults(group: str, name: str) -> dict:
-    """The values the option file `<group>/<name>.yaml` sets for its group ({} without one). A
-    task file sets other groups too (trainer, model); only its `task` node is the task's."""
+    """The values the option file `<group>/<name>.yaml` sets for its group ({} without one): for
+    a group whose options are named after a registry entry (model=lstm builds the `lstm` model),
+    that entry's defaults, the one place they are written. A task file sets other groups too
+    (trainer, model); only its `task` node is the task's."""
     import yaml
 
     path = config_dir() / group / f"{name}.yaml"

@@ -118,8 +118,6 @@ def mean_iou(cm: np.ndarray) -> float:
     union = cm.sum(axis=0) + cm.sum(axis=1) - tp
     return float(np.mean(tp[union > 0] / union[union > 0])) if (union > 0).any() else float("nan")
 
-
-
 def object_iou(cm: np.ndarray) -> float:
     """IoU of the non-background pixels pooled over the object classes (class 0 is background):
     sum of their true positives over the sum of their unions; 1.0 when neither truth nor
@@ -127,6 +125,7 @@ def object_iou(cm: np.ndarray) -> float:
     tp = np.diag(cm)[1:].sum()
     union = (cm.sum(axis=0) + cm.sum(axis=1) - np.diag(cm))[1:].sum()
     return float(tp / union) if union else 1.0
+
 
 def segmentation(cm: np.ndarray, class_names) -> tuple[dict, list[dict]]:
     """Mean IoU, pixel accuracy, mean Dice and per-class IoU/Dice from a pixel confusion matrix.

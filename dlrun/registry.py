@@ -28,7 +28,7 @@ class Registry:
 
     def __init__(self, kind: str, group: str | None = None):
         self.kind = kind
-        self.group = group  # the config group whose option files hold the entries' values (model, data)
+        self.group = group  # the config group whose option files hold the entries' values (configs/<group>/<name>.yaml)
         self._entries: dict[str, Entry] = {}
         self._aliases: dict[str, str] = {}
         self._serves: list[tuple[str, frozenset]] = []  # (task, tags): see `also_serves`
@@ -103,11 +103,11 @@ class Registry:
         return [self._entries[n] for n in sorted(self._entries)]
 
 
-TASKS = Registry("task")
+TASKS = Registry("task", group="task")
 MODELS = Registry("model", group="model")
 DATA = Registry("data source", group="data")
 STRATEGIES = Registry("strategy")
-AGENTS = Registry("agent")  # RL agents (dlrun/tasks/rl.py registers them; the classes load when built)
+AGENTS = Registry("agent", group="agent")  # RL agents (dlrun/tasks/rl.py registers them; the classes load when built)
 
 # Packages whose import fills the registries (each imports every module inside it).
 REGISTRY_MODULES = (

@@ -23,7 +23,7 @@ from pathlib import Path
 from dlrun import console
 from dlrun.config import validate
 from dlrun.errors import DlrunError, Interrupted
-from dlrun.registry import AGENTS, DATA, MODELS, TASKS
+from dlrun.registry import TASKS
 from dlrun.startup import paused_gc
 from dlrun.tracking import Tracker, tracked_run
 
@@ -68,13 +68,7 @@ def prepare(cfg):
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise DlrunError(f"{missing[0]}: a required value is missing", f"add {missing[0]}=... to the command")
-    task_name = TASKS.canonical(cfg.task.name)
-    if cfg.get("model") is not None and cfg.model.get("name"):
-        MODELS.canonical(cfg.model.name)
-    if cfg.get("data") is not None and cfg.data.get("name"):
-        DATA.canonical(cfg.data.name)
-    if cfg.get("agent") is not None and cfg.agent.get("name"):
-        AGENTS.canonical(cfg.agent.name)
+    task_name = TASKS.canonical(cfg.task.name)  # model, data and agent names: checked by validate
     quiet_tensorflow()
     from dlrun.strategy import make_strategy, set_precision
 

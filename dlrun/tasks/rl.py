@@ -169,7 +169,7 @@ class RLTask(Task):
         if tabular_agent(agent) and not isinstance(obs_space, gym.spaces.Discrete):
             raise DlrunError(f"agent={agent} needs a discrete state space; {cfg.env.id} has {obs_space}",
                              "use agent=ppo or agent=dqn, or env=gridworld / FrozenLake-v1 / Taxi-v3")
-        norm = [k for k in ("normalize_obs", "normalize_reward") if cfg.env.get(k, False)]
+        norm = [k for k in ("normalize_obs", "normalize_reward") if cfg.env[k]]
         if tabular_agent(agent) and norm:
             raise DlrunError(f"env.{norm[0]}=true needs a network agent; agent={agent} is tabular",
                              f"drop env.{norm[0]} or use agent=dqn / ppo / reinforce")
