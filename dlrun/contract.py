@@ -187,7 +187,7 @@ class Fit:
     rows). steps: the step numbers of those values when they are not 1, 2, 3, ... (e.g.
     environment steps). seen:
     samples or environment steps trained on. best_*: the best value of the objective on
-    validation data and where; best_path: the saved best model (None if not kept).
+    validation data and where (the runner restores the kept best weights).
     """
 
     history: dict[str, list[float]] = field(default_factory=dict)
@@ -196,7 +196,6 @@ class Fit:
     seen: int | None = None
     best_value: float | None = None
     best_step: int | None = None
-    best_path: Path | None = None
 
 
 @dataclass

@@ -333,15 +333,15 @@ def _score_answers(task, cfg, served, examples) -> None:
 
 def export(cfg, where: dict, served_dir: Path, options: dict) -> dict:
     """Write the served model in a serving format, check it with its own runtime, log the check."""
-    from dlrun import export as E
+    from dlrun import export as exporting
     from dlrun.serving import load
 
     fmt = options.get("format")
     if not fmt:
-        raise DlrunError("dlrun export needs format=", f"one of {', '.join(E.FORMATS)}")
+        raise DlrunError("dlrun export needs format=", f"one of {', '.join(exporting.FORMATS)}")
     output = Path(options.get("output") or f"export/{fmt}")
     served = load(served_dir)
-    result = E.export(served, served_dir, fmt, output, options.get("quantize"))
+    result = exporting.export(served, served_dir, fmt, output, options.get("quantize"))
     diff = result.get("max_abs_diff")
     checked = f"max abs diff vs the Keras model {diff:.3g}" if diff is not None else "not checked (no runtime)"
     console.console.print(f"[green]exported[/] {fmt} to {result['path']} ({checked})")

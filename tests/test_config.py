@@ -101,7 +101,7 @@ def test_callbacks_from_config_act_per_epoch_only(compose, tmp_path):
     saved = keras.saving.load_model(tmp_path / "best.keras")
     assert all(np.allclose(a, b) for a, b in zip(saved.get_weights(), best, strict=True))
     assert not np.allclose(model.get_weights()[0], best[0])  # the final weights stay in the model
-    assert keeper.keeper.step == 1 and keeper.keeper.value == 1.0
+    assert keeper.best.step == 1 and keeper.best.value == 1.0
 
 
 @pytest.mark.parametrize(("objective", "values", "best_step"), [
@@ -121,7 +121,7 @@ def test_checkpoint_follows_the_objectives_direction(compose, tmp_path, objectiv
     keeper.on_train_begin()
     for epoch, v in enumerate(values):
         keeper.on_epoch_end(epoch, {objective.val: v, "val_loss": 0.0})
-    assert keeper.keeper.step == best_step and keeper.keeper.monitor == objective.val
+    assert keeper.best.step == best_step and keeper.best.monitor == objective.val
 
 
 def test_a_tie_of_the_monitored_metric_goes_to_the_lower_validation_loss(compose, tmp_path):
@@ -139,7 +139,7 @@ def test_a_tie_of_the_monitored_metric_goes_to_the_lower_validation_loss(compose
     # epoch 2 ties epoch 1 with a lower loss; epoch 3 ties with a higher one; epoch 4 is worse
     for epoch, (acc, loss) in enumerate([(1.0, 0.05), (1.0, 0.01), (1.0, 0.02), (0.9, 0.001)]):
         keeper.on_epoch_end(epoch, {"val_accuracy": acc, "val_loss": loss})
-    assert (keeper.keeper.step, keeper.keeper.value, keeper.keeper.tie) == (2, 1.0, 0.01)
+    assert (keeper.best.step, keeper.best.value, keeper.best.tie) == (2, 1.0, 0.01)
 
 
 def test_early_stopping_waits_while_the_objective_is_at_chance():
@@ -194,7 +194,7 @@ def test_no_val_split_monitors_training_metrics(compose, tmp_path):
     cbs, keeper = trainer_callbacks(t, tmp_path, has_val=False, objective=Objective("accuracy", True))
     (es,) = [c for c in cbs if type(c).__name__ == "EarlyStopping"]
     assert es.monitor == "accuracy" and es.mode == "max"
-    assert keeper.keeper.monitor == "accuracy" and keeper.keeper.maximize
+    assert keeper.best.monitor == "accuracy" and keeper.best.maximize
 
 
 def test_smoke_wins_over_an_experiment(compose):

@@ -173,7 +173,7 @@ def _batch(model, n=64, seed=0):
     """A batch whose old log-probabilities are the model's own (KL starts at 0)."""
     import tensorflow as tf
 
-    from dlrun.rl.ppo import log_prob_entropy
+    from dlrun.rl.nets import log_prob_entropy
 
     rng = np.random.default_rng(seed)
     obs = rng.standard_normal((n, 4)).astype(np.float32)
@@ -215,8 +215,8 @@ def test_ppo_xla_update_equals_the_plain_one():
 def test_numpy_collection_policy_equals_the_keras_model(continuous, shared, norm):
     import tensorflow as tf
 
-    from dlrun.rl.nets import actor_critic
-    from dlrun.rl.ppo import NumpyPolicy, log_prob_entropy
+    from dlrun.rl.nets import actor_critic, log_prob_entropy
+    from dlrun.rl.ppo import NumpyPolicy
     from dlrun.rl.rollout import obs_normalizer
 
     model = actor_critic(4, 2, continuous, [32, 32], obs_scale=2.0, shared=shared, normalize_obs=norm)

@@ -1,6 +1,6 @@
 """Object detection data: images with labelled boxes (course "Detection").
 
-Sources, each a DATA entry tagged "detection" that takes the `data` config and returns `Boxes`:
+Sources, each a DATA entry tagged "detection" that takes the `data` config and returns a `DetectionSet`:
   shapes   generated scenes of 1-6 circles, squares and triangles (exact boxes; offline default)
   coco     a COCO-format annotations JSON and its image folder
   voc      Pascal VOC XML annotations and their JPEG folder, or one CSV of
@@ -32,7 +32,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
 @dataclass
-class Boxes:
+class DetectionSet:
     """Images (uint8 HxWx3 arrays, any sizes) with their boxes (n, 4) pixel xyxy and labels (n,)."""
 
     images: list
@@ -156,7 +156,7 @@ def _overlap_np(box, others):
 
 @DATA.register("shapes", "Generated scenes of 1-6 circles, squares and triangles with exact boxes (offline)",
                tags=("detection",))
-def load_shapes(data_cfg) -> Boxes:
+def load_shapes(data_cfg) -> DetectionSet:
     size = int(data_cfg.image_size)
     n = {s: int(data_cfg[f"n_{s}"]) for s in ("train", "val", "test")}
     lo, hi = float(data_cfg.min_size), float(data_cfg.max_size)
@@ -175,7 +175,7 @@ def load_shapes(data_cfg) -> Boxes:
         split[s] = np.arange(start, start + n[s])
         start += n[s]
     spec = f"dlrun:shapes?size={size}&n={n['train']},{n['val']},{n['test']}&seed={data_cfg.seed}"
-    return Boxes(images, boxes, labels, list(SHAPES), spec, split=split)
+    return DetectionSet(images, boxes, labels, list(SHAPES), spec, split=split)
 
 
 # -- files --------------------------------------------------------------------------------------
@@ -201,7 +201,7 @@ def _required_path(data_cfg, key: str, hint: str) -> Path:
     return path
 
 
-def _assemble(records, class_names, source: str, policy: str, warnings: list) -> Boxes:
+def _assemble(records, class_names, source: str, policy: str, warnings: list) -> DetectionSet:
     """records: (file, width or None, height or None, boxes, class indices) per image."""
     images, boxes, labels, files = [], [], [], []
     for path, width, height, b, lab in records:
@@ -218,11 +218,11 @@ def _assemble(records, class_names, source: str, policy: str, warnings: list) ->
         files.append(str(path))
     if not images:
         raise DlrunError(f"{source}: no annotated images")
-    return Boxes(images, boxes, labels, list(class_names), source, files=files, warnings=warnings)
+    return DetectionSet(images, boxes, labels, list(class_names), source, files=files, warnings=warnings)
 
 
 @DATA.register("coco", "A COCO-format annotations JSON and its image folder", tags=("detection",))
-def load_coco(data_cfg) -> Boxes:
+def load_coco(data_cfg) -> DetectionSet:
     ann_file = _required_path(data_cfg, "annotations", "data.annotations=instances.json data.images=folder/")
     folder = _required_path(data_cfg, "images", "data.images=<folder the JSON's file_name entries are in>")
     try:
@@ -255,7 +255,7 @@ def load_coco(data_cfg) -> Boxes:
 
 @DATA.register("voc", "Pascal VOC XML annotations + JPEG folder, or a CSV of filename,width,height,class,"
                "xmin,ymin,xmax,ymax rows", tags=("detection",))
-def load_voc(data_cfg) -> Boxes:
+def load_voc(data_cfg) -> DetectionSet:
     path = _required_path(data_cfg, "path", "data.path=<folder of VOC .xml files, or a .csv file>")
     images = data_cfg.get("images")
     policy = _policy(data_cfg)
@@ -266,7 +266,7 @@ def load_voc(data_cfg) -> Boxes:
     return _voc_xml(path, folder, policy, data_cfg.get("classes"))
 
 
-def _voc_xml(folder: Path, images: Path, policy: str, classes) -> Boxes:
+def _voc_xml(folder: Path, images: Path, policy: str, classes) -> DetectionSet:
     import xml.etree.ElementTree as ET
 
     files = sorted(folder.glob("*.xml"))
@@ -298,7 +298,7 @@ def _voc_xml(folder: Path, images: Path, policy: str, classes) -> Boxes:
     return _assemble(records, names, str(folder.resolve()), policy, warnings)
 
 
-def _voc_csv(csv: Path, images: Path, policy: str) -> Boxes:
+def _voc_csv(csv: Path, images: Path, policy: str) -> DetectionSet:
     from dlrun.data.csv import first_empty, read_csv, strictly_numeric
 
     frame = read_csv(csv, sep=",", min_columns=1)  # its one-line errors, with the file's line
@@ -345,7 +345,7 @@ def tfds_record(example, image_key: str = "image", objects_key: str = "objects",
 
 @DATA.register("tfds_detection", "A TensorFlow Datasets detection set by name, e.g. voc/2007 "
                "(needs tensorflow-datasets)", tags=("detection",))
-def load_tfds_detection(data_cfg) -> Boxes:
+def load_tfds_detection(data_cfg) -> DetectionSet:
     # Registry names are global (one entry per name, checked per task with its tags), and "tfds"
     # is the image classification loader in dlrun/data/images.py, hence this name.
     from dlrun.download import require_tfds, tfds_load
@@ -380,13 +380,13 @@ def load_tfds_detection(data_cfg) -> Boxes:
         if len(images) == start:
             raise DlrunError(f"tfds data set '{name}': split '{spec}' is empty")
         split[s] = np.arange(start, len(images))
-    return Boxes(images, boxes, labels, class_names, f"tfds:{name}", files=files, split=split, warnings=warnings)
+    return DetectionSet(images, boxes, labels, class_names, f"tfds:{name}", files=files, split=split, warnings=warnings)
 
 
 # -- splits and the tf.data pipeline ------------------------------------------------------------
 
 
-def split_indices(src: Boxes, val_size: float, test_size: float, seed: int) -> dict[str, np.ndarray]:
+def split_indices(src: DetectionSet, val_size: float, test_size: float, seed: int) -> dict[str, np.ndarray]:
     if src.split is not None:
         return src.split
     n = len(src.images)
@@ -399,7 +399,7 @@ def split_indices(src: Boxes, val_size: float, test_size: float, seed: int) -> d
             "train": np.sort(order[n_test + n_val:])}
 
 
-def model_arrays(src: Boxes, indices, size: int, max_boxes: int, warnings: list | None = None):
+def model_arrays(src: DetectionSet, indices, size: int, max_boxes: int, warnings: list | None = None):
     """(images float32 (n, size, size, 3) in [0, 1], boxes (n, M, 4) relative xyxy, labels (n, M)
     with -1 padding). Images with more than `max_boxes` boxes keep the largest ones (reported)."""
     import tensorflow as tf

@@ -43,10 +43,6 @@ def default_boxes(feature_sizes, scales, aspect_ratios) -> np.ndarray:
     return np.clip(np.concatenate(out), 0.0, 1.0).astype("float32")
 
 
-def boxes_per_cell(aspect_ratios) -> int:
-    return len(aspect_ratios) + 1
-
-
 def iou(boxes1, boxes2):
     """Pairwise IoU of xyxy boxes: (N, 4) x (M, 4) -> (N, M) (keras.utils.bounding_boxes)."""
     from keras.utils import bounding_boxes

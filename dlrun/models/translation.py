@@ -18,9 +18,9 @@ from dlrun.registry import MODELS
 
 def _layers():
     """The custom layers (their module imports Keras, so only on use)."""
-    from dlrun.models import _seq2seq_layers as L
+    from dlrun.models import _seq2seq_layers
 
-    return L
+    return _seq2seq_layers
 
 
 @MODELS.register("seq2seq_transformer",
@@ -29,15 +29,15 @@ def _layers():
 def seq2seq_transformer(cfg, info):
     import keras
 
-    L = _layers()
+    seq2seq = _layers()
     dim, blocks = int(cfg.embedding_dim), int(cfg.blocks)
     heads, key_dim, ff_dim = int(cfg.heads), int(cfg.key_dim), int(cfg.ff_dim)
     dropout, positions = float(cfg.dropout), str(cfg.positions)
 
     src = keras.Input(shape=(info.source_length,), dtype="int64", name="source")
-    x = L.PositionalEmbedding(info.source_vocab, info.source_length, dim, positions, name="source_embedding")(src)
+    x = seq2seq.PositionalEmbedding(info.source_vocab, info.source_length, dim, positions, name="source_embedding")(src)
     for i in range(blocks):
-        x = L.EncoderBlock(heads, key_dim, ff_dim, dropout, name=f"encoder_{i}")(x)
+        x = seq2seq.EncoderBlock(heads, key_dim, ff_dim, dropout, name=f"encoder_{i}")(x)
     # the decoder takes the source padding mask explicitly (from the source ids), so the encoder
     # states leave without a Keras mask (a copy op carries none; the decoder model would drop it)
     encoder = keras.Model(src, keras.ops.copy(x), name="encoder")
@@ -46,9 +46,9 @@ def seq2seq_transformer(cfg, info):
     context = keras.Input(shape=(info.source_length, dim), name="context")
     src_ids = keras.Input(shape=(info.source_length,), dtype="int64", name="source_ids")
     source_mask = keras.ops.not_equal(src_ids, 0)
-    y = L.PositionalEmbedding(info.output_vocab, info.target_length, dim, positions, name="target_embedding")(tgt)
+    y = seq2seq.PositionalEmbedding(info.output_vocab, info.target_length, dim, positions, name="target_embedding")(tgt)
     for i in range(blocks):
-        y = L.DecoderBlock(heads, key_dim, ff_dim, dropout, name=f"decoder_{i}")([y, context, source_mask])
+        y = seq2seq.DecoderBlock(heads, key_dim, ff_dim, dropout, name=f"decoder_{i}")([y, context, source_mask])
     logits = keras.layers.Dense(info.output_vocab, name="logits")(y)
     decoder = keras.Model([tgt, context, src_ids], logits, name="decoder")
 

@@ -8,6 +8,8 @@ policy wraps it: observation in, {"action", "probabilities" | "q_values"} out.
 
 from __future__ import annotations
 
+import math
+
 import keras
 import numpy as np
 
@@ -197,3 +199,20 @@ def critic(obs_dim: int, act_dim: int, hidden, activation: str = "relu", obs_sca
     for i, units in enumerate(hidden):
         x = keras.layers.Dense(int(units), activation=activation, name=f"critic_{i}")(x)
     return keras.Model([s, a], keras.layers.Dense(1, name="q")(x), name="ddpg_critic")
+
+
+def log_prob_entropy(out, actions, continuous: bool):
+    """Log-probabilities of `actions` and the entropy under the policy outputs of `actor_critic`
+    (a diagonal Gaussian from mean/log_std, or a categorical from logits); PPO and REINFORCE."""
+    import tensorflow as tf
+
+    if continuous:
+        mean, log_std = out["mean"], out["log_std"]
+        std = tf.exp(log_std)
+        logp = -0.5 * tf.reduce_sum(((actions - mean) / std) ** 2 + 2 * log_std + math.log(2 * math.pi), axis=-1)
+        ent = tf.reduce_sum(log_std + 0.5 * math.log(2 * math.pi * math.e), axis=-1)
+        return logp, ent
+    logp_all = tf.nn.log_softmax(out["logits"])
+    logp = tf.gather(logp_all, tf.cast(actions, tf.int32), batch_dims=1)
+    ent = -tf.reduce_sum(tf.exp(logp_all) * logp_all, axis=-1)
+    return logp, ent

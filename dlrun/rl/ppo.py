@@ -15,8 +15,8 @@ import gymnasium as gym
 import numpy as np
 
 from dlrun.rl.learn import Agent
-from dlrun.rl.nets import NumpyMLP
-from dlrun.rl.rollout import as_rows, finished_episodes, obs_normalizer, training_env
+from dlrun.rl.nets import NumpyMLP, log_prob_entropy
+from dlrun.rl.rollout import as_rows, episode_stats, finished_episodes, obs_normalizer, training_env
 
 
 def gae(rewards, values, dones, last_value, gamma: float, lam: float):
@@ -33,21 +33,6 @@ def gae(rewards, values, dones, last_value, gamma: float, lam: float):
         last = delta + gamma * lam * nonterminal * last
         adv[t] = last
     return adv, adv + values
-
-
-def log_prob_entropy(out, actions, continuous: bool):
-    import tensorflow as tf
-
-    if continuous:
-        mean, log_std = out["mean"], out["log_std"]
-        std = tf.exp(log_std)
-        logp = -0.5 * tf.reduce_sum(((actions - mean) / std) ** 2 + 2 * log_std + math.log(2 * math.pi), axis=-1)
-        ent = tf.reduce_sum(log_std + 0.5 * math.log(2 * math.pi * math.e), axis=-1)
-        return logp, ent
-    logp_all = tf.nn.log_softmax(out["logits"])
-    logp = tf.gather(logp_all, tf.cast(actions, tf.int32), batch_dims=1)
-    ent = -tf.reduce_sum(tf.exp(logp_all) * logp_all, axis=-1)
-    return logp, ent
 
 
 def clipped_loss(logp, logp_old, adv, clip: float | None):
@@ -126,15 +111,6 @@ class NumpyPolicy(NumpyMLP):
         x = self.inputs(obs)
         c = self.branch(x, "critic" if self.branches["critic"] else "actor")
         return self.head(c, "value")[:, 0].astype(np.float32)
-
-
-def episode_stats(finished: list, lengths: list, last: int = 20) -> dict:
-    """Return and length of the last finished episodes (empty before the first one ends)."""
-    recent = finished[-last:]
-    if not recent:
-        return {}
-    return {"episode_return": float(np.mean(recent)), "return_min": float(np.min(recent)),
-            "return_max": float(np.max(recent)), "episode_length": float(np.mean(lengths[-last:]))}
 
 
 class PPO(Agent):

@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from dlrun.rl.learn import Agent
-from dlrun.rl.ppo import episode_stats, log_prob_entropy
-from dlrun.rl.rollout import as_rows, finished_episodes, obs_normalizer, training_env
+from dlrun.rl.nets import log_prob_entropy
+from dlrun.rl.rollout import as_rows, episode_stats, finished_episodes, obs_normalizer, training_env
 
 
 def returns_to_go(rewards, gamma: float) -> np.ndarray:

@@ -146,3 +146,12 @@ def random_actions(factory, seed: int):
     space = factory().action_space
     space.seed(int(seed))
     return lambda rows: [space.sample() for _ in range(len(rows))]
+
+
+def episode_stats(finished: list, lengths: list, last: int = 20) -> dict:
+    """Return and length of the last finished episodes (empty before the first one ends)."""
+    recent = finished[-last:]
+    if not recent:
+        return {}
+    return {"episode_return": float(np.mean(recent)), "return_min": float(np.min(recent)),
+            "return_max": float(np.max(recent)), "episode_length": float(np.mean(lengths[-last:]))}

@@ -49,7 +49,7 @@ class DetectionTask(Task):
 
     # -- data ---------------------------------------------------------------------------------
     def data(self, cfg, batch_size: int) -> Data:
-        from dlrun.data import detection as D
+        from dlrun.data import detection as detection_data
         from dlrun.data.pipeline import fast_subset
         from dlrun.registry import DATA
 
@@ -61,7 +61,7 @@ class DetectionTask(Task):
             data_cfg = OmegaConf.merge(data_cfg, {f"n_{s}": min(int(data_cfg[f"n_{s}"]), int(cfg.trainer.fast_examples))
                                                   for s in ("train", "val", "test")})
         src = DATA.build(data_cfg, "detection")
-        split = D.split_indices(src, float(cfg.task.split.val_size), float(cfg.task.split.test_size),
+        split = detection_data.split_indices(src, float(cfg.task.split.val_size), float(cfg.task.split.test_size),
                                 int(cfg.task.split.seed))
         if cfg.trainer.fast:
             n = int(cfg.trainer.fast_examples)
@@ -71,7 +71,7 @@ class DetectionTask(Task):
         warnings = list(src.warnings)
         arrays = {}
         for s, idx in split.items():
-            x, b, lab = D.model_arrays(src, idx, size, max_boxes, warnings if s == "train" else None)
+            x, b, lab = detection_data.model_arrays(src, idx, size, max_boxes, warnings if s == "train" else None)
             arrays[f"x_{s}"], arrays[f"boxes_{s}"], arrays[f"labels_{s}"] = x, b, lab
         names = list(src.class_names)
         info = DetectionInfo(name=str(cfg.data.name), input_shape=(size, size, 3), target="detection",
@@ -94,12 +94,12 @@ class DetectionTask(Task):
         pos, neg = float(cfg.task.match.positive_iou), float(cfg.task.match.negative_iou)
         if not 0 < neg <= pos <= 1:
             raise DlrunError(f"task.match: need 0 < negative_iou <= positive_iou <= 1, got {neg}, {pos}")
-        augment = D.augmenter(cfg.task.get("augment"), seed)
-        train = D.pipeline(arrays["x_train"], arrays["boxes_train"], arrays["labels_train"], anchors, batch_size,
-                           pos, neg, training=True, seed=seed, augment=augment)
-        val = D.pipeline(arrays["x_val"], arrays["boxes_val"], arrays["labels_val"], anchors, batch_size, pos, neg)
-        test = D.pipeline(arrays["x_test"], arrays["boxes_test"], arrays["labels_test"], anchors, batch_size,
-                          pos, neg)
+        augment = detection_data.augmenter(cfg.task.get("augment"), seed)
+        train = detection_data.pipeline(arrays["x_train"], arrays["boxes_train"], arrays["labels_train"], anchors, batch_size,
+                                        pos, neg, training=True, seed=seed, augment=augment)
+        val = detection_data.pipeline(arrays["x_val"], arrays["boxes_val"], arrays["labels_val"], anchors, batch_size, pos, neg)
+        test = detection_data.pipeline(arrays["x_test"], arrays["boxes_test"], arrays["labels_test"], anchors, batch_size,
+                                       pos, neg)
         examples = {s: _examples(src, split[s], names, str(cfg.data.name)) for s in ("val", "test")}
         records = [DatasetRecord(info.name, src.source, context, _box_frame(src, split[s], names))
                    for s, context in (("train", "training"), ("val", "validation"), ("test", "testing"))]
@@ -122,9 +122,9 @@ class DetectionTask(Task):
         loss = cfg.task.loss
         model = ssd_class()(network, float(loss.neg_pos_ratio), float(loss.alpha), name="ssd_trainer")
         model(keras.ops.zeros((1, *info.input_shape)))  # build
-        t = cfg.trainer
-        model.compile(optimizer=make_optimizer(t, info.steps_per_epoch), jit_compile=bool(t.jit_compile),
-                      steps_per_execution=int(t.steps_per_execution))
+        trainer = cfg.trainer
+        model.compile(optimizer=make_optimizer(trainer, info.steps_per_epoch), jit_compile=bool(trainer.jit_compile),
+                      steps_per_execution=int(trainer.steps_per_execution))
         return model
 
     # -- training -----------------------------------------------------------------------------
@@ -203,13 +203,13 @@ class DetectionTask(Task):
         preds = detect_images(served, examples.inputs)
         metrics, rows, ev = _coco(preds, examples.targets, names)
         report = Report(metrics=metrics, tables={"per_class": rows}, primary=str(cfg.task.objective))
-        from dlrun.detection import plots as P
+        from dlrun.detection import plots as detection_plots
 
         curves = pr_curves(ev, names)
         if curves:
-            report.figures["pr_curves.png"] = P.pr_curves(curves)
+            report.figures["pr_curves.png"] = detection_plots.pr_curves(curves)
         if grid:
-            report.figures["detections.png"] = P.detections_grid(examples.inputs[:grid], preds[:grid],
+            report.figures["detections.png"] = detection_plots.detections_grid(examples.inputs[:grid], preds[:grid],
                                                                  examples.targets[:grid], names)
         return report
 
@@ -323,17 +323,17 @@ def _read_annotated(cfg, path: Path, served: Served | None) -> Examples:
     their class names mapped onto the served model's classes."""
     from omegaconf import OmegaConf
 
-    from dlrun.data import detection as D
+    from dlrun.data import detection as detection_data
 
     if not path.exists():
         raise DlrunError(f"input '{path}' does not exist")
     policy = {"on_bad_box": str(cfg.data.get("on_bad_box", "skip")) if cfg.get("data") else "skip"}
     if path.suffix.lower() == ".json":
-        src = D.load_coco(OmegaConf.create({"name": "coco", "annotations": str(path), "images": str(path.parent),
-                                            **policy}))
+        src = detection_data.load_coco(OmegaConf.create({"name": "coco", "annotations": str(path), "images": str(path.parent),
+                                                         **policy}))
     else:
-        src = D.load_voc(OmegaConf.create({"name": "voc", "path": str(path), "images": None, "classes": None,
-                                           **policy}))
+        src = detection_data.load_voc(OmegaConf.create({"name": "voc", "path": str(path), "images": None, "classes": None,
+                                                        **policy}))
     names = list((served.meta.get("class_names") if served is not None else None) or src.class_names)
     unknown = sorted(set(src.class_names) - set(names))
     if unknown:

@@ -82,11 +82,11 @@ class GanTask(Task):
     name = "gan"
 
     def check(self, cfg, strategy) -> None:
-        t = cfg.trainer
-        if str(t.loop) != "fit":
-            raise DlrunError(f"task=gan trains with trainer.loop=fit, not '{t.loop}'",
+        trainer = cfg.trainer
+        if str(trainer.loop) != "fit":
+            raise DlrunError(f"task=gan trains with trainer.loop=fit, not '{trainer.loop}'",
                              "the GAN's train_step already is the explicit two-player step (dlrun/models/gan.py)")
-        if str(t.lr_schedule.name) == "reduce_on_plateau":
+        if str(trainer.lr_schedule.name) == "reduce_on_plateau":
             raise DlrunError("task=gan cannot use trainer.lr_schedule=reduce_on_plateau",
                              "Keras' ReduceLROnPlateau lowers one optimizer and a GAN has two; use constant or cosine")
 

@@ -45,26 +45,26 @@ class ImageTask(Task):
     def data(self, cfg, batch_size: int) -> Data:
         import tensorflow as tf
 
-        from dlrun.data import images as I
+        from dlrun.data import images as image_data
         from dlrun.data.pipeline import fast_subset
         from dlrun.data.preprocess import images as image_preprocess
 
         task, seed = cfg.task, int(cfg.trainer.seed)
-        src = I.load_images(cfg.data)
-        size = I.image_size(cfg.data.get("image_size"))
+        src = image_data.load_images(cfg.data)
+        size = image_data.image_size(cfg.data.get("image_size"))
         n_fast = int(cfg.trainer.fast_examples) if cfg.trainer.fast else None
         if len(src.class_names) < 2:
             raise DlrunError(f"data '{cfg.data.name}' has {len(src.class_names)} class(es): nothing to learn",
                              "an image folder needs one sub-folder per class, at least two")
         if src.arrays is not None:
-            raw = I.split_arrays(src.arrays, task.split)
+            raw = image_data.split_arrays(src.arrays, task.split)
             if n_fast:
                 for s in ("train", "val", "test"):
                     keep = fast_subset(np.arange(len(raw[f"y_{s}"])), n_fast, seed)
                     raw[f"x_{s}"], raw[f"y_{s}"] = raw[f"x_{s}"][keep], raw[f"y_{s}"][keep]
             arrays = {}
             for s in ("train", "val", "test"):
-                arrays[f"x_{s}"] = I.to_model_input(raw[f"x_{s}"], src.scale, size)
+                arrays[f"x_{s}"] = image_data.to_model_input(raw[f"x_{s}"], src.scale, size)
                 arrays[f"y_{s}"] = raw[f"y_{s}"]
             splits = {s: tf.data.Dataset.from_tensor_slices((arrays[f"x_{s}"], arrays[f"y_{s}"]))
                       for s in ("train", "val", "test")}
@@ -79,16 +79,16 @@ class ImageTask(Task):
             test_inputs = splits["test"].map(lambda x, y: x * 255.0)
             test_labels = np.asarray([int(y) for _, y in splits["test"]], dtype="int64")
         input_shape = tuple(int(d) for d in splits["train"].element_spec[0].shape)
-        augment = I.augmentation(task.get("augment"), seed)
+        augment = image_data.augmentation(task.get("augment"), seed)
         cache = cfg.data.get("cache", True)
 
         def split_cache(split: str):  # a cache file per split: TF reuses an existing file as is
             return cache if cache in (True, False, None) else f"{cache}.{split}"
 
-        train = I.pipeline(splits["train"], batch_size, training=True, seed=seed, augment=augment,
-                           cache=split_cache("train"), shuffle_buffer=int(task.get("shuffle_buffer", 10_000)))
-        val = I.pipeline(splits["val"], batch_size, cache=split_cache("val")) if sizes.get("val") else None
-        test = I.pipeline(splits["test"], batch_size, cache=split_cache("test"))
+        train = image_data.pipeline(splits["train"], batch_size, training=True, seed=seed, augment=augment,
+                                    cache=split_cache("train"), shuffle_buffer=int(task.get("shuffle_buffer", 10_000)))
+        val = image_data.pipeline(splits["val"], batch_size, cache=split_cache("val")) if sizes.get("val") else None
+        test = image_data.pipeline(splits["test"], batch_size, cache=split_cache("test"))
         names = list(src.class_names)
         name = Path(src.source).name if cfg.data.name == "folder" else str(cfg.data.name)
         info = ImageInfo(name=name, input_shape=input_shape, target="multiclass", num_classes=len(names),
@@ -167,7 +167,7 @@ class ImageTask(Task):
         return self._score(cfg, served, examples)[0]
 
     def _score(self, cfg, served: Served, examples: Examples):
-        from dlrun import metrics as M
+        from dlrun import metrics as scoring
         from dlrun import plots
         from dlrun.serving import predict_frame
 
@@ -180,7 +180,7 @@ class ImageTask(Task):
         index = {n: i for i, n in enumerate(names)}
         y_true = np.asarray([index[str(t)] for t in examples.targets])
         y_pred = proba.argmax(axis=1)
-        values, rows, cm = M.classification(y_true, y_pred, names, proba=proba)
+        values, rows, cm = scoring.classification(y_true, y_pred, names, proba=proba)
         values["loss"] = float(-np.mean(np.log(np.clip(proba[np.arange(len(y_true)), y_true], 1e-12, 1.0))))
         k = int(cfg.task.top_k)
         if len(names) > 5:

@@ -54,8 +54,8 @@ class SegmentationTask(Task):
         import tensorflow as tf
         from omegaconf import OmegaConf
 
-        from dlrun.data import images as I
-        from dlrun.data import masks as M
+        from dlrun.data import images as image_data
+        from dlrun.data import masks as mask_data
         from dlrun.data.detection import split_indices
         from dlrun.data.pipeline import fast_subset
         from dlrun.registry import DATA
@@ -72,18 +72,18 @@ class SegmentationTask(Task):
         names = list(src.class_names)
         if len(names) < 2:
             raise DlrunError(f"data '{cfg.data.name}' has {len(names)} class(es): nothing to segment")
-        size = M._size(cfg.data.image_size)
+        size = mask_data._size(cfg.data.image_size)
         arrays = {}
         for s, idx in split.items():
             arrays[f"x_{s}"], arrays[f"y_{s}"] = model_arrays([src.images[i] for i in idx],
                                                               [src.masks[i] for i in idx], size)
-        augment = M.augmenter(cfg.task.get("augment"), seed)
+        augment = mask_data.augmenter(cfg.task.get("augment"), seed)
         buffer = int(cfg.task.shuffle_buffer)
 
         def split_ds(s: str, training: bool = False):
             ds = tf.data.Dataset.from_tensor_slices((arrays[f"x_{s}"], arrays[f"y_{s}"]))
-            return I.pipeline(ds, batch_size, training=training, seed=seed, augment=augment, cache=False,
-                              shuffle_buffer=buffer, pairs=True)
+            return image_data.pipeline(ds, batch_size, training=training, seed=seed, augment=augment, cache=False,
+                                       shuffle_buffer=buffer, pairs=True)
 
         channels = int(arrays["x_train"].shape[-1])
         name = Path(src.source).name if cfg.data.name == "mask_folder" else str(cfg.data.name)
@@ -143,7 +143,7 @@ class SegmentationTask(Task):
 
     # -- evaluation ---------------------------------------------------------------------------
     def evaluate(self, cfg, served: Served, data: Data) -> Report:
-        from dlrun import metrics as M
+        from dlrun import metrics as scoring
         from dlrun.plots.masks import mask_grid
 
         names = list(data.info.class_names)
@@ -151,8 +151,8 @@ class SegmentationTask(Task):
         report, preds, per = self._score(served, test)
         shown = int(cfg.task.figures)
         if shown:
-            miou = [M.mean_iou(cm) for cm in per]
-            objects = np.asarray([M.object_iou(cm) for cm in per])
+            miou = [scoring.mean_iou(cm) for cm in per]
+            objects = np.asarray([scoring.object_iou(cm) for cm in per])
             notes = [f"#{i}  mIoU {miou[i]:.2f}, objects {objects[i]:.2f}" for i in range(len(per))]
             first = list(range(min(shown, len(preds))))
             report.figures["overlays.png"] = mask_grid(
@@ -171,7 +171,7 @@ class SegmentationTask(Task):
         val = data.examples.get("val")
         if val is not None and len(val):
             network = self._score(served, val)[0].metrics["mean_iou"]
-            line = M.losing_to_baseline("mean_iou", True, network, {
+            line = scoring.losing_to_baseline("mean_iou", True, network, {
                 b: s["mean_iou"] for b, s in baselines(train_masks, val.targets, len(names)).items()},
                 "more epochs, model=unet, or a larger model.filters")
             if line:
@@ -184,7 +184,7 @@ class SegmentationTask(Task):
     def _score(self, served: Served, examples: Examples):
         """(Report of unprefixed metrics and the per-class table, predicted masks, pixel confusion
         matrix per image)."""
-        from dlrun import metrics as M
+        from dlrun import metrics as scoring
 
         if examples.targets is None:
             raise DlrunError(f"'{examples.name}': no true masks to score against",
@@ -192,7 +192,7 @@ class SegmentationTask(Task):
         names = _class_names(served)
         preds = self._segment(served, examples.inputs)
         per = _confusions(examples.targets, preds, len(names))
-        metrics, rows = M.segmentation(sum(per), names)
+        metrics, rows = scoring.segmentation(sum(per), names)
         return Report(metrics=metrics, tables={"per_class": rows}, primary="mean_iou"), preds, per
 
     @staticmethod
@@ -215,7 +215,7 @@ class SegmentationTask(Task):
         import pandas as pd
         from omegaconf import OmegaConf
 
-        from dlrun.data import masks as M
+        from dlrun.data import masks as mask_data
         from dlrun.data.detection import read_image
         from dlrun.data.images import image_files
 
@@ -227,10 +227,10 @@ class SegmentationTask(Task):
             data_cfg = cfg.get("data") or {}
             opts = OmegaConf.create({"palette": data_cfg.get("palette"), "classes": names,
                                      "skip_bad_files": data_cfg.get("skip_bad_files", False)})
-            src = M.read_folder(path / "images", path / "masks", opts, n_classes=len(names) if names else None)
+            src = mask_data.read_folder(path / "images", path / "masks", opts, n_classes=len(names) if names else None)
             images, targets, files = src.images, src.masks, src.files
         else:
-            files = [str(f) for f in image_files(source, M.IMAGE_SUFFIXES)]
+            files = [str(f) for f in image_files(source, mask_data.IMAGE_SUFFIXES)]
             images, targets = [read_image(f) for f in files], None
         ex = Examples(_stacked(images, "float32"), _stacked(targets, "int32") if targets is not None else None,
                       pd.DataFrame({"file": files}), path.stem or path.name, str(path.resolve()))
@@ -295,7 +295,7 @@ def baselines(train_masks: np.ndarray, targets, n_classes: int) -> dict[str, dic
     majority: every pixel the most frequent class of the training masks; prior: at each pixel
     position the class most frequent there over the training masks (resized to each image by
     nearest neighbour)."""
-    from dlrun import metrics as M
+    from dlrun import metrics as scoring
 
     counts = np.stack([(train_masks == c).sum(axis=0) for c in range(n_classes)])  # (classes, h, w)
     majority = int(counts.sum(axis=(1, 2)).argmax())
@@ -305,8 +305,8 @@ def baselines(train_masks: np.ndarray, targets, n_classes: int) -> dict[str, dic
     for name, answer in (("majority", lambda t: np.full(t.shape, majority)),
                          ("prior", lambda t: prior[np.ix_(np.arange(t.shape[0]) * h // t.shape[0],
                                                           np.arange(t.shape[1]) * w // t.shape[1])])):
-        cm = sum(M.pixel_confusion(t, answer(np.asarray(t)), n_classes) for t in targets)
-        out[name] = M.segmentation(cm, [str(c) for c in range(n_classes)])[0]
+        cm = sum(scoring.pixel_confusion(t, answer(np.asarray(t)), n_classes) for t in targets)
+        out[name] = scoring.segmentation(cm, [str(c) for c in range(n_classes)])[0]
         out[name] = {k: v for k, v in out[name].items() if "/" not in k}
     return out
 

@@ -141,7 +141,7 @@ class SequenceTask(Task):
                         series.name, series.source)
 
     def score(self, cfg, served: Served, examples: Examples) -> Report:
-        from dlrun import metrics as M
+        from dlrun import metrics as scoring
         from dlrun.serving import predict_frame
 
         if examples.targets is None:
@@ -152,7 +152,7 @@ class SequenceTask(Task):
             raise DlrunError(f"'{examples.name}': no window has its next values in the file to score against")
         answers = predict_frame(served, examples)
         pred = answers[[c for c in answers.columns if c.startswith("forecast")]].to_numpy(dtype=float)
-        return Report(metrics=M.regression(truth[complete], pred[complete]), primary="mae")
+        return Report(metrics=scoring.regression(truth[complete], pred[complete]), primary="mae")
 
     def evaluate(self, cfg, served: Served, data: Data) -> Report:
         """Test metrics in original units for the model and the baselines, plots, predictions;
@@ -237,7 +237,7 @@ def series_data(cfg, series, batch_size: int) -> Data:
     windows shuffled within the training part)."""
     import pandas as pd
 
-    from dlrun.data import forecasting as F
+    from dlrun.data import forecasting
     from dlrun.data.pipeline import fast_subset, from_arrays
     from dlrun.data.preprocess import transform
     from dlrun.data.series import infer_season, prepare
@@ -273,12 +273,12 @@ def series_data(cfg, series, batch_size: int) -> Data:
             raise DlrunError(f"task.difference={difference} needs the target '{target}' among the inputs",
                              "add it to data.features, or set task.difference=none")
         difference = "none"
-    plan = F.plan(values, meta["bounds"], window, horizon, season, str(cfg.task.transform), difference,
+    plan = forecasting.plan(values, meta["bounds"], window, horizon, season, str(cfg.task.transform), difference,
                   str(cfg.data.get("scale", "standard")))
-    pre = F.inputs_model((window, len(inputs)), a, b, target_index, plan)
+    pre = forecasting.inputs_model((window, len(inputs)), a, b, target_index, plan)
     for w in parts.values():
         w.x = transform(pre, w.raw)
-        w.y = F.encode(plan, F.boxcox(w.history, plan.lmbda), F.boxcox(w.y_raw, plan.lmbda)).astype("float32")
+        w.y = forecasting.encode(plan, forecasting.boxcox(w.history, plan.lmbda), forecasting.boxcox(w.y_raw, plan.lmbda)).astype("float32")
     name = series.name or str(cfg.data.name)
     info = SeriesInfo(
         name=name, input_shape=tuple(pre.output.shape[1:]), target="regression", output_dim=horizon,
@@ -316,8 +316,8 @@ def forecast_all(cfg, served: Served, data: Data) -> tuple[dict, list[str], dict
     """({split: (truth, {forecaster: forecasts})} for val (when it has windows) and test,
     skipped baselines with the reason, {classical baseline: its chosen model}), all in the
     user's units. The classical models are fitted once for both parts."""
-    from dlrun.data import classical as C
-    from dlrun.data import forecasting as F
+    from dlrun.data import classical as classical_models
+    from dlrun.data import forecasting
     from dlrun.data.series import moving_average_forecast, naive_forecast, seasonal_naive_forecast
     from dlrun.serving import predict_frame
 
@@ -335,12 +335,12 @@ def forecast_all(cfg, served: Served, data: Data) -> tuple[dict, list[str], dict
     classical, specs = {}, {}
     for name in (n for n in names if n in CLASSICAL):
         origins = np.concatenate([arrays[f"index_{s}"] for s in splits])
-        fitted = C.fit(name, F.boxcox(arrays["series_values"], info.plan.lmbda), info.bounds["train"][1],
-                       origins, horizon, info.season, info.plan.difference)
+        fitted = classical_models.fit(name, forecasting.boxcox(arrays["series_values"], info.plan.lmbda), info.bounds["train"][1],
+                                      origins, horizon, info.season, info.plan.difference)
         if fitted is None:
             skipped.append(f"{name} (no model could be fitted on {info.bounds['train'][1]} training steps)")
             continue
-        values = F.inv_boxcox(fitted.forecasts, info.plan.lmbda)
+        values = forecasting.inv_boxcox(fitted.forecasts, info.plan.lmbda)
         cuts = np.cumsum([len(arrays[f"index_{s}"]) for s in splits])[:-1]
         classical[name], specs[name] = dict(zip(splits, np.split(values, cuts), strict=True)), fitted.spec
     scored = {}
@@ -366,7 +366,7 @@ def forecast_all(cfg, served: Served, data: Data) -> tuple[dict, list[str], dict
 def compare(truth: np.ndarray, forecasts: dict, skipped: list) -> tuple[list[dict], dict]:
     """(table rows, {forecaster: metrics}) in the user's units, each forecaster on the windows it
     answers (a seasonal naive needs a season of history)."""
-    from dlrun import metrics as M
+    from dlrun import metrics as scoring
 
     rows, scores = [], {}
     for name, values in forecasts.items():
@@ -374,7 +374,7 @@ def compare(truth: np.ndarray, forecasts: dict, skipped: list) -> tuple[list[dic
         if not ok.any():
             skipped.append(f"{name} (no window has a full season of history)")
             continue
-        scores[name] = M.regression(truth[ok], values[ok])
+        scores[name] = scoring.regression(truth[ok], values[ok])
         rows.append({"forecaster": name, **scores[name]})
     return rows, scores
 

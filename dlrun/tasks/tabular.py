@@ -159,7 +159,7 @@ class TabularTask(Task):
 
     def score(self, cfg, served: Served, examples: Examples, names: list[str] | None = None) -> Report:
         """Test metrics of the served model; `names` shows classes by name instead of value."""
-        from dlrun import metrics as M
+        from dlrun import metrics as scoring
         from dlrun.plots import confusion_matrix
         from dlrun.serving import predict_frame
 
@@ -170,14 +170,14 @@ class TabularTask(Task):
         report = Report()
         if "prediction" in answers:
             truth = np.asarray(examples.targets, dtype="float64")
-            report.metrics.update(M.regression(truth, answers["prediction"].to_numpy()))
+            report.metrics.update(scoring.regression(truth, answers["prediction"].to_numpy()))
             report.primary = "rmse"
             return report
         values_ = served.output_columns["probability"]
         truth = _indices(examples.targets, values_)
         proba = answers[[f"probability_{v}" for v in values_]].to_numpy()
         names = names if names and len(names) == len(values_) else values_
-        values, rows, cm = M.classification(truth, proba.argmax(axis=1), names, proba)
+        values, rows, cm = scoring.classification(truth, proba.argmax(axis=1), names, proba)
         report.metrics.update(values)
         report.tables["classes"] = rows
         report.figures["confusion_matrix.png"] = confusion_matrix(cm, names)
@@ -185,7 +185,7 @@ class TabularTask(Task):
         return report
 
     def evaluate(self, cfg, served: Served, data: Data) -> Report:
-        from dlrun import metrics as M
+        from dlrun import metrics as scoring
 
         report = self.score(cfg, served, data.examples["test"], data.info.class_names).prefixed("test")
         info, a = data.info, data.arrays
@@ -195,18 +195,18 @@ class TabularTask(Task):
         for name, base in baselines(cfg, info, a["x_train"], a["y_train"], a["x_test"], a["y_test"],
                                     a.get("x_val"), a.get("y_val")).items():
             on_val[name] = base.pop(VAL, None)
-            report.metrics.update(M.prefixed(f"baseline/{name}", base))
+            report.metrics.update(scoring.prefixed(f"baseline/{name}", base))
             rows.append({"model": name, **_headline(base, info.target)})
         report.tables["comparison"] = rows
         if info.empty_cells:  # what the served model fills in (data.missing=impute), per column
             report.tables["empty_cells"] = info.empty_cells
-            report.metrics.update({f"data/empty_cells/{M.safe_name(r['column'])}": float(r["empty"])
+            report.metrics.update({f"data/empty_cells/{scoring.safe_name(r['column'])}": float(r["empty"])
                                    for r in info.empty_cells})
         # never mislead: the network against the best baseline on the validation split
         if len(data.examples["val"].inputs):
             objective = self.objective(cfg, info)
             network = self.score(cfg, served, data.examples["val"], info.class_names).metrics[objective.name]
-            line = M.losing_to_baseline(objective.name, objective.maximize, network, on_val,
+            line = scoring.losing_to_baseline(objective.name, objective.maximize, network, on_val,
                                         "a regularised network (model.dropout=0.2 or model.l2=0.001), or the "
                                         "baseline itself")
             report.warnings += [line] if line else []
@@ -311,7 +311,7 @@ def _fit_baselines(cfg, info, x_train, y_train, x_test, y_test, x_val, y_val) ->
     from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
     from sklearn.linear_model import LinearRegression, LogisticRegression
 
-    from dlrun import metrics as M
+    from dlrun import metrics as scoring
 
     seed = int(cfg.task.split.seed)
     regression = info.target == "regression"
@@ -330,15 +330,15 @@ def _fit_baselines(cfg, info, x_train, y_train, x_test, y_test, x_val, y_val) ->
         est = makers[name]().fit(x_train, y_train)
         pred = est.predict(x_test)
         if regression:
-            out[name] = M.regression(y_test, pred)
+            out[name] = scoring.regression(y_test, pred)
         else:
             proba = est.predict_proba(x_test) if hasattr(est, "predict_proba") else None
             if proba is not None and proba.shape[1] != len(info.class_names):  # a class missing in train
                 full = np.zeros((len(proba), len(info.class_names)))
                 full[:, est.classes_] = proba
                 proba = full
-            out[name] = M.classification(y_test, pred, info.class_names, proba)[0]
+            out[name] = scoring.classification(y_test, pred, info.class_names, proba)[0]
         if len(x_val):
             v = est.predict(x_val)
-            out[name][VAL] = M.regression(y_val, v)["rmse"] if regression else float(np.mean(v == y_val))
+            out[name][VAL] = scoring.regression(y_val, v)["rmse"] if regression else float(np.mean(v == y_val))
     return out

@@ -151,7 +151,7 @@ class TextTask(Task):
         return Examples(frame[["text"]], truth, rows, p.stem, str(p))
 
     def score(self, cfg, served: Served, examples: Examples) -> Report:
-        from dlrun import metrics as M
+        from dlrun import metrics as scoring
         from dlrun.plots import confusion_matrix
         from dlrun.serving import predict_frame
 
@@ -166,7 +166,7 @@ class TextTask(Task):
         truth = np.array([lookup[str(t)] for t in examples.targets])
         answers = predict_frame(served, examples)
         proba = answers[[f"probability_{n}" for n in names]].to_numpy()
-        values, rows, cm = M.classification(truth, proba.argmax(axis=1), names, proba)
+        values, rows, cm = scoring.classification(truth, proba.argmax(axis=1), names, proba)
         report = Report(values, primary="accuracy")
         report.tables["classes"] = rows
         report.tables["confidently_wrong"] = wrong_table(examples.inputs["text"].to_numpy(), truth, proba, names,
@@ -175,7 +175,7 @@ class TextTask(Task):
         return report
 
     def evaluate(self, cfg, served: Served, data: Data) -> Report:
-        from dlrun import metrics as M
+        from dlrun import metrics as scoring
 
         report = self.score(cfg, served, data.examples["test"]).prefixed("test")
         a, info = data.arrays, data.info
@@ -183,7 +183,7 @@ class TextTask(Task):
             {k.split("/", 1)[1]: v for k, v in report.metrics.items()})}]
         if "tfidf_logreg" in (cfg.task.get("baselines") or []) and len(np.unique(a["y_train"])) > 1:
             base = tfidf_logreg(a["text_train"], a["y_train"], a["text_test"], a["y_test"], info.class_names)
-            report.metrics.update(M.prefixed("baseline/tfidf_logreg", base))
+            report.metrics.update(scoring.prefixed("baseline/tfidf_logreg", base))
             rows.append({"model": "tfidf_logreg", **_headline(base)})
             if len(a["y_val"]):  # never mislead: the network against the baseline on the validation split
                 network = self.score(cfg, served, data.examples["val"]).metrics["accuracy"]
@@ -193,7 +193,7 @@ class TextTask(Task):
                         f"{info.chance:.1%} of the training texts): the network learned nothing; try model=auto or "
                         "model=bow, more epochs, or a longer task.sequence_length")
                 on_val = tfidf_logreg(a["text_train"], a["y_train"], a["text_val"], a["y_val"], info.class_names)
-                line = M.losing_to_baseline("accuracy", True, network, {"tfidf_logreg": on_val["accuracy"]},
+                line = scoring.losing_to_baseline("accuracy", True, network, {"tfidf_logreg": on_val["accuracy"]},
                                             "model=bow (words and bigrams into an MLP), or model=auto")
                 report.warnings += [line] if line else []
         report.tables["comparison"] = rows
@@ -325,13 +325,13 @@ def tfidf_logreg(train_texts, y_train, test_texts, y_test, names) -> dict:
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
-    from dlrun import metrics as M
+    from dlrun import metrics as scoring
 
     model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True), LogisticRegression(max_iter=2000, C=4.0))
     model.fit(list(map(str, train_texts)), y_train)
     proba = np.zeros((len(test_texts), len(names)))
     proba[:, model.classes_] = model.predict_proba(list(map(str, test_texts)))
-    return M.classification(y_test, proba.argmax(axis=1), names, proba)[0]
+    return scoring.classification(y_test, proba.argmax(axis=1), names, proba)[0]
 
 
 def _headline(m: dict) -> dict:

@@ -187,7 +187,7 @@ def best_checkpoint(path: Path | None, monitor: str, maximize: bool, min_interva
     class BestCheckpoint(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
-            self.keeper = BestKeeper(path, monitor, maximize, min_interval_s)
+            self.best = BestKeeper(path, monitor, maximize, min_interval_s)
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
@@ -195,10 +195,10 @@ def best_checkpoint(path: Path | None, monitor: str, maximize: bool, min_interva
                 raise DlrunError(f"trainer.checkpoint.monitor '{monitor}' is not a logged metric",
                                  f"logged: {', '.join(sorted(logs))}")
             tie = logs.get("val_loss") if monitor != "val_loss" else None
-            self.keeper.offer(self.model, logs[monitor], step_of(epoch) if step_of else epoch + 1, tie)
+            self.best.offer(self.model, logs[monitor], step_of(epoch) if step_of else epoch + 1, tie)
 
         def on_train_end(self, logs=None):
-            self.keeper.finish()
+            self.best.finish()
 
     return BestCheckpoint()
 

@@ -47,7 +47,7 @@ class Handle:
         self._epoch_steps: dict[int, int] = {}  # custom loops: the step of each evaluation "epoch"
         self.callbacks, keras_best = trainer_callbacks(trainer, workdir, has_val, objective, save=is_chief,
                                                        step_of=lambda epoch: self._epoch_steps.get(epoch, epoch + 1))
-        self.best: BestKeeper | None = keras_best.keeper if keras_best is not None else None
+        self.best: BestKeeper | None = keras_best.best if keras_best is not None else None
         self._fit_only = [nan_guard(), epoch_end(self._on_epoch)]  # per batch, and logging at epoch + 1
         self.callbacks += self._fit_only
         self._custom: list = []
@@ -127,9 +127,8 @@ class Handle:
 
     def fit_result(self, history: dict, unit: str = "epoch", steps=None, seen=None) -> Fit:
         b = self.best
-        path = b.path if b is not None and b.weights is not None and b.path is not None else None
         return Fit(history={k: [float(v) for v in vals] for k, vals in history.items()}, unit=unit, steps=steps,
-                   seen=seen, best_value=b.value if b else None, best_step=b.step if b else None, best_path=path)
+                   seen=seen, best_value=b.value if b else None, best_step=b.step if b else None)
 
     # -- Keras epoch end -------------------------------------------------------------------
     def _on_epoch(self, epoch: int, logs: dict) -> None:
