@@ -15,6 +15,14 @@ from pathlib import Path
 from dlrun import __version__
 from dlrun.config_tree import GROUPS, config_dir, group_options
 from dlrun.errors import DlrunError, Interrupted, did_you_mean
+from dlrun.overrides import (
+    first_job,
+    override_value,
+    parse_override,
+    parse_overrides,
+    sweep_choices,
+    value_of,
+)
 
 COMMANDS = ("train", "eval", "predict", "export", "explain", "attack", "list")
 FROM_RUN = ("predict", "export", "explain", "attack")  # commands that always start from a logged run
@@ -52,20 +60,14 @@ examples:
 
 def check_group_overrides(args: list[str]) -> None:
     """Unknown group options are a one-line error listing the valid ones (before Hydra/TF)."""
-    for arg in args:
-        if arg.startswith("-") or "=" not in arg:
+    for o in parse_overrides(args):
+        key = o.key_or_group
+        if key not in GROUPS or o.is_delete():
             continue
-        key, value = arg.split("=", 1)
-        key = key.lstrip("+~")
-        if key.startswith("override "):
-            key = key[len("override "):]
-        if key not in GROUPS or value in ("", "null"):
-            continue
-        if value.startswith(("choice(", "range(", "glob(", "interval(")):
-            continue
+        options = sweep_choices(o) if o.is_sweep_override() else [override_value(o)]
         valid = group_options(key)
-        for option in value.split(","):
-            if option not in valid:
+        for option in options or []:  # range, interval and glob sweeps are left to Hydra
+            if option not in ("", None) and option not in valid:
                 raise DlrunError(f"unknown {key} '{option}'", did_you_mean(option, valid))
 
 
@@ -148,7 +150,7 @@ def check_composes(args: list[str]) -> None:
     bad override syntax) is one line, not Hydra's multi-line report. Sweeps (-m) and Hydra's
     own flags are left to Hydra."""
     if any(a in ("-m", "--multirun") for a in args):  # a sweep: check its first job's overrides
-        args = [v for v in (_first_value(a) for a in args if a not in ("-m", "--multirun")) if v]
+        args = [v for v in (first_job(a) for a in args if a not in ("-m", "--multirun")) if v]
     if any(a.startswith("-") for a in args):
         return
     from hydra import compose, initialize_config_dir
@@ -166,11 +168,11 @@ def check_composes(args: list[str]) -> None:
                 return  # the usual case: one compose (a misspelled key would have failed it)
             except (HydraException, OmegaConfBaseException) as e:
                 failure = e
-            keys = [a.split("=", 1)[0] for a in args if "=" in a]
-            groups = [a for a in args if "=" in a and "." not in a.split("=", 1)[0]]
-            base = compose("config", overrides=groups)
-            for key in keys:  # a misspelled key: name it and the closest real one
-                if "." in key and not key.startswith(("+", "~")):
+            parsed = [(a, parse_override(a)) for a in args]
+            base = compose("config", overrides=[a for a, o in parsed if o is not None and "." not in o.key_or_group])
+            for _, o in parsed:  # a misspelled key: name it and the closest real one
+                if o is not None and "." in o.key_or_group and not (o.is_add() or o.is_delete()):
+                    key = o.key_or_group
                     parent, leaf = key.rsplit(".", 1)
                     node = OmegaConf.select(base, parent)
                     # list the keys: OmegaConf says a ??? (missing) value is not "in" its node
@@ -193,14 +195,14 @@ def check_composes(args: list[str]) -> None:
 def check_writable(args: list[str]) -> None:
     """Hydra writes each run's folder under the working folder (unless hydra.run.dir or
     hydra.sweep.dir says otherwise): a read-only folder is one line here, not three tracebacks."""
-    key = "hydra.sweep.dir=" if any(a in ("-m", "--multirun") for a in args) else "hydra.run.dir="
-    given = next((a.split("=", 1)[1] for a in args if a.startswith(key)), None)
+    key = "hydra.sweep.dir" if any(a in ("-m", "--multirun") for a in args) else "hydra.run.dir"
+    given = value_of(args, key)
     target = Path(given) if given else Path.cwd()
     while not target.exists() and target != target.parent:
         target = target.parent
     if not os.access(target, os.W_OK):
         raise DlrunError(f"folder '{target.resolve()}' is not writable (run folders and ./mlflow.db go there)",
-                         f"run from a writable folder, or set {key}/writable/path and "
+                         f"run from a writable folder, or set {key}=/writable/path and "
                          "tracking.uri=sqlite:////writable/path/mlflow.db")
 
 
@@ -211,26 +213,6 @@ def _quoted(arg: str) -> str:
     key, _, value = arg.partition("=")
     value = re.sub(r"[^\[\],\s\"']*[^\x00-\x7f][^\[\],\"']*", lambda m: f'"{m.group(0).strip()}"', value)
     return f"'{key}={value}'"
-
-
-def _first_value(arg: str) -> str:
-    """A sweep override reduced to its first job: key=a,b -> key=a; sweep functions
-    (range, choice, interval, glob) and hydra.* keys are left to Hydra ("")."""
-    key, sep, value = arg.partition("=")
-    if not sep:
-        return arg
-    if key.startswith("hydra.") or "(" in value:
-        return ""
-    depth, out = 0, ""
-    for ch in value:
-        if ch in "[{(":
-            depth += 1
-        elif ch in "]})":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            break
-        out += ch
-    return f"{key}={out}"
 
 
 def _flags_first(args: list[str]) -> list[str]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from dlrun import console
 from dlrun.contract import DatasetRecord, Served
 from dlrun.errors import DlrunError, did_you_mean
+from dlrun.overrides import override_key, value_of
 
 # Arguments of eval/predict that are not config keys.
 RUN_KEYS = ("run_id", "run_dir")
@@ -98,7 +99,7 @@ def _load_run(where: dict, overrides: list[str], tmp: Path):
             raise DlrunError(f"run_dir '{folder}' has no served model (did the run finish?)")
         logged, uri = OmegaConf.load(config_file), None
     else:
-        tracking_uri = _override_value(overrides, "tracking.uri")
+        tracking_uri = value_of(overrides, "tracking.uri") or None
         logged, served_dir, uri = _download(str(where["run_id"]), tracking_uri, tmp)
     OmegaConf.set_struct(logged, False)
     with contextlib.suppress(Exception):
@@ -107,14 +108,6 @@ def _load_run(where: dict, overrides: list[str], tmp: Path):
     if uri is not None:
         cfg.tracking.uri = uri
     return cfg, served_dir, uri
-
-
-def _override_value(overrides: list[str], key: str):
-    for item in overrides:
-        k, _, v = item.lstrip("+").partition("=")
-        if k == key:
-            return v or None
-    return None
 
 
 def _download(run_id: str, tracking_uri: str | None, tmp: Path):
@@ -211,8 +204,7 @@ def evaluate(cfg, where: dict, served_dir: Path, options: dict, overrides: list[
 
     task = TASKS.get(task_name)()
     served = load(served_dir)
-    data_keys = [o.split("=", 1)[0].lstrip("+") for o in overrides
-                 if o.lstrip("+").startswith("data.") or o.split("=", 1)[0] == "data"]
+    data_keys = [k for k in map(override_key, overrides) if k and (k == "data" or k.startswith("data."))]
     source = options.get("input") or (cfg.data.get("path") if "data.path" in data_keys else None)
     record = None
     if source:

@@ -39,6 +39,7 @@ from typing import Any
 
 from dlrun.contract import maximized
 from dlrun.errors import DlrunError
+from dlrun.overrides import parse_override
 
 WORKER_ENV = "DLRUN_SWEEP_WORKER"  # set in the extra worker processes (sweep.py leaves the summary to the first)
 
@@ -91,16 +92,20 @@ def trial_callbacks(objective, tracker) -> list:
 def distribution(key: str, value: Any):
     """A Hydra sweep expression (choice, range, interval, tag(log, ...), int(interval(...))) or a
     YAML list as an Optuna distribution; None for a plain value."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+    if isinstance(value, list | tuple):
+        value = "choice(" + ",".join(_encode(v) for v in value) + ")"
+    override = parse_override(f"{key}={value}")
+    if override is None:
+        raise DlrunError(f"hparams_search: cannot parse '{key}: {value}'",
+                         "write a Hydra sweep: choice(a,b), range(a,b), interval(a,b), tag(log, interval(a,b))")
+    return override_distribution(override)
+
+
+def override_distribution(override):
+    """A parsed Hydra override's sweep as an Optuna distribution; None for a plain value."""
     from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep, Transformer
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-    if isinstance(value, list | tuple):
-        value = "choice(" + ",".join(_encode(v) for v in value) + ")"
-    try:
-        override = OverridesParser.create().parse_override(f"{key}={value}")
-    except Exception as e:
-        raise DlrunError(f"hparams_search: cannot parse '{key}: {value}'", str(e).splitlines()[0]) from None
     if not override.is_sweep_override():
         return None
     sweep = override.value()
@@ -113,7 +118,7 @@ def distribution(key: str, value: Any):
         if isinstance(sweep.start, int) and isinstance(sweep.end, int):
             return IntDistribution(sweep.start, sweep.end, log=log)
         return FloatDistribution(float(sweep.start), float(sweep.end), log=log)
-    raise DlrunError(f"hparams_search: '{key}={value}' is not a search space",
+    raise DlrunError(f"hparams_search: '{override.input_line}' is not a search space",
                      "use choice(a,b), range(a,b), interval(a,b), int(interval(a,b)), tag(log, interval(a,b))")
 
 
@@ -129,13 +134,14 @@ def search_space(params, arguments: list[str]) -> tuple[dict, list[str]]:
     space = {str(k): d for k, v in (params or {}).items() if (d := distribution(str(k), _plain(v))) is not None}
     fixed = []
     for arg in arguments:
-        key, _, value = arg.partition("=")
-        d = distribution(key, value) if value and not key.startswith(("hydra.", "+hydra.")) else None
+        o = parse_override(arg)  # None: not Hydra syntax, which composing the first job reports
+        d = None if o is None or o.key_or_group.startswith("hydra.") else override_distribution(o)
         if d is None:
             fixed.append(arg)
-            space.pop(key.lstrip("+~"), None)  # a plain value on the command line wins over the search
+            if o is not None:
+                space.pop(o.key_or_group, None)  # a plain value on the command line wins over the search
         else:
-            space[key] = d
+            space[o.get_key_element()] = d
     if not space:
         raise DlrunError("hparams_search: the search space is empty",
                          "set hydra.sweeper.params in the hparams_search YAML, or key=interval(a,b) on the command line")

@@ -123,3 +123,19 @@ def test_eval_of_a_bad_checkpoint_path_is_one_quiet_line(run_process, workdir):
         proc = run_process("eval", f"checkpoint={path}", "task=tabular", expect=2)
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         assert len(lines) == 1 and needle in lines[0], proc.stderr
+
+
+def test_overrides_are_read_with_hydras_grammar():
+    """One reader of key=value arguments (Hydra's parser) for every place that needs a key, a
+    value or a sweep's first job."""
+    from dlrun.overrides import first_job, override_key, parse_override, sweep_choices, value_of
+
+    assert first_job("model.hidden_units=[32],[64,64]") == "model.hidden_units=[32]"
+    assert first_job("+task=choice(cnn,tabular)") == "+task=cnn"
+    assert first_job("trainer.epochs=range(1,4)") == "" and first_job("hydra.run.dir=x") == ""
+    assert first_job("data.path='a,b.csv'") == "data.path='a,b.csv'"  # quoted: one value, not a sweep
+    assert first_job("--cfg") == "--cfg" and parse_override("data.path=größe.csv") is None
+    assert override_key("++data.path=x") == "data.path" and override_key("~model.l2") == "model.l2"
+    assert sweep_choices(parse_override("task=cnn,tabular")) == ["cnn", "tabular"]
+    assert value_of(["tracking.uri=a", "x=1", "+tracking.uri=sqlite:///b.db"], "tracking.uri") == "sqlite:///b.db"
+    assert value_of(["x=1"], "tracking.uri") is None
