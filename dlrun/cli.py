@@ -268,7 +268,7 @@ def _run_hydra(command: str, args: list[str]) -> int:
                 from dlrun.sweep import record_failure
 
                 record_failure(cfg, overrides, str(e), hc.sweep.dir)
-            return None
+            return sweep.JobFailed(e.message, getattr(e, "run_id", None))
         except (KeyboardInterrupt, Interrupted) as e:
             _leave(e)
 

@@ -18,9 +18,9 @@ trial number, tell the study the job's value. So
 - the value is what `dlrun train` returns: the task's objective on validation data at the
   evaluated weights (runner.sweep_value); the direction is the objective's (`direction: auto`).
   `metric: val_loss` (any per-epoch key) optimises that key's best epoch instead.
-- with a `pruner`, Keras-fit tasks report the metric every epoch (`trial_callbacks`, added by the
-  runner) and a pruned trial stops training, is logged as usual and is PRUNED in the study. The
-  report needs the job in this process: the basic launcher (the default).
+- with a `pruner`, Keras-fit tasks report the metric every epoch (`TrialExtension`, attached to the
+  job as a run extension) and a pruned trial stops training, is logged as usual and is PRUNED
+  in the study. The report needs the job in this process: the basic launcher (the default).
 """
 
 from __future__ import annotations
@@ -45,8 +45,10 @@ WORKER_ENV = "DLRUN_SWEEP_WORKER"  # set in the extra worker processes (sweep.py
 
 
 @dataclass
-class Current:
-    """The trial the job running in this process belongs to (read by `trial_callbacks`)."""
+class TrialExtension:
+    """The Optuna trial of the job this process runs, attached to it as a run extension
+    (training/extensions.py): its callbacks report the metric each epoch, prune when the pruner
+    says so and tag the run with the study and trial; the sweeper reads back what happened."""
 
     trial: Any
     metric: str | None  # None: the task's objective (val_<name>)
@@ -55,37 +57,27 @@ class Current:
     pruned_at: int | None = None
     run_id: str | None = None
 
+    def callbacks(self, objective, tracker) -> list:
+        import keras
 
-CURRENT: Current | None = None
+        self.run_id = tracker.run_id
+        self.metric = self.metric or objective.val
+        trial, current = self.trial, self
+        tracker.set_tags({"dlrun.optuna.study": trial.study.study_name, "dlrun.optuna.trial": str(trial.number)})
 
+        class Report(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                value = (logs or {}).get(current.metric)
+                if value is None or not math.isfinite(float(value)):
+                    return
+                current.history.append(float(value))
+                trial.report(float(value), epoch + 1)
+                if current.prune and trial.should_prune():
+                    current.pruned_at = epoch + 1
+                    tracker.set_tags({"dlrun.optuna.pruned": f"epoch {epoch + 1}"})
+                    self.model.stop_training = True  # the run ends normally (logged, FINISHED); the trial PRUNED
 
-# -- the runner's hook ------------------------------------------------------------------------
-def trial_callbacks(objective, tracker) -> list:
-    """Keras callbacks for the Optuna trial this job is part of ([] outside one): report the
-    metric each epoch, prune when the pruner says so, tag the run with the study and trial."""
-    current = CURRENT
-    if current is None:
-        return []
-    import keras
-
-    current.run_id = tracker.run_id
-    current.metric = current.metric or objective.val
-    trial = current.trial
-    tracker.set_tags({"dlrun.optuna.study": trial.study.study_name, "dlrun.optuna.trial": str(trial.number)})
-
-    class Report(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            value = (logs or {}).get(current.metric)
-            if value is None or not math.isfinite(float(value)):
-                return
-            current.history.append(float(value))
-            trial.report(float(value), epoch + 1)
-            if current.prune and trial.should_prune():
-                current.pruned_at = epoch + 1
-                tracker.set_tags({"dlrun.optuna.pruned": f"epoch {epoch + 1}"})
-                self.model.stop_training = True  # the run ends normally (logged, FINISHED); the trial PRUNED
-
-    return [Report()]
+        return [Report()]
 
 
 # -- search space -------------------------------------------------------------------------------
@@ -168,19 +160,33 @@ def open_storage(url: str, heartbeat_interval: int):
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat_interval,
                                           grace_period=3 * heartbeat_interval,
-                                          heartbeat_stale_trial_callback=_retry_interrupted)
+                                          heartbeat_stale_trial_callback=retry_callback())
     except Exception as e:
         raise DlrunError(f"hparams_search: cannot open the study storage {url}", str(e).splitlines()[0]) from None
 
 
-def _retry_interrupted(study, trial) -> None:
-    """A trial that stopped without an answer (its process is gone) is tried again first."""
-    study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+def retry_callback():
+    """Optuna's RetryFailedTrialCallback (an interrupted trial's parameters are tried again first,
+    the retry naming the trial it repeats); built without its 'experimental' warning."""
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RetryFailedTrialCallback()
 
 
-def fail_vanished(study) -> None:
+def trial_id(storage, study, number: int) -> int:
+    """The storage's id of trial `number` (what heartbeats and user attributes of a trial that is
+    not this process's own are addressed by), through the storage's public lookups."""
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)
+
+
+def fail_vanished(study, storage) -> None:
     """Trials left RUNNING by a process of this machine that no longer exists (Ctrl-C, SIGKILL,
-    a crash) are failed as interrupted at once (other machines': by heartbeat)."""
+    a crash) are failed as interrupted at once and tried again first, as Optuna's
+    RetryFailedTrialCallback does for the trials of other machines whose heartbeat stopped."""
     import datetime
 
     import optuna
@@ -194,9 +200,10 @@ def fail_vanished(study) -> None:
         elif t.user_attrs.get("host") != host or _alive(t.user_attrs.get("pid")):
             continue
         with contextlib.suppress(Exception):  # another worker may be failing it at the same moment
-            study._storage.set_trial_user_attr(t._trial_id, "interrupted", "its process ended without an answer")
+            storage.set_trial_user_attr(trial_id(storage, study, t.number), "interrupted",
+                                        "its process ended without an answer")
             study.tell(t.number, state=optuna.trial.TrialState.FAIL)
-            _retry_interrupted(study, t)
+            retry_callback()(study, t)  # t: as it was, without "interrupted"
     import warnings
 
     with contextlib.suppress(Exception), warnings.catch_warnings():
@@ -243,14 +250,16 @@ def file_lock(path: Path):
 
 
 @contextlib.contextmanager
-def heartbeat(storage, trial, interval: int):
-    """Record the trial's heartbeat while its job runs (optuna does this only inside optimize())."""
+def heartbeat(storage, study, trial, interval: int):
+    """Record the trial's heartbeat while its job runs (optuna does this only inside optimize(),
+    which asks for trials without the lock that keeps the count of trials exact)."""
     done = threading.Event()
+    tid = trial_id(storage, study, trial.number)
 
     def beat():
         while True:
             with contextlib.suppress(Exception):
-                storage.record_heartbeat(trial._trial_id)
+                storage.record_heartbeat(tid)
             if done.wait(interval):
                 return
 
@@ -352,7 +361,7 @@ def _sweep(sweeper, arguments: list[str]) -> list:
         n_before = len(existing.trials) if existing is not None else 0
         study = optuna.create_study(study_name=name, storage=storage, direction=direction, load_if_exists=True,
                                     sampler=make(s["sampler"], worker, n_before), pruner=make(s["pruner"], worker, 0))
-        fail_vanished(study)
+        fail_vanished(study, storage)
         if worker == 0:
             for line in s["enqueue"] or []:
                 study.enqueue_trial(_enqueued(str(line), space), skip_if_exists=True)
@@ -407,29 +416,32 @@ def _enqueued(line: str, space: dict) -> dict:
 def _run_trial(sweeper, study, storage, trial, fixed, metric, s) -> Any:
     """One job for one trial; the study is told its value, PRUNED or FAILED with the reason."""
     import optuna
-    from hydra.core.utils import JobStatus
 
     from dlrun import console
+    from dlrun.sweep import JobFailed
+    from dlrun.training import extensions
 
-    global CURRENT
     S = optuna.trial.TrialState
     overrides = overrides_for(trial.params, fixed)
-    CURRENT = current = Current(trial, metric, prune=s["pruner"] is not None)
+    current = TrialExtension(trial, metric, prune=s["pruner"] is not None)
     value, error = None, None
     try:
-        with heartbeat(storage, trial, int(s["heartbeat_interval"])), _errors_printed() as printed:
+        with heartbeat(storage, study, trial, int(s["heartbeat_interval"])), extensions.attached(current):
             ret = sweeper.launcher.launch([overrides], initial_job_idx=trial.number)[0]
-        if ret.status == JobStatus.FAILED:
-            e = ret._return_value
-            error = f"{type(e).__name__}: {e}".splitlines()[0]
-        elif ret.return_value is None:
-            error = printed[-1] if printed else "the job failed (its MLflow run has the reason)"
+        try:
+            result = ret.return_value  # a job that raised: Hydra raises its exception here
+        except Exception as e:
+            result = JobFailed(f"{type(e).__name__}: {e}".splitlines()[0])
+        if isinstance(result, JobFailed):  # cli.job's answer for a DlrunError (a bad value, a NaN loss)
+            error = result.reason
+        elif result is None:
+            error = "the job failed (its MLflow run has the reason)"
         elif metric:
             pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
             value = pick(current.history) if current.history else None
             error = None if value is not None else f"no per-epoch '{metric}' in the job's history"
         else:
-            value = float(ret.return_value)
+            value = float(result)
         if value is not None and not math.isfinite(value):
             value, error = None, f"value {value}"
         if current.run_id:
@@ -437,8 +449,6 @@ def _run_trial(sweeper, study, storage, trial, fixed, metric, s) -> Any:
         trial.set_user_attr("overrides", " ".join(overrides))
     except Exception as e:  # never leave a trial RUNNING because recording went wrong
         error = f"{type(e).__name__}: {e}".splitlines()[0]
-    finally:
-        CURRENT = None
     if error is not None:
         trial.set_user_attr("error", error[:2000])
         study.tell(trial, state=S.FAIL)
@@ -452,25 +462,6 @@ def _run_trial(sweeper, study, storage, trial, fixed, metric, s) -> Any:
     best = study.best_trial
     console.console.print(f"trial {trial.number}: {value:.6g} (best {best.value:.6g}, trial {best.number})")
     return value
-
-
-@contextlib.contextmanager
-def _errors_printed():
-    """The one-line errors printed during a job: cli.job reports a DlrunError (a bad value, a NaN
-    loss) on the console and returns None, so its line is taken from there for the study."""
-    from dlrun import console
-
-    printed, original = [], console.error
-
-    def error(message, hint=None):
-        printed.append(str(message))
-        return original(message, hint)
-
-    console.error = error
-    try:
-        yield printed
-    finally:
-        console.error = original
 
 
 def _report(study, sweep_dir: Path) -> None:

@@ -26,6 +26,7 @@ from dlrun.errors import DlrunError, Interrupted
 from dlrun.registry import TASKS
 from dlrun.startup import paused_gc
 from dlrun.tracking import Tracker, tracked_run
+from dlrun.training import extensions
 
 
 def quiet_tensorflow() -> None:
@@ -228,10 +229,8 @@ def _train(cfg, overrides, workdir: Path, task, task_name: str, strategy, tracke
         run.callbacks.append(backup_cb)
     elif resume is not None:
         raise DlrunError(f"task '{task_name}' cannot resume from a backup", "trainer.resume works for Keras-fit tasks")
-    # Optuna trial (hparams_search=optuna): per-epoch report and pruning; [] otherwise (dlrun/optuna_sweep.py)
-    from dlrun.optuna_sweep import trial_callbacks
-
-    run.callbacks += trial_callbacks(objective, tracker)
+    # attached extensions, e.g. an Optuna trial's per-epoch report and pruning (training/extensions.py)
+    run.callbacks += extensions.callbacks(objective, tracker)
     run.attach(model)
     start = time.perf_counter()
     try:

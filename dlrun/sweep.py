@@ -22,6 +22,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,15 @@ POOL_ENV = "DLRUN_GPU_POOL"  # the GPUs the sweep started with (a job's own CUDA
 # launchers whose jobs do not share this machine's GPUs side by side: Hydra's basic launcher
 # runs them one after another in this process; SLURM gives each job its own GPUs (--gpus-per-task)
 OWN_DEVICES = ("BasicLauncher", "SlurmLauncher")
+
+
+@dataclass(frozen=True)
+class JobFailed:
+    """What a sweep job returns when dlrun rejected or stopped it with a reason (a DlrunError: a
+    bad value, a NaN loss); the reason is also on the console and on the job's MLflow run."""
+
+    reason: str
+    run_id: str | None = None
 
 
 def parent_of(sweep_dir: str | Path) -> str | None:

@@ -77,20 +77,19 @@ def test_optuna_pruning_stops_the_loop_at_its_first_evaluation(compose):
     from dlrun import optuna_sweep
     from dlrun.contract import Objective
     from dlrun.tracking import Tracker
+    from dlrun.training import extensions
 
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1e9))
     trial = study.ask()
-    optuna_sweep.CURRENT = optuna_sweep.Current(trial, None, prune=True)
-    try:
+    current = optuna_sweep.TrialExtension(trial, None, prune=True)
+    with extensions.attached(current):  # what the sweeper does around a trial's job
         run = UnitRun()
-        run.callbacks += optuna_sweep.trial_callbacks(Objective("mean_return", True), Tracker(
+        run.callbacks += extensions.callbacks(Objective("mean_return", True), Tracker(
             compose("task=rl").tracking, enabled=False))
         fit = q_learning_run(compose, run)
-        current = optuna_sweep.CURRENT
-    finally:
-        optuna_sweep.CURRENT = None
+    assert extensions.callbacks(Objective("mean_return", True), None) == []  # detached after the job
     assert current.pruned_at == 1 and len(fit.steps) == 1  # reported once, pruned, stopped
-    assert trial.storage.get_trial(trial._trial_id).intermediate_values == {1: fit.history["val_mean_return"][0]}
+    assert study.trials[0].intermediate_values == {1: fit.history["val_mean_return"][0]}
 
 
 def test_a_stop_request_ends_the_loop_after_the_current_unit(compose):
