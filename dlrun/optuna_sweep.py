@@ -40,12 +40,13 @@ from typing import Any
 from dlrun.contract import maximized
 from dlrun.errors import DlrunError
 from dlrun.overrides import parse_override
+from dlrun.training.extensions import Extension
 
 WORKER_ENV = "DLRUN_SWEEP_WORKER"  # set in the extra worker processes (sweep.py leaves the summary to the first)
 
 
 @dataclass
-class TrialExtension:
+class TrialExtension(Extension):
     """The Optuna trial of the job this process runs, attached to it as a run extension
     (training/extensions.py): its callbacks report the metric each epoch, prune when the pruner
     says so and tag the run with the study and trial; the sweeper reads back what happened."""
@@ -57,11 +58,12 @@ class TrialExtension:
     pruned_at: int | None = None
     run_id: str | None = None
 
-    def callbacks(self, objective, tracker) -> list:
+    def callbacks(self, ctx) -> list:
         import keras
 
+        tracker = ctx.tracker
         self.run_id = tracker.run_id
-        self.metric = self.metric or objective.val
+        self.metric = self.metric or ctx.objective.val
         trial, current = self.trial, self
         tracker.set_tags({"dlrun.optuna.study": trial.study.study_name, "dlrun.optuna.trial": str(trial.number)})
 

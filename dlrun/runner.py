@@ -167,17 +167,35 @@ def train(cfg, overrides: list[str], workdir: Path) -> float | None:
 
 
 def _train(cfg, overrides, workdir: Path, task, task_name: str, strategy, tracker, stop, chief: bool, resume=None):
-    from dlrun.strategy import describe, evaluation_scope
-    from dlrun.training.callbacks import tensorboard
-    from dlrun.training.handle import Handle
+    """The run's steps: data -> model -> fit -> serve -> evaluate -> log. What else takes part
+    (TensorBoard, backup and resume, an Optuna trial) is an extension (training/extensions.py)."""
+    ctx = extensions.RunContext(cfg, overrides, workdir, task, task_name, strategy, tracker, chief, resume)
+    data, datasets = _data(ctx)
+    ctx.objective = task.objective(cfg, data.info)
+    _model(ctx, data)
+    fit, fit_seconds = _fit(ctx, data, stop)
+    served, evaluated = _serve(ctx, data, fit)
+    report = task.evaluate(cfg, served, data)
+    _log(ctx, data, datasets, fit, served, report)
+    for ext in ctx.extensions:
+        ext.finished(ctx)
+    return _objective_value(ctx, fit, fit_seconds, evaluated)
 
-    facts = describe(strategy)
-    data, global_batch, replicas = build_data(task, cfg, strategy)
+
+def _data(ctx):
+    """The task's data for the strategy's global batch; the facts of the run (strategy, devices,
+    versions), the data's warnings and notes and its datasets logged, the header printed."""
+    from dlrun.strategy import describe
+
+    cfg, tracker = ctx.cfg, ctx.tracker
+    facts = describe(ctx.strategy)
+    data, global_batch, replicas = build_data(ctx.task, cfg, ctx.strategy)
+    ctx.notes["global_batch"] = global_batch
     tracker.log_params({"strategy.replicas": replicas, "strategy.workers": facts["workers"],
                         "trainer.global_batch_size": global_batch})
     tracker.set_tags({"dlrun.strategy": facts["strategy"], "dlrun.devices": facts["devices"],
                       "dlrun.gpus": facts["gpus"], **_versions()})
-    console.header("train", task_name, cfg.model.name, data.info.name,
+    console.header("train", ctx.task_name, cfg.model.name, data.info.name,
                    {"strategy": facts["strategy"], "replicas": replicas, "batch": global_batch}, tracker.run_id)
     for line in data.warnings:
         console.warn(line)
@@ -187,63 +205,46 @@ def _train(cfg, overrides, workdir: Path, task, task_name: str, strategy, tracke
         console.note(f"{tag.removeprefix('dlrun.')}: {text}")
     if data.notes:
         tracker.set_tags({tag: str(text)[:5000] for tag, text in data.notes.items()})
-    datasets = tracker.log_datasets(data.records) if resume is None else {}
-    objective = task.objective(cfg, data.info)
-    with strategy.scope():
-        model = task.build_model(cfg, data.info)
-    if model is not None and hasattr(model, "count_params"):
-        console.model_summary(model)
-        tracker.log_params({"model.params": model.count_params()})
+    datasets = tracker.log_datasets(data.records) if ctx.resume is None else {}
+    return data, datasets
 
-    run = Handle(cfg.trainer, workdir, objective, has_val=data.val is not None, is_chief=chief,
-                 log=tracker.log_step, log_epoch=tracker.log_epoch, log_keras=tracker.log_keras,
-                 progress=lambda total, unit: console.Progress(total, unit, enabled=bool(cfg.trainer.progress)))
-    run.global_batch = global_batch
-    if cfg.tracking.tensorboard:
-        run.callbacks.append(tensorboard(workdir / "tensorboard"))
-    backup_cb = None
-    if cfg.trainer.backup and chief and task.resumable and model is not None and hasattr(model, "fit"):
-        from dlrun.training import backup
 
-        if resume is not None:
-            name = f"run {resume.run_id}" if resume.run_id else "the run"
-            if tracker.resumed_status == "RUNNING":  # nothing ended it: killed, or its machine lost
-                name += " (left RUNNING by a process that is gone)"
-            if resume.has_model:
-                with strategy.scope():
-                    model = backup.restore(resume, model, run.best)
-                run.initial_epoch = resume.epochs_done
-                # a training key every epoch logs: "loss", or a GAN's "d_loss" (no single loss)
-                key = next((k for k in next(iter(resume.logs.values()), {}) if not k.startswith("val_")), "loss")
-                for epoch, logs in sorted(backup.unlogged(resume, tracker.last_step(f"train/{key}")).items()):
-                    tracker.log_epoch(epoch - 1, logs)
-                tracker.flush()
-                console.console.print(f"resuming after epoch {resume.epochs_done} of {name} ({resume.run_dir})")
-            else:
-                console.console.print(f"{name} stopped before its first backup: training it again from epoch 0 "
-                                      f"in the same MLflow run ({resume.run_dir})")
-        # per-epoch metrics go out with each backup (Keras-fit tasks): a killed run resumes without gaps
-        backup_cb = backup.callback(workdir / backup.FOLDER, float(cfg.trainer.backup_interval_s), tracker.run_id,
-                                    backup.own_overrides(overrides), run.best, tracker.flush,
-                                    on_begin=lambda: setattr(tracker, "hold", True))
-        run.callbacks.append(backup_cb)
-    elif resume is not None:
-        raise DlrunError(f"task '{task_name}' cannot resume from a backup", "trainer.resume works for Keras-fit tasks")
-    # attached extensions, e.g. an Optuna trial's per-epoch report and pruning (training/extensions.py)
-    run.callbacks += extensions.callbacks(objective, tracker)
-    run.attach(model)
+def _model(ctx, data) -> None:
+    """The task's model in the strategy's scope, the run handle, and the callbacks of the run's
+    extensions (which may restore the model: a resumed run)."""
+    from dlrun.training.handle import Handle
+
+    cfg, tracker = ctx.cfg, ctx.tracker
+    with ctx.strategy.scope():
+        ctx.model = ctx.task.build_model(cfg, data.info)
+    if ctx.model is not None and hasattr(ctx.model, "count_params"):
+        console.model_summary(ctx.model)
+        tracker.log_params({"model.params": ctx.model.count_params()})
+    ctx.run = Handle(cfg.trainer, ctx.workdir, ctx.objective, has_val=data.val is not None, is_chief=ctx.chief,
+                     log=tracker.log_step, log_epoch=tracker.log_epoch, log_keras=tracker.log_keras,
+                     progress=lambda total, unit: console.Progress(total, unit, enabled=bool(cfg.trainer.progress)))
+    ctx.run.global_batch = ctx.notes["global_batch"]
+    ctx.extensions = extensions.for_run(ctx)
+    for ext in ctx.extensions:
+        ctx.run.callbacks += ext.callbacks(ctx)
+    ctx.run.attach(ctx.model)
+
+
+def _fit(ctx, data, stop):
+    """task.fit under the run's signal handling; a stop keeps what exists and ends the run KILLED."""
+    run, tracker = ctx.run, ctx.tracker
     start = time.perf_counter()
     try:
         with stop.during_fit(run):
-            fit = task.fit(cfg, model, data, run)
+            fit = ctx.task.fit(ctx.cfg, ctx.model, data, run)
         fit_seconds = time.perf_counter() - start  # training only; the flush below is per run
     finally:
         run.close()
         tracker.flush()
     if run.stop_reason:  # keep what exists: the best checkpoint so far, a backup to resume from
-        if backup_cb is not None:
-            backup_cb.save()
-        tracker.log_path(workdir / "best.keras", "checkpoints")
+        for ext in ctx.extensions:
+            ext.stopped(ctx)
+        tracker.log_path(ctx.workdir / "best.keras", "checkpoints")
         raise Interrupted(run.stop_reason, stop.code)
     timing = {"timing/fit_seconds": fit_seconds}
     if fit.history:
@@ -252,21 +253,34 @@ def _train(cfg, overrides, workdir: Path, task, task_name: str, strategy, tracke
         timing["timing/samples_per_second" if fit.unit == "epoch" else "timing/steps_per_second"] = \
             fit.seen / max(fit_seconds, 1e-9)
     tracker.log_metrics(timing)
+    return fit, fit_seconds
 
+
+def _serve(ctx, data, fit):
+    """The evaluated weights (the best kept, or the last) and the served model built on them."""
+    from dlrun.strategy import evaluation_scope
+
+    run, model = ctx.run, ctx.model
     evaluated = "last"
-    if cfg.trainer.checkpoint.evaluate == "best" and run.best is not None and run.best.restore(model):
+    if ctx.cfg.trainer.checkpoint.evaluate == "best" and run.best is not None and run.best.restore(model):
         evaluated = f"best ({run.best.monitor} {run.best.value:.6g} at {fit.unit} {run.best.step})"
-    tracker.set_tags({"dlrun.evaluated_weights": evaluated})
-    with evaluation_scope(strategy):
-        served = task.serving(cfg, model, data)
-    report = task.evaluate(cfg, served, data)
-    console.report(report, title=f"{task_name} results")
+    ctx.tracker.set_tags({"dlrun.evaluated_weights": evaluated})
+    with evaluation_scope(ctx.strategy):
+        served = ctx.task.serving(ctx.cfg, model, data)
+    return served, evaluated
+
+
+def _log(ctx, data, datasets, fit, served, report) -> None:
+    """The report on the console; the served model, the report, the learning curves, the best
+    checkpoint and the plots a task drew during fit to MLflow."""
+    cfg, tracker, workdir = ctx.cfg, ctx.tracker, ctx.workdir
+    console.report(report, title=f"{ctx.task_name} results")
     for line in report.warnings:
         console.warn(line)
     if report.warnings:
         tracker.set_tags({"dlrun.warnings": " | ".join([*data.warnings, *report.warnings])[:5000]})
     try:
-        model_id = tracker.log_served(served, workdir / "served", task_name) if chief else None
+        model_id = tracker.log_served(served, workdir / "served", ctx.task_name) if ctx.chief else None
         tracker.log_report(report, model_id=model_id, dataset=datasets.get("testing"))
         if fit.history and cfg.tracking.log_plots and tracker.enabled:
             from dlrun.plots import learning_curves
@@ -279,12 +293,12 @@ def _train(cfg, overrides, workdir: Path, task, task_name: str, strategy, tracke
 
         close(report.figures)  # also when nothing was logged: sweeps would pile them up
     tracker.log_path(workdir / "best.keras", "checkpoints")
-    tracker.log_path(workdir / "tensorboard", "tensorboard")
     tracker.log_path(workdir / "plots", "plots")  # figures a task drew during fit (a GAN's sample grids)
-    if cfg.trainer.backup and chief:
-        from dlrun.training import backup
 
-        backup.mark_finished(workdir)
+
+def _objective_value(ctx, fit, fit_seconds: float, evaluated: str) -> float | None:
+    """The objective on validation data at the evaluated weights: logged, and what a sweep gets."""
+    objective, tracker = ctx.objective, ctx.tracker
     value = sweep_value(fit, objective)
     if value is None and _in_sweep():
         raise DlrunError(f"no validation value of {objective.name} to hand the sweep (no {objective.val} in the "

@@ -6,6 +6,7 @@ run refuses in one line before training."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import gymnasium as gym
 import pytest
@@ -82,12 +83,15 @@ def test_optuna_pruning_stops_the_loop_at_its_first_evaluation(compose):
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1e9))
     trial = study.ask()
     current = optuna_sweep.TrialExtension(trial, None, prune=True)
+    cfg = compose("task=rl")
+    ctx = extensions.RunContext(cfg, [], Path("."), None, "rl", None, Tracker(cfg.tracking, enabled=False), True,
+                                objective=Objective("mean_return", True))
     with extensions.attached(current):  # what the sweeper does around a trial's job
+        assert current in extensions.for_run(ctx)
         run = UnitRun()
-        run.callbacks += extensions.callbacks(Objective("mean_return", True), Tracker(
-            compose("task=rl").tracking, enabled=False))
+        run.callbacks += current.callbacks(ctx)
         fit = q_learning_run(compose, run)
-    assert extensions.callbacks(Objective("mean_return", True), None) == []  # detached after the job
+    assert current not in extensions.for_run(ctx)  # detached after the job
     assert current.pruned_at == 1 and len(fit.steps) == 1  # reported once, pruned, stopped
     assert study.trials[0].intermediate_values == {1: fit.history["val_mean_return"][0]}
 

@@ -268,3 +268,63 @@ def restore(state: State, model, best) -> object:
     # optimizer, and a second optimizer a model with its own train_step keeps (a GAN's)
     model.load_weights(state.folder / MODEL)
     return model
+
+
+def backup_extension(ctx):
+    """trainer.backup / trainer.resume as a run extension (training/extensions.py): a resumed
+    run gets its weights, optimizer state, best-so-far and unlogged epochs back; training is backed
+    up every trainer.backup_interval_s (per-epoch metrics go out with each backup, so a killed run
+    resumes without gaps); a stop saves one more backup; a finished run's folder is marked so."""
+    from dlrun import console
+    from dlrun.training.extensions import Extension
+
+    cfg, chief, resume = ctx.cfg, ctx.chief, ctx.resume
+    if not (cfg.trainer.backup and chief) and resume is None:
+        return None
+
+    class BackupExtension(Extension):
+        saver = None
+
+        def callbacks(self, ctx) -> list:
+            model, run, tracker = ctx.model, ctx.run, ctx.tracker
+            if not (cfg.trainer.backup and chief and ctx.task.resumable and model is not None
+                    and hasattr(model, "fit")):
+                if resume is not None:
+                    raise DlrunError(f"task '{ctx.task_name}' cannot resume from a backup",
+                                     "trainer.resume works for Keras-fit tasks")
+                return []
+            if resume is not None:
+                self._resume(ctx)
+            self.saver = callback(ctx.workdir / FOLDER, float(cfg.trainer.backup_interval_s), tracker.run_id,
+                                  own_overrides(ctx.overrides), run.best, tracker.flush,
+                                  on_begin=lambda: setattr(tracker, "hold", True))
+            return [self.saver]
+
+        def _resume(self, ctx) -> None:
+            tracker, run = ctx.tracker, ctx.run
+            name = f"run {resume.run_id}" if resume.run_id else "the run"
+            if tracker.resumed_status == "RUNNING":  # nothing ended it: killed, or its machine lost
+                name += " (left RUNNING by a process that is gone)"
+            if not resume.has_model:
+                console.console.print(f"{name} stopped before its first backup: training it again from epoch 0 "
+                                      f"in the same MLflow run ({resume.run_dir})")
+                return
+            with ctx.strategy.scope():
+                ctx.model = restore(resume, ctx.model, run.best)
+            run.initial_epoch = resume.epochs_done
+            # a training key every epoch logs: "loss", or a GAN's "d_loss" (no single loss)
+            key = next((k for k in next(iter(resume.logs.values()), {}) if not k.startswith("val_")), "loss")
+            for epoch, logs in sorted(unlogged(resume, tracker.last_step(f"train/{key}")).items()):
+                tracker.log_epoch(epoch - 1, logs)
+            tracker.flush()
+            console.console.print(f"resuming after epoch {resume.epochs_done} of {name} ({resume.run_dir})")
+
+        def stopped(self, ctx) -> None:
+            if self.saver is not None:
+                self.saver.save()
+
+        def finished(self, ctx) -> None:
+            if cfg.trainer.backup and chief:
+                mark_finished(ctx.workdir)
+
+    return BackupExtension()

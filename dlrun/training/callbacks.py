@@ -89,6 +89,23 @@ def early_stopping(chance: float | None):
     return PastChance
 
 
+def tensorboard_extension(ctx):
+    """tracking.tensorboard: the TensorBoard callback, its event files logged as artifacts at the end."""
+    from dlrun.training.extensions import Extension
+
+    if not ctx.cfg.tracking.tensorboard:
+        return None
+
+    class TensorBoardExtension(Extension):
+        def callbacks(self, ctx) -> list:
+            return [tensorboard(ctx.workdir / "tensorboard")]
+
+        def finished(self, ctx) -> None:
+            ctx.tracker.log_path(ctx.workdir / "tensorboard", "tensorboard")
+
+    return TensorBoardExtension()
+
+
 def tensorboard(log_dir: Path):
     """Keras' TensorBoard callback, per-epoch scalars only. It has per-batch hooks, so it turns
     off Keras' asynchronous batch dispatch: small models train slower while it is on."""

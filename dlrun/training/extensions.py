@@ -1,20 +1,61 @@
-"""Run extensions: something outside the task that wants callbacks in the training of the run
-this process is about to make (an Optuna trial reporting each epoch and pruning).
+"""Run extensions: what takes part in a training run besides the task, attached to it instead of
+written into the runner. Each one may add Keras callbacks once the model and the run handle
+exist, keep what exists when a signal stops the run, and add to the run when it has finished.
 
-An extension attaches itself for the length of a job (`with attached(ext):`) and is asked, when
-the runner has opened the run, for its Keras callbacks (`ext.callbacks(objective, tracker)`).
-The runner knows nothing of who attached what; `dlrun train` outside a sweep has none.
+Built in, each enabled by its own config keys and imported only when the runner asks for a run's
+extensions (`for_run`):
+  - TensorBoard (tracking.tensorboard): the callback; its event files logged as artifacts.
+  - Backup and resume (trainer.backup, trainer.resume; training/backup.py): restores a stopped
+    run, backs up every few seconds, saves at a stop, marks the run's folder finished.
+Attached for the length of a job by something outside the runner (`with attached(ext):`):
+  - an Optuna trial (optuna_sweep.TrialExtension): reports each epoch and prunes.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Protocol
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 
-class Extension(Protocol):
-    def callbacks(self, objective, tracker) -> list: ...
+@dataclass
+class RunContext:
+    """What an extension sees of the run: its config and folder, the task, the strategy, the
+    tracker, the objective, the model and the run handle (training/handle.py)."""
 
+    cfg: Any
+    overrides: list[str]
+    workdir: Path
+    task: Any
+    task_name: str
+    strategy: Any
+    tracker: Any
+    chief: bool
+    resume: Any = None  # backup.State of the stopped run that trainer.resume names
+    objective: Any = None
+    model: Any = None
+    run: Any = None
+    extensions: list = field(default_factory=list)  # the run's extensions (for_run)
+    notes: dict = field(default_factory=dict)  # what a step hands a later one (the global batch)
+
+
+class Extension:
+    """Each hook does nothing unless an extension says otherwise."""
+
+    def callbacks(self, ctx: RunContext) -> list:
+        return []
+
+    def stopped(self, ctx: RunContext) -> None:
+        """The run was stopped (Ctrl-C, SIGTERM) after fit returned: keep what exists."""
+
+    def finished(self, ctx: RunContext) -> None:
+        """The run trained, was evaluated and logged."""
+
+
+# "module:function" of each built-in extension's factory: (ctx) -> Extension | None
+BUILT_IN = ("dlrun.training.callbacks:tensorboard_extension", "dlrun.training.backup:backup_extension")
 
 _attached: list[Extension] = []
 
@@ -29,6 +70,12 @@ def attached(extension: Extension):
         _attached.remove(extension)
 
 
-def callbacks(objective, tracker) -> list:
-    """The callbacks of every attached extension for a run with `objective`, logged by `tracker`."""
-    return [cb for ext in list(_attached) for cb in ext.callbacks(objective, tracker)]
+def for_run(ctx: RunContext) -> list[Extension]:
+    """The built-in extensions the run's config enables, then the attached ones."""
+    found = []
+    for spec in BUILT_IN:
+        module, name = spec.split(":")
+        ext = getattr(importlib.import_module(module), name)(ctx)
+        if ext is not None:
+            found.append(ext)
+    return [*found, *_attached]
