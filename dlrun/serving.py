@@ -147,6 +147,31 @@ def predict_frame(served: Served, examples: Examples | object):
 # -- on disk ------------------------------------------------------------------------------
 
 
+def class_outputs(out, class_values, binary: bool = False) -> dict:
+    """A classifier's output as served answers: `label`, the class as the user's data writes it,
+    and `probability`, one column per class (a binary head's one sigmoid becomes two)."""
+    import keras
+
+    proba = keras.layers.Concatenate(name="probability")([1.0 - out, out]) if binary else out
+    label = keras.layers.StringLookup(vocabulary=[str(v) for v in class_values], invert=True, num_oov_indices=0,
+                                      name="label")(keras.ops.argmax(proba, axis=-1))
+    return {"label": label, "probability": proba}
+
+
+def class_answers(served: Served, examples: Examples, what: str = "class") -> tuple[np.ndarray, np.ndarray]:
+    """(true class indices, probabilities (n, classes)) of a served classifier on labelled
+    examples; a true label the model does not know is one line naming it (`what`: its noun)."""
+    classes = [str(c) for c in served.output_columns["probability"]]
+    lookup = {c: i for i, c in enumerate(classes)}
+    targets = [str(t) for t in np.asarray(examples.targets)]
+    unknown = next((t for t in targets if t not in lookup), None)
+    if unknown is not None:
+        raise DlrunError(f"{what} '{unknown}' is not a class the model knows", f"classes: {', '.join(classes)}")
+    answers = predict_frame(served, examples)
+    proba = answers[[f"probability_{c}" for c in classes]].to_numpy(dtype="float64")
+    return np.array([lookup[t] for t in targets], dtype=int), proba
+
+
 def _modules(model) -> list[str]:
     """The dlrun modules defining custom layers used by `model` (imported before loading)."""
     seen, stack = set(), [model]

@@ -67,6 +67,23 @@ def split_indices(n: int, labels, split_cfg, stratify: bool, test_rows: int | No
     return train, val, test
 
 
+def split_rows(n: int, labels, cfg, stratify: bool, test_rows: int | None = None, what: str = "row(s)") -> dict:
+    """{train, val, test: row indices} of a table of `n` rows for a task: seeded and stratified
+    as `task.split` says (split_indices), cut to trainer.fast_examples per split under
+    trainer.fast, and checked: train and test need two rows each (val may be empty by choice).
+    `what` names the rows in the error (texts, pairs)."""
+    from dlrun.errors import DlrunError
+
+    idx = dict(zip(("train", "val", "test"), split_indices(n, labels, cfg.task.split, stratify, test_rows), strict=True))
+    if cfg.trainer.fast:
+        idx = {s: fast_subset(i, cfg.trainer.fast_examples, int(cfg.trainer.seed)) for s, i in idx.items()}
+    for split in ("train", "test"):
+        if len(idx[split]) < 2:
+            raise DlrunError(f"the {split} split has {len(idx[split])} {what} of {n}: too few",
+                             "use more data or change task.split sizes")
+    return idx
+
+
 def _split(idx, size, seed, strat):
     from sklearn.model_selection import train_test_split
 

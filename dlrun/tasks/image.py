@@ -111,13 +111,11 @@ class ImageTask(Task):
         """Raw pixels of any size -> {label, probability per class}."""
         import keras
 
+        from dlrun.serving import class_outputs
         from dlrun.training.adversarial import plain
 
         pre, names = data.preprocess, list(data.info.class_names)
-        proba = plain(model)(pre.output)
-        label = keras.layers.StringLookup(vocabulary=names, invert=True, num_oov_indices=0, name="label")(
-            keras.ops.argmax(proba, axis=-1))
-        served = keras.Model(pre.input, {"label": label, "probability": proba}, name=f"served_{model.name}")
+        served = keras.Model(pre.input, class_outputs(plain(model)(pre.output), names), name=f"served_{model.name}")
         example = data.examples["test"].inputs
         example = next(iter(example.batch(4))).numpy() if hasattr(example, "batch") else np.asarray(example[:4])
         info = data.info
@@ -169,16 +167,13 @@ class ImageTask(Task):
     def _score(self, cfg, served: Served, examples: Examples):
         from dlrun import metrics as scoring
         from dlrun import plots
-        from dlrun.serving import predict_frame
+        from dlrun.serving import class_answers
 
         if examples.targets is None:
             raise DlrunError(f"'{examples.name}': no true classes to score against",
                              "put the images in sub-folders named after their classes, or use dlrun predict")
         names = list(served.output_columns["probability"])
-        answers = predict_frame(served, examples)
-        proba = answers[[f"probability_{n}" for n in names]].to_numpy(dtype="float64")
-        index = {n: i for i, n in enumerate(names)}
-        y_true = np.asarray([index[str(t)] for t in examples.targets])
+        y_true, proba = class_answers(served, examples)
         y_pred = proba.argmax(axis=1)
         values, rows, cm = scoring.classification(y_true, y_pred, names, proba=proba)
         values["loss"] = float(-np.mean(np.log(np.clip(proba[np.arange(len(y_true)), y_true], 1e-12, 1.0))))

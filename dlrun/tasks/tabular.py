@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dlrun.contract import Data, DataInfo, DatasetRecord, Examples, Objective, Report, Served
-from dlrun.data.pipeline import fast_subset, from_arrays, split_indices
+from dlrun.data.pipeline import from_arrays, split_rows
 from dlrun.errors import DlrunError
 from dlrun.registry import DATA, TASKS
 from dlrun.tasks.base import Task
@@ -57,13 +57,7 @@ class TabularTask(Task):
             if np.nanstd(y) == 0:
                 raise DlrunError(f"target '{target}' is constant ({y[0]:g}): nothing to learn")
 
-        split = cfg.task.split
-        idx = dict(zip(("train", "val", "test"),
-                       split_indices(len(frame), y, split, classification and bool(split.stratify), table.test_rows),
-                       strict=True))
-        if cfg.trainer.fast:
-            idx = {s: fast_subset(i, cfg.trainer.fast_examples, int(cfg.trainer.seed)) for s, i in idx.items()}
-        _check_sizes(idx, len(frame))
+        idx = split_rows(len(frame), y, cfg, classification and bool(cfg.task.split.stratify), table.test_rows)
         pre, feature_names = preprocess.table(frame.iloc[idx["train"]], features,
                                               bool(cfg.data.get("standardize", True)))
         arrays = {}
@@ -115,17 +109,16 @@ class TabularTask(Task):
         values and units (as they are written in the data)."""
         import keras
 
+        from dlrun.serving import class_outputs
+
         info, pre = data.info, data.preprocess
         out = keras.ops.cast(model(pre.output), "float32")  # mixed precision heads may be 16-bit
         if info.target == "regression":
             value = keras.layers.Rescaling(info.y_std, offset=info.y_mean, name="target_units")(out)
             outputs, columns = {"prediction": value}, {}
         else:
-            proba = keras.layers.Concatenate(name="probability")([1.0 - out, out]) if info.target == "binary" else out
-            index = keras.ops.argmax(proba, axis=-1)
-            label = keras.layers.StringLookup(vocabulary=list(info.class_values), invert=True, num_oov_indices=0,
-                                              name="label")(index)
-            outputs, columns = {"label": label, "probability": proba}, {"probability": list(info.class_values)}
+            outputs = class_outputs(out, info.class_values, binary=info.target == "binary")
+            columns = {"probability": list(info.class_values)}
         from dlrun.data.preprocess import dict_inputs
 
         with dict_inputs():
@@ -161,21 +154,19 @@ class TabularTask(Task):
         """Test metrics of the served model; `names` shows classes by name instead of value."""
         from dlrun import metrics as scoring
         from dlrun.plots import confusion_matrix
-        from dlrun.serving import predict_frame
+        from dlrun.serving import class_answers, predict_frame
 
         if examples.targets is None:
             raise DlrunError(f"'{examples.name}' has no target column '{cfg.data.get('target')}' to score against",
                              "use dlrun predict for files without answers")
-        answers = predict_frame(served, examples)
         report = Report()
-        if "prediction" in answers:
+        if "probability" not in served.output_columns:  # regression: values in the target's units
             truth = np.asarray(examples.targets, dtype="float64")
-            report.metrics.update(scoring.regression(truth, answers["prediction"].to_numpy()))
+            report.metrics.update(scoring.regression(truth, predict_frame(served, examples)["prediction"].to_numpy()))
             report.primary = "rmse"
             return report
         values_ = served.output_columns["probability"]
-        truth = _indices(examples.targets, values_)
-        proba = answers[[f"probability_{v}" for v in values_]].to_numpy()
+        truth, proba = class_answers(served, examples, what="target value")
         names = names if names and len(names) == len(values_) else values_
         values, rows, cm = scoring.classification(truth, proba.argmax(axis=1), names, proba)
         report.metrics.update(values)
@@ -235,18 +226,6 @@ def _classes(col) -> tuple[list[str], np.ndarray]:
     return text, y.astype("int32")
 
 
-def _indices(targets, names: list[str]) -> np.ndarray:
-    """True labels (the target's own values, as text) as class indices."""
-    lookup = {n: i for i, n in enumerate(names)}
-    out = np.empty(len(targets), dtype=int)
-    for j, t in enumerate(np.asarray(targets)):
-        t = str(t)
-        if t not in lookup:
-            raise DlrunError(f"target value '{t}' is not a class the model knows", f"classes: {', '.join(names)}")
-        out[j] = lookup[t]
-    return out
-
-
 def _name_like_training(frame, served, target):
     """A header-less file: columns c0, c1, ... as in training; when it has exactly the model's
     feature count (no target column), name them after the model's inputs in order."""
@@ -261,14 +240,6 @@ def _stem(source: str) -> str:
     from pathlib import Path
 
     return Path(str(source)).stem
-
-
-def _check_sizes(idx: dict, n: int) -> None:
-    """Every split needs rows to train, validate and test on (val may be empty by choice)."""
-    for split in ("train", "test"):
-        if len(idx[split]) < 2:
-            raise DlrunError(f"the {split} split has {len(idx[split])} row(s) of {n}: too few",
-                             "use a larger file or change task.split sizes")
 
 
 def _headline(m: dict, target: str) -> dict:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dlrun.contract import Data, DataInfo, DatasetRecord, Examples, Objective, Report, Served
-from dlrun.data.pipeline import fast_subset, split_indices
+from dlrun.data.pipeline import split_rows
 from dlrun.errors import DlrunError
 from dlrun.registry import DATA, TASKS
 from dlrun.tasks.base import Task
@@ -64,16 +64,8 @@ class TextTask(Task):
             raise DlrunError(f"the labels have a single class ({', '.join(class_values) or 'no rows'})",
                              "nothing to learn: check the data")
         y = np.searchsorted(class_values, frame["label"].astype(str).to_numpy()).astype("int32")
-        split = cfg.task.split
         test_rows = len(table.test) if given_test else None
-        idx = dict(zip(("train", "val", "test"),
-                       split_indices(len(frame), y, split, bool(split.stratify), test_rows), strict=True))
-        if cfg.trainer.fast:
-            idx = {s: fast_subset(i, cfg.trainer.fast_examples, int(cfg.trainer.seed)) for s, i in idx.items()}
-        for s in ("train", "test"):
-            if len(idx[s]) < 2:
-                raise DlrunError(f"the {s} split has {len(idx[s])} text(s) of {len(frame)}: too few",
-                                 "use more data or change task.split sizes")
+        idx = split_rows(len(frame), y, cfg, bool(cfg.task.split.stratify), test_rows, what="text(s)")
         texts = frame["text"].astype(str).to_numpy(dtype=object)
         model_cfg, notes = choose_model(cfg, texts[idx["train"]])
         length, note = sequence_length(cfg, texts[idx["train"]], model_cfg)
@@ -121,13 +113,12 @@ class TextTask(Task):
         """A column `text` of raw strings -> label + probability per class."""
         import keras
 
+        from dlrun.serving import class_outputs
+
         info, pre = data.info, data.preprocess
         out = keras.ops.cast(model(pre.output), "float32")
-        proba = keras.layers.Concatenate(name="probability")([1.0 - out, out]) if info.target == "binary" else out
-        index = keras.ops.argmax(proba, axis=-1)
-        label = keras.layers.StringLookup(vocabulary=list(info.class_values), invert=True, num_oov_indices=0,
-                                          name="label")(index)
-        served = keras.Model(pre.input, {"label": label, "probability": proba}, name=f"served_{model.name}")
+        outputs = class_outputs(out, info.class_values, binary=info.target == "binary")
+        served = keras.Model(pre.input, outputs, name=f"served_{model.name}")
         return Served(served, example=data.examples["test"].inputs.head(5),
                       output_columns={"probability": list(info.class_values)})
 
@@ -153,19 +144,13 @@ class TextTask(Task):
     def score(self, cfg, served: Served, examples: Examples) -> Report:
         from dlrun import metrics as scoring
         from dlrun.plots import confusion_matrix
-        from dlrun.serving import predict_frame
+        from dlrun.serving import class_answers
 
         if examples.targets is None:
             raise DlrunError(f"'{examples.name}' has no label column to score against",
                              "use dlrun predict for texts without labels")
         names = served.output_columns["probability"]
-        lookup = {n: i for i, n in enumerate(names)}
-        unknown = sorted({str(t) for t in examples.targets} - set(lookup))
-        if unknown:
-            raise DlrunError(f"label '{unknown[0]}' is not a class the model knows", f"classes: {', '.join(names)}")
-        truth = np.array([lookup[str(t)] for t in examples.targets])
-        answers = predict_frame(served, examples)
-        proba = answers[[f"probability_{n}" for n in names]].to_numpy()
+        truth, proba = class_answers(served, examples, what="label")
         values, rows, cm = scoring.classification(truth, proba.argmax(axis=1), names, proba)
         report = Report(values, primary="accuracy")
         report.tables["classes"] = rows

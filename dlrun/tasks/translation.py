@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from dlrun.contract import Data, DataInfo, DatasetRecord, Examples, Objective, Report, Served
-from dlrun.data.pipeline import fast_subset, split_indices
+from dlrun.data.pipeline import split_rows
 from dlrun.errors import DlrunError
 from dlrun.registry import DATA, TASKS
 from dlrun.tasks.base import Task
@@ -103,15 +103,7 @@ class TranslationTask(Task):
         frame["source"] = frame["source"].astype(str)
         frame["target"] = frame["target"].astype(str)
         t = cfg.task
-        idx = dict(zip(("train", "val", "test"),
-                       split_indices(len(frame), None, t.split, False, len(table.test) if given_test else None),
-                       strict=True))
-        if cfg.trainer.fast:
-            idx = {s: fast_subset(i, cfg.trainer.fast_examples, int(cfg.trainer.seed)) for s, i in idx.items()}
-        for s in ("train", "test"):
-            if len(idx[s]) < 2:
-                raise DlrunError(f"the {s} split has {len(idx[s])} pair(s) of {len(frame)}: too few",
-                                 "use more data or change task.split sizes")
+        idx = split_rows(len(frame), None, cfg, False, len(table.test) if given_test else None, what="pair(s)")
         src_side, tgt_side = _side(cfg, "source"), _side(cfg, "target")
         src, tgt = frame["source"].to_numpy(dtype=object), frame["target"].to_numpy(dtype=object)
         train_src, train_tgt = src[idx["train"]], tgt[idx["train"]]
