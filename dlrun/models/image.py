@@ -138,6 +138,25 @@ def preprocess_affine(fn):
     return M, b
 
 
+def load_app(name: str, model_cfg, input_shape, key: str, **kwargs):
+    """The keras.applications model `name` without its top at `input_shape`, with model.weights
+    (null, or imagenet: downloaded once under the download guard, then cached by Keras); a shape
+    the app refuses is one line naming model.<key>. Classifiers, SSD and FCN backbones."""
+    from dlrun.download import downloading
+
+    weights = model_cfg.get("weights") or None
+    if weights not in (None, "imagenet"):
+        raise DlrunError(f"model.weights: unknown value '{weights}'", "valid: null, imagenet")
+    hint = "Keras caches weights under $KERAS_HOME/models (~/.keras) after one online run; weights=null works offline"
+    guard = downloading(f"ImageNet weights for {name}", model_cfg.download_timeout, hint) \
+        if weights else contextlib.nullcontext()
+    try:
+        with guard:
+            return application(name)(include_top=False, weights=weights, input_shape=tuple(input_shape), **kwargs)
+    except (ValueError, TypeError) as e:
+        raise DlrunError(f"model.{key}={name}: {str(e).strip().splitlines()[0][:200]}") from None
+
+
 def app_maps(name: str, model_cfg, inputs, sides: list[int]) -> list:
     """Feature maps of a keras.applications model (include_top=False) on square `inputs`: for
     each side in `sides`, the output of its last layer with a side x side output (stride 8 is the
@@ -146,21 +165,9 @@ def app_maps(name: str, model_cfg, inputs, sides: list[int]) -> list:
     caches; model.freeze_backbone keeps the app's weights fixed."""
     import keras
 
-    from dlrun.download import downloading
-
     fn = application(name)
-    weights = model_cfg.get("weights") or None
-    if weights not in (None, "imagenet"):
-        raise DlrunError(f"model.weights: unknown value '{weights}'", "valid: null, imagenet")
     size = tuple(int(d) for d in inputs.shape[1:3])
-    hint = "Keras caches weights under $KERAS_HOME/models (~/.keras) after one online run; weights=null works offline"
-    guard = downloading(f"ImageNet weights for {name}", model_cfg.download_timeout, hint) \
-        if weights else contextlib.nullcontext()
-    try:
-        with guard:
-            base = fn(include_top=False, weights=weights, input_shape=(*size, 3))
-    except (ValueError, TypeError) as e:
-        raise DlrunError(f"model.backbone={name}: {str(e).strip().splitlines()[0][:200]}") from None
+    base = load_app(name, model_cfg, (*size, 3), "backbone")
     cuts = []
     for side in sides:
         cut = [layer for layer in base.layers if tuple(layer.output.shape[1:3]) == (side, side)]
@@ -191,13 +198,8 @@ def build_keras_app(model_cfg, info):
     """
     import keras
 
-    from dlrun.download import downloading
-
     name = str(model_cfg.application)
     fn = application(name)
-    weights = model_cfg.get("weights") or None
-    if weights not in (None, "imagenet"):
-        raise DlrunError(f"model.weights: unknown value '{weights}'", "valid: null, imagenet")
     shape = tuple(int(d) for d in info.input_shape)
     if len(shape) not in (2, 3):
         raise DlrunError(f"model=keras_app needs images (height, width[, channels]), got input shape {shape}")
@@ -217,15 +219,7 @@ def build_keras_app(model_cfg, info):
     x = pre(x)
     pre.set_weights([kernel.reshape(1, 1, c, 3).astype("float32"), b.astype("float32")])
 
-    hint = "Keras caches weights under $KERAS_HOME/models (~/.keras) after one online run; weights=null works offline"
-    guard = downloading(f"ImageNet weights for {name}", model_cfg.download_timeout, hint) \
-        if weights else contextlib.nullcontext()
-    try:
-        with guard:
-            base = fn(include_top=False, weights=weights, input_shape=(*size, 3),
-                      **dict(model_cfg.get("app_kwargs") or {}))
-    except (ValueError, TypeError) as e:
-        raise DlrunError(f"model.application={name}: {str(e).strip().splitlines()[0][:200]}") from None
+    base = load_app(name, model_cfg, (*size, 3), "application", **dict(model_cfg.get("app_kwargs") or {}))
     freeze = bool(model_cfg.freeze_base)
     base.trainable = not freeze
     start = model_cfg.get("fine_tune_from_layer")
