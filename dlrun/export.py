@@ -39,16 +39,17 @@ def export(served: Served, served_dir: Path, fmt: str, output: Path, quantize: s
 
 
 def _numeric(values) -> dict:
-    """Model outputs as {name: float array}; string outputs (labels, translations) as str arrays."""
-    if not isinstance(values, dict):
-        values = {"output": values}
+    """Model outputs as {name: float64 array}, string outputs (labels, translations) as flat str
+    arrays, after the one decoding of outputs (serving.decoded)."""
+    from dlrun.serving import decoded
+
+    values = decoded(values if isinstance(values, dict) else {"output": values})
     out = {}
     for k, v in values.items():
-        v = np.asarray(v)
         if v.dtype.kind in "fiu":
             out[k] = v.astype("float64")
-        elif v.dtype.kind in "SOU":
-            out[k] = np.asarray([x.decode() if isinstance(x, bytes) else str(x) for x in v.reshape(-1)])
+        elif v.dtype.kind in "OU":
+            out[k] = np.asarray([str(x) for x in v.reshape(-1)])
     return out
 
 

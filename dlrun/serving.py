@@ -100,17 +100,19 @@ def run(model, inputs, batch_size: int = 256):
         if n == 0:
             raise DlrunError("no examples to predict")
         ds = tf.data.Dataset.from_tensor_slices(inputs).batch(batch_size)
-    out = model.predict(ds, verbose=0)
+    return decoded(model.predict(ds, verbose=0))
+
+
+def decoded(out):
+    """Model outputs (an array or a dict of them, from Keras, a SavedModel, TFLite or ONNX) as
+    plain numpy: 16-bit floats (mixed precision) as float32, byte strings as str. The one
+    normaliser of outputs: answers frames (outputs_frame) and export checks (export.py) use it."""
     if isinstance(out, dict):
-        return {k: _decoded(v) for k, v in out.items()}
-    return _decoded(out)
-
-
-def _decoded(v):
-    v = np.asarray(v)
+        return {k: decoded(v) for k, v in out.items()}
+    v = np.asarray(out)
     if v.dtype.kind == "V" or v.dtype.name in ("bfloat16", "float16"):  # mixed precision outputs
         return v.astype("float32")
-    if v.dtype == object:
+    if v.dtype.kind in "OS":
         return np.vectorize(lambda s: s.decode() if isinstance(s, bytes) else s, otypes=[object])(v)
     return v
 
@@ -144,9 +146,6 @@ def predict_frame(served: Served, examples: Examples | object):
     return outputs_frame(run(served.model, to_inputs(served.model, inputs)), served.output_columns)
 
 
-# -- on disk ------------------------------------------------------------------------------
-
-
 def class_outputs(out, class_values, binary: bool = False) -> dict:
     """A classifier's output as served answers: `label`, the class as the user's data writes it,
     and `probability`, one column per class (a binary head's one sigmoid becomes two)."""
@@ -170,6 +169,9 @@ def class_answers(served: Served, examples: Examples, what: str = "class") -> tu
     answers = predict_frame(served, examples)
     proba = answers[[f"probability_{c}" for c in classes]].to_numpy(dtype="float64")
     return np.array([lookup[t] for t in targets], dtype=int), proba
+
+
+# -- on disk ------------------------------------------------------------------------------
 
 
 def _modules(model) -> list[str]:
