@@ -46,7 +46,7 @@ def option_defaults(group: str, name: str) -> dict:
 def with_option_defaults(group: str, node, name: str):
     """`node` (a mapping) over the values of the option file `<group>/<name>.yaml`; `node`
     itself when it already has every key the file sets."""
-    base = option_defaults(group, name)
+    base = {k: v for k, v in option_defaults(group, name).items() if v != "???"}  # required: the user's to give
     if not set(base).difference(node.keys()):  # keys() also counts ??? (required) values
         return node
     from omegaconf import OmegaConf

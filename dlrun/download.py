@@ -55,7 +55,7 @@ def tfds_load(tfds, data_cfg, name: str, splits: list[str], **kwargs):
     """tfds.load of `splits` of data set `name` (with info), bounded by data.download_timeout;
     a failed download or an unknown set is one line. -> (parts, info)"""
     hint = "tensorflow-datasets caches it under data.data_dir (~/tensorflow_datasets) after one online run"
-    with downloading(f"data set '{name}' (tfds)", data_cfg.get("download_timeout", 15), hint):
+    with downloading(f"data set '{name}' (tfds)", data_cfg.download_timeout, hint):
         try:
             return tfds.load(name, split=splits, with_info=True, data_dir=data_cfg.get("data_dir"),
                              download=bool(data_cfg.download), **kwargs)

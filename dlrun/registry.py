@@ -6,7 +6,9 @@ to list the names stays cheap.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -38,12 +40,31 @@ class Registry:
             if name in self._entries or name in self._aliases:
                 raise ValueError(f"{self.kind} '{name}' registered twice")
             doc = description or ((obj.__doc__ or "").strip().splitlines() or [""])[0]
+            if self.group and inspect.isfunction(obj):
+                obj = self._filled(obj, name, (name, *aliases))
             self._entries[name] = Entry(name, obj, doc, tuple(aliases), self._with_served(tuple(tags)))
             for alias in aliases:
                 self._aliases[alias] = name
             return obj
 
         return deco
+
+    def _filled(self, fn, name: str, names: tuple) -> Callable:
+        """`fn` called with its config node over its option file's values (configs/<group>/<name>.yaml),
+        however it is called (Registry.build, or directly with a partial config, as tests and
+        plugins do): the code reads keys, the YAML holds their values, once. A node naming
+        another entry (a source handed the env config) is passed as it is."""
+        group = self.group
+
+        @functools.wraps(fn)
+        def filled(node, *args, **kwargs):
+            if hasattr(node, "keys") and hasattr(node, "get") and node.get("name", name) in names:
+                from dlrun.config_tree import with_option_defaults
+
+                node = with_option_defaults(group, node, name)
+            return fn(node, *args, **kwargs)
+
+        return filled
 
     def also_serves(self, task: str, tags) -> None:
         """Entries tagged with any of `tags` (registered before or after) also serve `task`:
@@ -83,13 +104,9 @@ class Registry:
         return entry
 
     def build(self, node, task: str, *args) -> Any:
-        """Call the entry `node.name` (checked to serve `task`) with `node` over its option
-        file's values (configs/<group>/<name>.yaml), then `args`: the code reads keys, the YAML
-        holds their values, once."""
-        from dlrun.config_tree import with_option_defaults
-
-        entry = self.for_task(node.name, task)
-        return entry.obj(with_option_defaults(self.group, node, entry.name) if self.group else node, *args)
+        """Call the entry `node.name` (checked to serve `task`) with `node` (over its option
+        file's values: see `_filled`), then `args`."""
+        return self.for_task(node.name, task).obj(node, *args)
 
     def names(self, with_aliases: bool = False) -> list[str]:
         _load_all()

@@ -192,7 +192,7 @@ def record_failure(cfg, overrides: list[str], reason: str, sweep_dir) -> None:
     """A FAILED child run for a job whose config was rejected before its run began (a bad value
     in the grid), so the sweep's table and counts show it."""
     parent = cfg.tracking.get("parent_run_id") or parent_of(sweep_dir)
-    if parent is None or not cfg.tracking.get("enabled", True):
+    if parent is None or not cfg.tracking.enabled:
         return
     from mlflow.tracking import MlflowClient
 

@@ -44,9 +44,9 @@ def manifold_frame(n: int, dims: int = 10, latent: int = 2, fraction: float = 0.
 @DATA.register("anomalies", "Generated rows on a 2-D manifold in 10-D plus off-manifold anomalies (embedded)",
                tags=("tabular",))
 def anomalies(cfg) -> Table:
-    n, dims, latent = int(cfg.get("n_samples", 3000)), int(cfg.get("dims", 10)), int(cfg.get("latent", 2))
-    frac, noise, seed = float(cfg.get("anomaly_fraction", 0.05)), float(cfg.get("noise", 0.05)), int(cfg.get("seed", 0))
-    shift = float(cfg.get("anomaly_shift", 0.25))
+    n, dims, latent = int(cfg.n_samples), int(cfg.dims), int(cfg.latent)
+    frac, noise, seed = float(cfg.anomaly_fraction), float(cfg.noise), int(cfg.seed)
+    shift = float(cfg.anomaly_shift)
     frame, _ = manifold_frame(n, dims, latent, frac, noise, seed, shift)
     src = f"dlrun:anomalies?n={n}&dims={dims}&latent={latent}&fraction={frac}&shift={shift}&noise={noise}&seed={seed}"
     return Table(frame, "label", "classification", src, class_names=["normal", "anomaly"], name="anomalies")
@@ -98,9 +98,8 @@ def series_with_anomalies(length: int = 3000, period: int = 50, amplitude: float
 def series_anomalies(cfg) -> LabelledSeries:
     import pandas as pd
 
-    kw = dict(length=int(cfg.get("length", 3000)), period=int(cfg.get("period", 50)),
-              amplitude=float(cfg.get("amplitude", 3.0)), noise=float(cfg.get("noise", 0.3)),
-              events=int(cfg.get("events", 30)), kinds=list(cfg.get("kinds", INJECTIONS)), seed=int(cfg.get("seed", 0)))
+    kw = dict(length=int(cfg.length), period=int(cfg.period), amplitude=float(cfg.amplitude), noise=float(cfg.noise),
+              events=int(cfg.events), kinds=list(cfg.get("kinds", INJECTIONS)), seed=int(cfg.seed))
     values, labels = series_with_anomalies(**kw)
     src = "dlrun:series_anomalies?" + "&".join(f"{k}={v if k != 'kinds' else '+'.join(v)}" for k, v in kw.items())
     return LabelledSeries(pd.DataFrame({"value": values}), "value", src, "series_anomalies", kw["period"],

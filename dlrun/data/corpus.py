@@ -126,4 +126,4 @@ def planted_sentences(n: int, seed: int) -> Sentences:
 @DATA.register("planted_relations", "Generated sentences with planted country-capital and male-female pairs (word2vec)",
                tags=("word2vec",))
 def planted_relations(cfg) -> Sentences:
-    return planted_sentences(int(cfg.get("n", 20000)), int(cfg.get("seed", 42)))
+    return planted_sentences(int(cfg.n), int(cfg.seed))

@@ -10,11 +10,35 @@ from __future__ import annotations
 
 import codecs
 import csv as _csv
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
 from dlrun.errors import DlrunError
+
+
+@dataclass(frozen=True)
+class FileOptions:
+    """How a user's own file is read for dlrun eval / predict (and by the sources that share the
+    readers): the run's data config where it has the key (a run trained on a CSV reads the next
+    CSV the same way), else these values, the one place they are written for files read outside
+    a data source's option file."""
+
+    sep: str = "auto"
+    header: bool = True
+    encoding: str | None = None
+    text_column: str | int = "text"
+    label_column: str | int | None = "label"
+    skip_bad_files: bool = False
+    on_bad_box: str = "skip"
+    palette: str | None = None
+
+    @classmethod
+    def of(cls, data_cfg) -> FileOptions:
+        """The options of `data_cfg` (a config node, a dict, or None for none)."""
+        data_cfg = data_cfg if data_cfg is not None else {}
+        return cls(**{f.name: data_cfg.get(f.name, f.default) for f in fields(cls)})
 
 SEPARATORS = {",": ",", ";": ";", "tab": "\t", "\\t": "\t", "\t": "\t", "|": "|"}
 

@@ -77,7 +77,7 @@ def _keep_good(name: str, boxes, labels, width: int, height: int, policy: str, w
 
 
 def _policy(data_cfg) -> str:
-    policy = str(data_cfg.get("on_bad_box", "skip"))
+    policy = str(data_cfg.on_bad_box)
     if policy not in ("skip", "error"):
         raise DlrunError(f"data.on_bad_box: unknown value '{policy}'", "valid: skip, error")
     return policy

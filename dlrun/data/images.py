@@ -69,9 +69,9 @@ def _keras_dataset(name: str, data_cfg) -> tuple:
     import keras
 
     loader = getattr(keras.datasets, name)
-    kwargs = {"label_mode": data_cfg.get("label_mode", "fine")} if name == "cifar100" else {}
+    kwargs = {"label_mode": data_cfg.label_mode} if name == "cifar100" else {}
     hint = "it is cached under $KERAS_HOME/datasets (~/.keras) after one online run; data=digits works offline"
-    with downloading(f"data set '{name}' (keras.datasets.{name})", data_cfg.get("download_timeout", 15), hint):
+    with downloading(f"data set '{name}' (keras.datasets.{name})", data_cfg.download_timeout, hint):
         (x_train, y_train), (x_test, y_test) = loader.load_data(**kwargs)
     return x_train, y_train.ravel().astype("int64"), x_test, y_test.ravel().astype("int64")
 
@@ -86,7 +86,7 @@ def _keras_images(name: str, data_cfg, class_names: list[str]) -> Images:
     for split in ("train", "test"):  # optional deterministic subsets (the course used 3,000 MNIST images)
         n = data_cfg.get(f"n_{split}")
         if n and n < len(arrays[f"y_{split}"]):
-            idx = np.sort(np.random.default_rng(int(data_cfg.get("seed", 0))).choice(
+            idx = np.sort(np.random.default_rng(int(data_cfg.seed)).choice(
                 len(arrays[f"y_{split}"]), int(n), replace=False))
             arrays[f"x_{split}"], arrays[f"y_{split}"] = arrays[f"x_{split}"][idx], arrays[f"y_{split}"][idx]
     return Images(class_names, f"keras.datasets.{name}", arrays=arrays, scale=1.0 / 255)
@@ -103,7 +103,7 @@ def load_digits(data_cfg) -> Images:
 
     bunch = sk_digits()
     x = bunch.images[..., None].astype("float32")  # (1797, 8, 8, 1), values 0..16
-    factor = int(data_cfg.get("upsample", 1) or 1)
+    factor = int(data_cfg.upsample or 1)
     if factor < 1:
         raise DlrunError(f"data.upsample must be an integer >= 1, got {data_cfg.upsample}")
     if factor > 1:  # digits-only knob: presets can enlarge digits without resizing other data sets
@@ -174,7 +174,7 @@ def load_cifar10(data_cfg) -> Images:
 @DATA.register("cifar100", "CIFAR-100, 32x32x3, 100 fine or 20 coarse classes (keras.datasets)",
                tags=("image",))
 def load_cifar100(data_cfg) -> Images:
-    mode = data_cfg.get("label_mode", "fine")
+    mode = data_cfg.label_mode
     if mode not in ("fine", "coarse"):
         raise DlrunError(f"data.label_mode: unknown value '{mode}'", "valid: fine, coarse")
     return _keras_images("cifar100", data_cfg, CIFAR100_FINE if mode == "fine" else CIFAR100_COARSE)
@@ -210,7 +210,7 @@ def load_folder(data_cfg) -> Images:
     test_ds = _from_directory(str(test_path), shuffle=False, class_names=names, **kwargs) if test_path else None
     every = train.file_paths + rest.file_paths + (test_ds.file_paths if test_ds is not None else [])
     bad = unreadable(every)
-    if bad and not data_cfg.get("skip_bad_files", False):
+    if bad and not data_cfg.skip_bad_files:
         more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
         raise DlrunError(f"{bad[0][0]}: not a readable image ({bad[0][1]}){more}",
                          "fix or remove it, or set data.skip_bad_files=true")
@@ -315,7 +315,7 @@ def load_tfds(data_cfg) -> Images:
     name = _required(data_cfg, "dataset", "data.dataset=tf_flowers")
     splits = [str(data_cfg.train_split), str(data_cfg.val_split), str(data_cfg.test_split)]
     parts, info = tfds_load(tfds, data_cfg, name, splits, as_supervised=True)
-    label = info.features[str(data_cfg.get("label_key", "label"))]
+    label = info.features[str(data_cfg.label_key)]
     names = list(getattr(label, "names", None) or [str(i) for i in range(int(label.num_classes))])
     size = image_size(data_cfg.get("image_size"))
 

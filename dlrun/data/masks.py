@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from dlrun.data.csv import FileOptions
 from dlrun.data.detection import IMAGE_SUFFIXES
 from dlrun.errors import DlrunError
 from dlrun.registry import DATA
@@ -201,7 +202,7 @@ def read_folder(images_dir: Path, masks_dir: Path, data_cfg, n_classes: int | No
         images.append(img)
         masks.append(mask)
         files.append(str(image_path))
-    if bad and not data_cfg.get("skip_bad_files", False):
+    if bad and not FileOptions.of(data_cfg).skip_bad_files:
         more = f" (and {len(bad) - 1} more bad files)" if len(bad) > 1 else ""
         raise DlrunError(f"{bad[0][0]}: {bad[0][1]}{more}", "fix or remove them, or set data.skip_bad_files=true")
     if not images:

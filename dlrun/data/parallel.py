@@ -111,7 +111,7 @@ def dates_frame(n: int = 12000, seed: int = 42, styles=STYLES):
 
 @DATA.register("dates", "Dates written in words in several styles -> ISO YYYY-MM-DD (embedded)", tags=TAGS)
 def dates(cfg) -> ParallelTable:
-    n, seed = int(cfg.get("n", 12000)), int(cfg.get("seed", 42))
+    n, seed = int(cfg.n), int(cfg.seed)
     styles = list(cfg.get("styles") or STYLES)
     return ParallelTable(dates_frame(n, seed, styles), "dates",
                          f"dlrun:dates?n={n}&seed={seed}&styles={','.join(styles)}")

@@ -78,18 +78,17 @@ def synthetic_series(data_cfg) -> Series:
     if any(p <= 0 for p in periods):
         raise DlrunError(f"data.season_periods must be > 0, got {periods}")
     t = np.arange(length, dtype=float)
-    line = (float(data_cfg.get("level", 0.0)) + float(data_cfg.get("trend", 0.0)) * t) * np.exp(
-        float(data_cfg.get("growth", 0.0)) * t)
+    line = (float(data_cfg.level) + float(data_cfg.trend) * t) * np.exp(float(data_cfg.growth) * t)
     seasonal = sum((a * np.sin(2 * np.pi * t / p) for p, a in zip(periods, amplitudes, strict=True)),
                    np.zeros(length))
-    multiplicative = bool(data_cfg.get("multiplicative", False))
+    multiplicative = bool(data_cfg.multiplicative)
     values = line * (1.0 + seasonal) if multiplicative else line + seasonal
-    noise = float(data_cfg.get("noise", 0.0))
+    noise = float(data_cfg.noise)
     if noise:
         shocks = np.random.default_rng(int(data_cfg.seed)).normal(0.0, noise, length)
         values = values + (shocks * line if multiplicative else shocks)
     columns = {"value": values}
-    if data_cfg.get("covariates", False):
+    if data_cfg.covariates:
         if not periods:
             raise DlrunError("data.covariates needs at least one seasonal period", "set data.season_periods")
         columns["season_sin"] = np.sin(2 * np.pi * t / periods[0])
@@ -104,12 +103,12 @@ def synthetic_series(data_cfg) -> Series:
     else:
         index = pd.RangeIndex(length, name="step")
     frame = pd.DataFrame(columns, index=index)
-    spec = (f"dlrun:{data_cfg.get('name', 'synthetic_series')}?length={length}&level={data_cfg.get('level', 0.0)}"
-            f"&trend={data_cfg.get('trend', 0.0)}&growth={data_cfg.get('growth', 0.0)}&periods={periods}"
+    spec = (f"dlrun:{data_cfg.name}?length={length}&level={data_cfg.level}"
+            f"&trend={data_cfg.trend}&growth={data_cfg.growth}&periods={periods}"
             f"&amplitudes={amplitudes}"
-            f"&multiplicative={bool(data_cfg.get('multiplicative', False))}&noise={noise}&seed={data_cfg.seed}")
+            f"&multiplicative={bool(data_cfg.multiplicative)}&noise={noise}&seed={data_cfg.seed}")
     season = int(periods[0]) if periods and float(periods[0]).is_integer() else None
-    return Series(frame, str(data_cfg.get("target", "value")), spec, name=str(data_cfg.get("name", "synthetic_series")), season=season)
+    return Series(frame, str(data_cfg.target), spec, name=str(data_cfg.name), season=season)
 
 
 DATA.register("monthly_sales", "Monthly series, strong trend + yearly multiplicative seasonality (embedded)",
@@ -162,9 +161,9 @@ def csv_series(data_cfg) -> Series:
         if OmegaConf.is_missing(data_cfg, key) or data_cfg.get(key) is None:
             raise DlrunError(f"data.{key} is required for data=csv_series", f"add data.{key}=...")
     path = Path(str(data_cfg.path)).expanduser()
-    raw = read_csv(path, sep=data_cfg.get("sep", "auto"), header=bool(data_cfg.get("header", True)), min_columns=1,
+    raw = read_csv(path, sep=data_cfg.sep, header=bool(data_cfg.header), min_columns=1,
                    encoding=data_cfg.get("encoding"))
-    time_col = data_cfg.get("time_column", "auto")
+    time_col = data_cfg.time_column
     if time_col == "auto":
         time_col = _date_column(raw)
     else:
@@ -176,7 +175,7 @@ def csv_series(data_cfg) -> Series:
     if target not in used:
         used.append(target)
 
-    missing = str(data_cfg.get("missing", "error"))
+    missing = str(data_cfg.missing)
     if missing not in ("error", "ffill", "interpolate"):
         raise DlrunError(f"data.missing: unknown value '{missing}'", "valid: error, ffill, interpolate")
     frame = pd.DataFrame(index=raw.index)
@@ -198,7 +197,7 @@ def csv_series(data_cfg) -> Series:
                              f"({raw[time_col].iloc[int(bad[0])]!r})",
                              "use ISO dates such as 2024-01-31, or drop data.time_column")
         frame.index = pd.DatetimeIndex(parsed, name=str(time_col))
-        frame = one_row_per_time(frame, raw[time_col], path, str(data_cfg.get("duplicates", "error")),
+        frame = one_row_per_time(frame, raw[time_col], path, str(data_cfg.duplicates),
                                  int(raw.attrs.get("first_line", 2)))
         frame = frame.sort_index(kind="stable")
     else:
@@ -289,7 +288,7 @@ def make_windows(x: np.ndarray, y: np.ndarray, window: int, horizon: int, stride
 
 
 def window_params(data_cfg) -> tuple[int, int, int]:
-    window, horizon, stride = int(data_cfg.window), int(data_cfg.get("horizon", 1)), int(data_cfg.get("stride", 1))
+    window, horizon, stride = int(data_cfg.window), int(data_cfg.horizon), int(data_cfg.stride)
     for key, value in (("window", window), ("horizon", horizon), ("stride", stride)):
         if value < 1:
             raise DlrunError(f"data.{key} must be >= 1, got {value}")
@@ -322,7 +321,7 @@ def prepare(series: Series, data_cfg) -> tuple[dict[str, Windows], dict]:
 
     columns = list(dict.fromkeys([*inputs, series.target]))
     raw = frame[columns].to_numpy(dtype=float)
-    scaler = make_scaler(str(data_cfg.get("scale", "standard")))
+    scaler = make_scaler(str(data_cfg.scale))
     if scaler is not None:
         scaler.fit(raw[:n_train])  # the training part only: no future statistics leak in
     a, b = affine(scaler, len(columns))

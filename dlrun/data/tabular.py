@@ -117,7 +117,7 @@ def csv(cfg) -> Table:
     from dlrun.data.csv import column, first_empty, numeric, read_csv
 
     path = cfg.path
-    frame = read_csv(path, sep=cfg.get("sep", "auto"), header=bool(cfg.get("header", True)), encoding=cfg.get("encoding"))
+    frame = read_csv(path, sep=cfg.sep, header=bool(cfg.header), encoding=cfg.get("encoding"))
     target = column(frame, cfg.target, path)
     if cfg.features:
         features = [column(frame, c, path, "data.features") for c in cfg.features]
@@ -127,7 +127,7 @@ def csv(cfg) -> Table:
     if empty:
         warnings.append(f"{path}: {empty} row(s) with an empty target '{target}' left out")
         frame = frame.dropna(subset=[target])
-    missing = str(cfg.get("missing", "impute"))
+    missing = str(cfg.missing)
     if missing not in MISSING:
         raise DlrunError(f"data.missing: unknown value '{missing}'", f"valid: {', '.join(MISSING)}")
     features = [c for c in frame.columns if c != target]

@@ -96,9 +96,9 @@ def reviews_frame(n: int = 3000, seed: int = 42, noise: float = 0.05, neutral: b
 @DATA.register("text_reviews", "Generated movie reviews with negation, contrast and label noise (embedded)",
                tags=("text",))
 def text_reviews(cfg) -> TextTable:
-    n, seed = int(cfg.get("n", 3000)), int(cfg.get("seed", 42))
-    noise, neutral = float(cfg.get("noise", 0.05)), bool(cfg.get("neutral", False))
-    preamble = int(cfg.get("preamble", 0))
+    n, seed = int(cfg.n), int(cfg.seed)
+    noise, neutral = float(cfg.noise), bool(cfg.neutral)
+    preamble = int(cfg.preamble)
     return TextTable(reviews_frame(n, seed, noise, neutral, preamble), "text_reviews",
                      f"dlrun:text_reviews?n={n}&seed={seed}&noise={noise}&neutral={neutral}&preamble={preamble}")
 
@@ -152,14 +152,14 @@ def text_folder(cfg) -> TextTable:
 
 def read_csv_text(path, cfg) -> object:
     """A CSV's text and label columns (by name or index), renamed to text/label."""
-    from dlrun.data.csv import column, read_csv
+    from dlrun.data.csv import FileOptions, column, read_csv
 
-    frame = read_csv(path, sep=cfg.get("sep", "auto"), header=bool(cfg.get("header", True)), min_columns=1,
-                     encoding=cfg.get("encoding"))
-    text = column(frame, cfg.get("text_column", "text"), path, "data.text_column")
+    opts = FileOptions.of(cfg)
+    frame = read_csv(path, sep=opts.sep, header=bool(opts.header), min_columns=1, encoding=opts.encoding)
+    text = column(frame, opts.text_column, path, "data.text_column")
     out = frame.rename(columns={text: "text"})
     out["text"] = out["text"].fillna("").astype(str)
-    label_key = cfg.get("label_column", "label")
+    label_key = opts.label_column
     if label_key is not None:
         try:
             label = column(frame, label_key, path, "data.label_column")
@@ -176,7 +176,7 @@ def csv_text(cfg) -> TextTable:
         raise DlrunError("data=csv_text needs data.path", "data.path=<reviews.csv> data.text_column=text")
     frame = read_csv_text(cfg.path, cfg)
     if "label" not in frame:
-        raise DlrunError(f"'{cfg.path}' has no label column '{cfg.get('label_column', 'label')}'",
+        raise DlrunError(f"'{cfg.path}' has no label column '{cfg.label_column}'",
                          f"columns: {', '.join(map(str, frame.columns))}")
     return TextTable(frame[["text", "label"]], Path(str(cfg.path)).stem, str(cfg.path))
 

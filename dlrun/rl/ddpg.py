@@ -16,7 +16,7 @@ import numpy as np
 
 from dlrun.rl.dqn import Replay
 from dlrun.rl.learn import Agent
-from dlrun.rl.rollout import as_rows, finished_episodes, has_layer, obs_normalizer, training_env
+from dlrun.rl.rollout import as_rows, env_option, finished_episodes, has_layer, obs_normalizer, training_env
 
 
 class ContinuousReplay(Replay):
@@ -100,7 +100,7 @@ class DDPG(Agent):
 
     def start(self, factory, seed: int, total_steps: int, every: int) -> int:
         c = self.cfg
-        self.num_envs = int(self.env_cfg.get("num_envs", 1))
+        self.num_envs = int(env_option(self.env_cfg, "num_envs"))
         self.envs = training_env(factory, self.num_envs, self.env_cfg, float(c.gamma))
         obs, _ = self.envs.reset(seed=seed)
         self.envs.action_space.seed(seed)

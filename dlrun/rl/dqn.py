@@ -13,7 +13,7 @@ import numpy as np
 
 from dlrun.rl.learn import Agent
 from dlrun.rl.nets import NumpyMLP
-from dlrun.rl.rollout import as_rows, finished_episodes, obs_normalizer, training_env
+from dlrun.rl.rollout import as_rows, env_option, finished_episodes, obs_normalizer, training_env
 
 
 class Replay:
@@ -130,6 +130,9 @@ class DQN(Agent):
         import keras
         import tensorflow as tf
 
+        from dlrun.config_tree import with_option_defaults
+
+        cfg = with_option_defaults("agent", cfg, "dqn")  # an agent built with a partial config (tests)
         self.model, self.cfg, self.obs_space, self.act_space = model, cfg, obs_space, act_space
         self.env_cfg = env_cfg or {}
         self.target = keras.models.clone_model(model)
@@ -137,7 +140,7 @@ class DQN(Agent):
         self.opt = keras.optimizers.Adam(float(cfg.learning_rate), global_clipnorm=float(cfg.max_grad_norm))
         self.opt.build(model.trainable_variables)
         gamma, double = float(cfg.gamma), bool(cfg.double)
-        self.prioritized = prioritized = bool(cfg.get("prioritized", False))
+        self.prioritized = prioritized = bool(cfg.prioritized)
         huber = keras.losses.Huber()
         huber_each = keras.losses.Huber(reduction=None)
         target = self.target
@@ -185,12 +188,12 @@ class DQN(Agent):
 
     def beta(self, step: int, total: int) -> float:
         """Prioritised replay's importance-sampling exponent: beta_start -> 1 linearly over the run."""
-        b0 = float(self.cfg.get("beta_start", 0.4))
+        b0 = float(self.cfg.beta_start)
         return b0 + (1.0 - b0) * min(1.0, step / max(1, total))
 
     def start(self, factory, seed: int, total_steps: int, every: int) -> int:
         c = self.cfg
-        self.num_envs = int(self.env_cfg.get("num_envs", 1))
+        self.num_envs = int(env_option(self.env_cfg, "num_envs"))
         self.envs = training_env(factory, self.num_envs, self.env_cfg, float(c.gamma))
         obs, _ = self.envs.reset(seed=seed)
         self.obs = as_rows(obs, self.obs_space)

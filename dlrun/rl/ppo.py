@@ -16,7 +16,14 @@ import numpy as np
 
 from dlrun.rl.learn import Agent
 from dlrun.rl.nets import NumpyMLP, log_prob_entropy
-from dlrun.rl.rollout import as_rows, episode_stats, finished_episodes, obs_normalizer, training_env
+from dlrun.rl.rollout import (
+    as_rows,
+    env_option,
+    episode_stats,
+    finished_episodes,
+    obs_normalizer,
+    training_env,
+)
 
 
 def gae(rewards, values, dones, last_value, gamma: float, lam: float):
@@ -198,7 +205,7 @@ class PPO(Agent):
 
     def start(self, factory, seed: int, total_steps: int, every: int) -> int:
         c, env_cfg = self.cfg, self.env_cfg
-        self.n_envs, self.n_steps = int(env_cfg.get("num_envs", 1)), int(c.n_steps)
+        self.n_envs, self.n_steps = int(env_option(env_cfg, "num_envs")), int(c.n_steps)
         self.envs = training_env(factory, self.n_envs, env_cfg, float(c.gamma))
         obs, _ = self.envs.reset(seed=seed)
         self.envs.action_space.seed(seed)

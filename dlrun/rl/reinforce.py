@@ -17,7 +17,14 @@ import numpy as np
 
 from dlrun.rl.learn import Agent
 from dlrun.rl.nets import log_prob_entropy
-from dlrun.rl.rollout import as_rows, episode_stats, finished_episodes, obs_normalizer, training_env
+from dlrun.rl.rollout import (
+    as_rows,
+    env_option,
+    episode_stats,
+    finished_episodes,
+    obs_normalizer,
+    training_env,
+)
 
 
 def returns_to_go(rewards, gamma: float) -> np.ndarray:
@@ -74,7 +81,7 @@ class Reinforce(Agent):
         self._act, self._update = act, update
 
     def start(self, factory, seed: int, total_steps: int, every: int) -> int:
-        self.num_envs = int(self.env_cfg.get("num_envs", 1))
+        self.num_envs = int(env_option(self.env_cfg, "num_envs"))
         self.envs = training_env(factory, self.num_envs, self.env_cfg, float(self.cfg.gamma))
         obs, _ = self.envs.reset(seed=seed)
         self.obs = as_rows(obs, self.obs_space)

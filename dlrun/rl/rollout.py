@@ -40,9 +40,19 @@ def vector_env(factory, num_envs: int, asynchronous: bool = False, normalize_rew
 
 def training_env(factory, num_envs: int, env_cfg=None, gamma: float = 0.99):
     """The agents' training vector env from the env config (`vector`, `normalize_reward`)."""
-    env_cfg = env_cfg or {}
-    return vector_env(factory, num_envs, str(env_cfg.get("vector", "sync")) == "async",
-                      bool(env_cfg.get("normalize_reward", False)), gamma)
+    return vector_env(factory, num_envs, str(env_option(env_cfg, "vector")) == "async",
+                      bool(env_option(env_cfg, "normalize_reward")), gamma)
+
+
+def env_option(env_cfg, key: str):
+    """`key` of an env config, else its default in the env schema (config.EnvConfig, the one place
+    it is written): agents are also built with partial env configs (tests, scripts)."""
+    from dataclasses import fields
+
+    from dlrun.config import EnvConfig
+
+    default = next(f.default for f in fields(EnvConfig) if f.name == key)
+    return (env_cfg if env_cfg is not None else {}).get(key, default)
 
 
 def finished_episodes(info) -> list[tuple[int, float, int]]:

@@ -219,7 +219,7 @@ class AutoencoderTask(Task):
         steps = getattr(series, "labels", None)
         labelled = steps is not None
         steps = np.zeros(len(values), "int64") if steps is None else np.asarray(steps)
-        window, stride = int(cfg.data.get("window", 48)), int(cfg.data.get("stride", 1))
+        window, stride = int(cfg.data.window), int(cfg.data.stride)
         split = cfg.data.get("split") or {}
         n_tr, n_va, _ = split_sizes(len(values), split.get("val_size", 0.2), split.get("test_size", 0.2))
         bounds = {"train": (0, n_tr), "val": (n_tr, n_tr + n_va), "test": (n_tr + n_va, len(values))}
@@ -296,7 +296,7 @@ class AutoencoderTask(Task):
         meta = {"mode": str(cfg.task.mode), "kind": info.kind}
         if info.kind == "series":
             meta.update({"columns": info.columns, "window": int(info.input_shape[0]),
-                         "stride": int(cfg.data.get("stride", 1))})
+                         "stride": int(cfg.data.stride)})
         if info.kind == "image":
             meta.update({"scale": info.scale, "size": list(info.input_shape[:2]),
                          "channels": int(info.input_shape[-1])})
@@ -387,12 +387,12 @@ class AutoencoderTask(Task):
             return Examples(ex.inputs, None, ex.rows, ex.name, ex.source)
         from pathlib import Path
 
-        from dlrun.data.csv import read_csv
+        from dlrun.data.csv import FileOptions, read_csv
 
         if not source:
             raise DlrunError("no input file", "input=<rows.csv>")
-        frame = read_csv(source, sep=cfg.data.get("sep", "auto"), header=True, min_columns=1,
-                         encoding=cfg.data.get("encoding"))
+        opts = FileOptions.of(cfg.data)
+        frame = read_csv(source, sep=opts.sep, header=True, min_columns=1, encoding=opts.encoding)
         target = cfg.data.get("target")
         truth = frame[target].to_numpy() if target and target in frame.columns else None
         return Examples(frame, truth, frame, Path(str(source)).stem, str(source))
@@ -414,11 +414,12 @@ def _read_series(cfg, source: str, meta: dict) -> Examples:
 
     import pandas as pd
 
-    from dlrun.data.csv import read_csv
+    from dlrun.data.csv import FileOptions, read_csv
 
     if not source:
         raise DlrunError("no input file", "input=<series.csv>")
-    frame = read_csv(source, sep=cfg.data.get("sep", "auto"), header=True, min_columns=1, encoding=cfg.data.get("encoding"))
+    opts = FileOptions.of(cfg.data)
+    frame = read_csv(source, sep=opts.sep, header=True, min_columns=1, encoding=opts.encoding)
     cols = list(meta["columns"])
     missing = [c for c in cols if c not in frame.columns]
     if missing:

@@ -324,10 +324,11 @@ def _read_annotated(cfg, path: Path, served: Served | None) -> Examples:
     from omegaconf import OmegaConf
 
     from dlrun.data import detection as detection_data
+    from dlrun.data.csv import FileOptions
 
     if not path.exists():
         raise DlrunError(f"input '{path}' does not exist")
-    policy = {"on_bad_box": str(cfg.data.get("on_bad_box", "skip")) if cfg.get("data") else "skip"}
+    policy = {"on_bad_box": str(FileOptions.of(cfg.get("data")).on_bad_box)}
     if path.suffix.lower() == ".json":
         src = detection_data.load_coco(OmegaConf.create({"name": "coco", "annotations": str(path), "images": str(path.parent),
                                                          **policy}))

@@ -216,6 +216,7 @@ class SegmentationTask(Task):
         from omegaconf import OmegaConf
 
         from dlrun.data import masks as mask_data
+        from dlrun.data.csv import FileOptions
         from dlrun.data.detection import read_image
         from dlrun.data.images import image_files
 
@@ -224,9 +225,8 @@ class SegmentationTask(Task):
         path = Path(source)
         names = _class_names(served) if served is not None else None
         if path.is_dir() and (path / "images").is_dir() and (path / "masks").is_dir():
-            data_cfg = cfg.get("data") or {}
-            opts = OmegaConf.create({"palette": data_cfg.get("palette"), "classes": names,
-                                     "skip_bad_files": data_cfg.get("skip_bad_files", False)})
+            given = FileOptions.of(cfg.get("data"))
+            opts = OmegaConf.create({"palette": given.palette, "classes": names, "skip_bad_files": given.skip_bad_files})
             src = mask_data.read_folder(path / "images", path / "masks", opts, n_classes=len(names) if names else None)
             images, targets, files = src.images, src.masks, src.files
         else:

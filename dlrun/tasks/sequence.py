@@ -266,7 +266,7 @@ def series_data(cfg, series, batch_size: int) -> Data:
     inputs, target, window, horizon = meta["inputs"], meta["target"], meta["window"], meta["horizon"]
     target_index = inputs.index(target) if target in inputs else None
     values, n_train = meta["target_values"], meta["bounds"]["train"][1]
-    season, season_why = infer_season(series.frame, cfg.data.get("season", "auto"), series.season, values[:n_train])
+    season, season_why = infer_season(series.frame, cfg.data.season, series.season, values[:n_train])
     difference = str(cfg.task.difference)
     if target_index is None:
         if difference not in ("auto", "none"):
@@ -274,7 +274,7 @@ def series_data(cfg, series, batch_size: int) -> Data:
                              "add it to data.features, or set task.difference=none")
         difference = "none"
     plan = forecasting.plan(values, meta["bounds"], window, horizon, season, str(cfg.task.transform), difference,
-                  str(cfg.data.get("scale", "standard")))
+                  str(cfg.data.scale))
     pre = forecasting.inputs_model((window, len(inputs)), a, b, target_index, plan)
     for w in parts.values():
         w.x = transform(pre, w.raw)
@@ -305,7 +305,7 @@ def series_data(cfg, series, batch_size: int) -> Data:
     return Data(
         info,
         train=from_arrays(parts["train"].x, parts["train"].y, batch_size,
-                          shuffle=bool(cfg.data.get("shuffle", True)), seed=seed),
+                          shuffle=bool(cfg.data.shuffle), seed=seed),
         val=from_arrays(val.x, val.y, batch_size) if len(val.x) else None,
         test=from_arrays(test.x, test.y, batch_size),
         arrays=arrays, examples=examples, records=records, preprocess=pre,

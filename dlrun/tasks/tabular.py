@@ -128,13 +128,13 @@ class TabularTask(Task):
 
     def read(self, cfg, source: str, served: Served | None = None) -> Examples:
         """A CSV with the training file's options; the target column is optional."""
-        from dlrun.data.csv import read_csv
+        from dlrun.data.csv import FileOptions, read_csv
 
         if not source:
             raise DlrunError("no input file", "input=<rows.csv>")
-        header = bool(cfg.data.get("header", True))
-        frame = read_csv(source, sep=cfg.data.get("sep", "auto"), header=header, min_columns=1,
-                         encoding=cfg.data.get("encoding"))
+        opts = FileOptions.of(cfg.data)
+        header = bool(opts.header)
+        frame = read_csv(source, sep=opts.sep, header=header, min_columns=1, encoding=opts.encoding)
         target = str(cfg.data.get("target")) if cfg.get("data") is not None and cfg.data.get("target") else None
         if target is None and served is not None:  # a generated data set's target (insurance: group)
             target = served.meta.get("target")

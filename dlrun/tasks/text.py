@@ -136,7 +136,7 @@ class TextTask(Task):
             frame = read_texts(p)
         else:
             data_cfg = cfg.data if cfg.get("data") is not None and cfg.data.get("name") == "csv_text" else {}
-            frame = read_csv_text(p, _csv_options(data_cfg))
+            frame = read_csv_text(p, data_cfg)
         truth = frame["label"].astype(str).to_numpy() if "label" in frame else None
         rows = frame.rename(columns={"label": "truth"})  # written beside the answers' own `label`
         return Examples(frame[["text"]], truth, rows, p.stem, str(p))
@@ -183,12 +183,6 @@ class TextTask(Task):
                 report.warnings += [line] if line else []
         report.tables["comparison"] = rows
         return report
-
-
-def _csv_options(data_cfg) -> dict:
-    get = data_cfg.get
-    return {"sep": get("sep", "auto"), "header": get("header", True), "text_column": get("text_column", "text"),
-            "label_column": get("label_column", "label")}
 
 
 def _plain(node) -> dict:

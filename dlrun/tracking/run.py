@@ -105,9 +105,9 @@ class Tracker:
 
             self.client = MlflowClient(tracking_uri=uri)
         run_name = self.cfg.run_name or f"{task_name}-{model_name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        system = bool(self.cfg.get("system_metrics", False))
+        system = bool(self.cfg.system_metrics)
         if system:
-            mlflow.set_system_metrics_sampling_interval(float(self.cfg.get("system_metrics_interval", 10.0)))
+            mlflow.set_system_metrics_sampling_interval(float(self.cfg.system_metrics_interval))
             mlflow.set_system_metrics_samples_before_logging(1)
         with store_errors(uri):
             mlflow.set_experiment(self.cfg.experiment or task_name)
