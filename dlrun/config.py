@@ -235,16 +235,59 @@ def fill_option_defaults(cfg) -> None:
     """
     from omegaconf import DictConfig, open_dict
 
-    from dlrun.config_tree import with_option_defaults
+    from dlrun.config_tree import option_defaults, with_option_defaults
     from dlrun.registry import AGENTS, DATA, MODELS, TASKS
 
     for registry in (TASKS, MODELS, DATA, AGENTS):
         node = cfg.get(registry.group)
         if isinstance(node, DictConfig) and node.get("name"):
-            filled = with_option_defaults(registry.group, node, registry.canonical(node.name))
+            name = registry.canonical(node.name)
+            filled = with_option_defaults(registry.group, node, name)
             if filled is not node:
                 with open_dict(cfg):
                     cfg[registry.group] = filled
+            check_types(filled, option_defaults(registry.group, name), registry.group, f"{registry.group}={name}")
+
+
+# The option file is the schema of its group: a value of another kind than the file's is one line
+# naming the key (model.units=abc, data.noise=[1]). Kinds, from the file's value: a bool takes a
+# bool; a number takes a number; a text takes a text or a number (choices such as season: auto | 12);
+# a list takes a list or one item; a mapping is checked key by key. null in the file, or set by
+# the user, takes anything (null switches an option off or asks for the automatic choice), and a
+# bool or a number also takes `auto` (a task may leave the choice to the data: residual: auto).
+_KINDS = {bool: "true or false", int: "a number", float: "a number", str: "a text", list: "a list"}
+
+
+def check_types(node, schema: dict, path: str, option: str) -> None:
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    for key, default in schema.items():
+        if key not in node or OmegaConf.is_missing(node, key) or default is None or default == "???":
+            continue
+        value = node[key]
+        if value is None:
+            continue
+        full = f"{path}.{key}"
+        if isinstance(default, dict):
+            if isinstance(value, DictConfig):
+                check_types(value, default, full, option)
+                continue
+            ok = False
+        elif isinstance(default, bool):
+            ok = isinstance(value, bool) or value == "auto"
+        elif isinstance(default, int | float):
+            ok = _is_number(value) or value == "auto"
+        elif isinstance(default, str):
+            ok = isinstance(value, str) or _is_number(value)
+        elif isinstance(default, list):
+            ok = not isinstance(value, DictConfig | bool)
+        else:
+            ok = True
+        if not ok:
+            kind = "a mapping" if isinstance(default, dict) else _KINDS.get(type(default), type(default).__name__)
+            shown = _show(value) if not isinstance(value, DictConfig | ListConfig) else str(OmegaConf.to_container(value))
+            raise DlrunError(f"{full} must be {kind}, got {shown}",
+                             f"{option} sets {key}: {_show(default) if not isinstance(default, dict) else '{...}'}")
 
 
 # Value rules by key name for the free-form groups (model, task, data), so that every model

@@ -228,3 +228,19 @@ def test_sweeps_get_the_validation_value_at_the_evaluated_weights(compose):
     assert sweep_value(fit, Objective("mean_return", True)) == val[fit.steps.index(fit.best_step)] == max(val)
 
 
+
+
+def test_option_files_are_the_schema_of_their_groups(compose):
+    """A value of another kind than the option file's is one line naming the key and the file's
+    value; choices that take a number (season: auto | 12) and `auto` stay open; every preset passes."""
+    from dlrun.config import validate
+
+    for override, message in [("model.hidden_units=true", "model.hidden_units must be a list"),
+                              ("model.batch_norm=maybe", "model.batch_norm must be true or false"),
+                              ("model.l2=[1]", "model.l2 must be a number")]:
+        with pytest.raises(DlrunError, match=message) as e:
+            validate(compose("task=tabular", override))
+        assert "model=mlp sets" in (e.value.hint or "")
+    with pytest.raises(DlrunError, match="data.noise must be a number"):
+        validate(compose("task=sequence", "data.noise=loud"))
+    validate(compose("task=sequence", "data.season=12", "model.residual=auto", "data.features=null"))
