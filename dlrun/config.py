@@ -254,7 +254,9 @@ def fill_option_defaults(cfg) -> None:
 # bool; a number takes a number; a text takes a text or a number (choices such as season: auto | 12);
 # a list takes a list or one item; a mapping is checked key by key. null in the file, or set by
 # the user, takes anything (null switches an option off or asks for the automatic choice), and a
-# bool or a number also takes `auto` (a task may leave the choice to the data: residual: auto).
+# bool or a number also takes `auto` (a task may leave the choice to the data: residual: auto);
+# data.cache also takes a folder.
+BOOL_OR_PATH = frozenset({"cache"})  # true, false, or a folder to cache in (data.cache)
 _KINDS = {bool: "true or false", int: "a number", float: "a number", str: "a text", list: "a list"}
 
 
@@ -274,7 +276,7 @@ def check_types(node, schema: dict, path: str, option: str) -> None:
                 continue
             ok = False
         elif isinstance(default, bool):
-            ok = isinstance(value, bool) or value == "auto"
+            ok = isinstance(value, bool) or value == "auto" or (key in BOOL_OR_PATH and isinstance(value, str))
         elif isinstance(default, int | float):
             ok = _is_number(value) or value == "auto"
         elif isinstance(default, str):
