@@ -166,20 +166,21 @@ class TextTask(Task):
         a, info = data.arrays, data.info
         rows = [{"model": f"{cfg.model.name} (network)", **_headline(
             {k.split("/", 1)[1]: v for k, v in report.metrics.items()})}]
+        network = self.score(cfg, served, data.examples["val"]).metrics["accuracy"] if len(a["y_val"]) else None
+        if network is not None and info.chance is not None and network <= info.chance + 0.01:
+            report.warnings.append(
+                f"validation accuracy {network:.4g} never left chance (the majority class is "
+                f"{info.chance:.1%} of the training texts): the network learned nothing; try model=auto or "
+                "model=bow, more epochs, or a longer task.sequence_length")
         if "tfidf_logreg" in (cfg.task.get("baselines") or []) and len(np.unique(a["y_train"])) > 1:
-            base = tfidf_logreg(a["text_train"], a["y_train"], a["text_test"], a["y_test"], info.class_names)
+            baseline = fit_tfidf_logreg(a["text_train"], a["y_train"])  # once, scored on test and validation
+            base = tfidf_scores(baseline, a["text_test"], a["y_test"], info.class_names)
             report.metrics.update(scoring.prefixed("baseline/tfidf_logreg", base))
             rows.append({"model": "tfidf_logreg", **_headline(base)})
-            if len(a["y_val"]):  # never mislead: the network against the baseline on the validation split
-                network = self.score(cfg, served, data.examples["val"]).metrics["accuracy"]
-                if info.chance is not None and network <= info.chance + 0.01:
-                    report.warnings.append(
-                        f"validation accuracy {network:.4g} never left chance (the majority class is "
-                        f"{info.chance:.1%} of the training texts): the network learned nothing; try model=auto or "
-                        "model=bow, more epochs, or a longer task.sequence_length")
-                on_val = tfidf_logreg(a["text_train"], a["y_train"], a["text_val"], a["y_val"], info.class_names)
+            if network is not None:  # never mislead: the network against the baseline on the validation split
+                on_val = tfidf_scores(baseline, a["text_val"], a["y_val"], info.class_names)
                 line = scoring.losing_to_baseline("accuracy", True, network, {"tfidf_logreg": on_val["accuracy"]},
-                                            "model=bow (words and bigrams into an MLP), or model=auto")
+                                                  "model=bow (words and bigrams into an MLP), or model=auto")
                 report.warnings += [line] if line else []
         report.tables["comparison"] = rows
         return report
@@ -299,18 +300,27 @@ def wrong_table(texts, truth, proba, names, n: int = 10) -> list[dict]:
 
 
 def tfidf_logreg(train_texts, y_train, test_texts, y_test, names) -> dict:
-    """The classic baseline: scikit-learn TF-IDF (words and bigrams) + logistic regression."""
+    """The classic baseline: scikit-learn TF-IDF (words and bigrams) + logistic regression,
+    fitted on the training texts, scored on the test texts."""
+    return tfidf_scores(fit_tfidf_logreg(train_texts, y_train), test_texts, y_test, names)
+
+
+def fit_tfidf_logreg(train_texts, y_train):
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
+    model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True), LogisticRegression(max_iter=2000, C=4.0))
+    return model.fit(list(map(str, train_texts)), y_train)
+
+
+def tfidf_scores(model, texts, y_true, names) -> dict:
+    """Classification metrics of a fitted baseline (a class missing in training has probability 0)."""
     from dlrun import metrics as scoring
 
-    model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True), LogisticRegression(max_iter=2000, C=4.0))
-    model.fit(list(map(str, train_texts)), y_train)
-    proba = np.zeros((len(test_texts), len(names)))
-    proba[:, model.classes_] = model.predict_proba(list(map(str, test_texts)))
-    return scoring.classification(y_test, proba.argmax(axis=1), names, proba)[0]
+    proba = np.zeros((len(texts), len(names)))
+    proba[:, model.classes_] = model.predict_proba(list(map(str, texts)))
+    return scoring.classification(y_true, proba.argmax(axis=1), names, proba)[0]
 
 
 def _headline(m: dict) -> dict:
