@@ -207,8 +207,7 @@ class SequenceTask(Task):
         from dlrun.tasks.sequence_rolling import fold_ends, summarize
         from dlrun.training.handle import Handle, keras_fit
 
-        info = data.info
-        series = DATA.build(cfg.data, "sequence")
+        info, series = data.info, data.arrays["series"]  # loaded once, by `data`
         (_, n_train), (v_lo, v_hi), (t_lo, t_hi) = info.bounds["train"], info.bounds["val"], info.bounds["test"]
         ends = fold_ends(len(series.frame), n_train, v_hi - v_lo, t_hi - t_lo, int(cfg.task.rolling.origins),
                          info.window, info.horizon)
@@ -288,7 +287,8 @@ def series_data(cfg, series, batch_size: int) -> Data:
         input_affine=(tuple(map(float, a)), tuple(map(float, b))), plan=plan, bounds=meta["bounds"], season=season,
         season_why=season_why,
     )
-    arrays = {"series_time": np.asarray(series.frame.index), "series_values": values}
+    arrays = {"series_time": np.asarray(series.frame.index), "series_values": values,
+              "series": series}  # the loaded series itself: rolling origins refit on its earlier parts
     for split, w in parts.items():
         arrays.update({f"x_{split}": w.x, f"y_{split}": w.y, f"history_{split}": w.history,
                        f"time_{split}": w.time, f"index_{split}": w.index})
