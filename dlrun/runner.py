@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from dlrun.registry import TASKS
 from dlrun.startup import paused_gc
 from dlrun.tracking import Tracker, tracked_run
 from dlrun.training import extensions
+from dlrun.training.signals import stop_signals
 
 
 def quiet_tensorflow() -> None:
@@ -156,7 +155,7 @@ def train(cfg, overrides: list[str], workdir: Path) -> float | None:
 
             stack.enter_context(backup.hold(workdir))
         tracker = Tracker(cfg.tracking, enabled=chief)
-        stop = stack.enter_context(signals())
+        stop = stack.enter_context(stop_signals())
         stack.enter_context(tracked_run(tracker))
         tracker.start(cfg, task_name, cfg.model.name, overrides, resume_run_id=resume.run_id if resume else None,
                       resumed_at=resume.epochs_done if resume else None)
@@ -309,55 +308,6 @@ def _objective_value(ctx, fit, fit_seconds: float, evaluated: str) -> float | No
     console.console.print(f"[green]done[/] in {fit_seconds:.1f}s training, evaluated on {evaluated.split(' (')[0]}"
                           f" weights" + (f"; mlflow run {tracker.run_id}" if tracker.run_id else ""))
     return value
-
-
-class _Signals:
-    """Ctrl-C and SIGTERM for one run.
-
-    During fit the first signal asks the task to stop after the current step (the run handle's
-    stop flag; Keras' model.stop_training) and the run ends KILLED once fit returns, outside
-    TensorFlow (an exception raised inside a step could end in SIGSEGV under load). Outside
-    fit, or at a second Ctrl-C, the run is interrupted at once.
-    """
-
-    REASONS = {signal.SIGINT: ("interrupted (Ctrl-C)", 130), signal.SIGTERM: ("terminated (SIGTERM)", 143)}
-
-    def __init__(self):
-        self.run = None
-        self.code = 130
-        self.count = 0
-
-    def handler(self, signum, frame):
-        reason, code = self.REASONS[signum]
-        self.count += 1
-        self.code = code
-        if self.run is not None and self.count == 1:
-            self.run.request_stop(reason)
-            return
-        raise Interrupted(reason, code)
-
-    @contextlib.contextmanager
-    def during_fit(self, run):
-        self.run = run
-        try:
-            yield
-        finally:
-            self.run = None
-
-
-@contextlib.contextmanager
-def signals():
-    """Install the run's SIGINT/SIGTERM handler (main thread only) for the duration of a run."""
-    state = _Signals()
-    if threading.current_thread() is not threading.main_thread():
-        yield state
-        return
-    previous = {s: signal.signal(s, state.handler) for s in state.REASONS}
-    try:
-        yield state
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 def sweep_value(fit, objective) -> float | None:
