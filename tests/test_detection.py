@@ -160,7 +160,7 @@ def test_a_shapes_box_is_the_exact_extent_of_its_shape():
 def test_augmentation_moves_boxes_with_the_shapes():
     import tensorflow as tf
 
-    from dlrun.data.detection import augment_fn, augmenter
+    from dlrun.detection.pipeline import augment_fn, augmenter
 
     img = np.zeros((32, 32, 3), "float32")
     img[4:12, 2:10] = 1.0  # a white square at x 2..10, y 4..12

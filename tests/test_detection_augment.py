@@ -46,7 +46,7 @@ def _overlaps(a, b) -> bool:
 def _augmented(augment: dict, n: int, seed: int = 0):
     import tensorflow as tf
 
-    from dlrun.data.detection import augment_fn, augmenter
+    from dlrun.detection.pipeline import augment_fn, augmenter
 
     x, b, lab, colours = _scenes(n, seed)
     tf.random.set_seed(None)  # no global seed (a run sets one): the same windows whatever ran before
@@ -115,7 +115,7 @@ def test_random_crop_keeps_boxes_on_their_shapes_and_drops_boxes_outside_the_win
 def test_crop_window_keeps_boxes_by_their_centre():
     import tensorflow as tf
 
-    from dlrun.data.detection import crop_window
+    from dlrun.detection.pipeline import crop_window
 
     img = np.zeros((96, 96, 3), "float32")
     img[10:40, 10:40, 0] = 1.0  # A: red square, centre x 25: kept
@@ -153,8 +153,8 @@ def test_expansion_shrinks_boxes_onto_a_mean_colour_canvas():
 
 
 def test_crop_expand_and_flip_run_in_the_training_pipeline():
-    from dlrun.data.detection import augmenter, pipeline
     from dlrun.detection.boxes import default_boxes
+    from dlrun.detection.pipeline import augmenter, pipeline
 
     x, b, lab, _ = _scenes(8)
     anchors = default_boxes([12, 6, 3], [0.1, 0.3, 0.6, 0.9], [1.0, 2.0, 0.5])
@@ -176,7 +176,7 @@ def test_crop_expand_and_flip_run_in_the_training_pipeline():
     ({"zoom": 0.2}, "task.augment: unknown key(s) zoom"),
 ])
 def test_bad_augment_values_are_one_clear_error(augment, message):
-    from dlrun.data.detection import augmenter
+    from dlrun.detection.pipeline import augmenter
 
     with pytest.raises(DlrunError) as e:
         augmenter(augment, seed=0)
@@ -184,7 +184,7 @@ def test_bad_augment_values_are_one_clear_error(augment, message):
 
 
 def test_detection_augment_defaults_leave_crop_and_expand_off(compose):
-    from dlrun.data.detection import augmenter
+    from dlrun.detection.pipeline import augmenter
 
     shapes = compose("task=detection", "tracking=off")
     assert shapes.task.augment.crop == 0.0 and shapes.task.augment.expand == 0.0

@@ -51,6 +51,7 @@ class DetectionTask(Task):
     def data(self, cfg, batch_size: int) -> Data:
         from dlrun.data import detection as detection_data
         from dlrun.data.pipeline import fast_subset
+        from dlrun.detection import pipeline as ssd_data
         from dlrun.registry import DATA
 
         seed = int(cfg.trainer.seed)
@@ -71,7 +72,7 @@ class DetectionTask(Task):
         warnings = list(src.warnings)
         arrays = {}
         for s, idx in split.items():
-            x, b, lab = detection_data.model_arrays(src, idx, size, max_boxes, warnings if s == "train" else None)
+            x, b, lab = ssd_data.model_arrays(src, idx, size, max_boxes, warnings if s == "train" else None)
             arrays[f"x_{s}"], arrays[f"boxes_{s}"], arrays[f"labels_{s}"] = x, b, lab
         names = list(src.class_names)
         info = DetectionInfo(name=str(cfg.data.name), input_shape=(size, size, 3), target="detection",
@@ -94,12 +95,12 @@ class DetectionTask(Task):
         pos, neg = float(cfg.task.match.positive_iou), float(cfg.task.match.negative_iou)
         if not 0 < neg <= pos <= 1:
             raise DlrunError(f"task.match: need 0 < negative_iou <= positive_iou <= 1, got {neg}, {pos}")
-        augment = detection_data.augmenter(cfg.task.get("augment"), seed)
-        train = detection_data.pipeline(arrays["x_train"], arrays["boxes_train"], arrays["labels_train"], anchors, batch_size,
-                                        pos, neg, training=True, seed=seed, augment=augment)
-        val = detection_data.pipeline(arrays["x_val"], arrays["boxes_val"], arrays["labels_val"], anchors, batch_size, pos, neg)
-        test = detection_data.pipeline(arrays["x_test"], arrays["boxes_test"], arrays["labels_test"], anchors, batch_size,
-                                       pos, neg)
+        augment = ssd_data.augmenter(cfg.task.get("augment"), seed)
+        train = ssd_data.pipeline(arrays["x_train"], arrays["boxes_train"], arrays["labels_train"], anchors, batch_size,
+                                  pos, neg, training=True, seed=seed, augment=augment)
+        val = ssd_data.pipeline(arrays["x_val"], arrays["boxes_val"], arrays["labels_val"], anchors, batch_size, pos, neg)
+        test = ssd_data.pipeline(arrays["x_test"], arrays["boxes_test"], arrays["labels_test"], anchors, batch_size,
+                                 pos, neg)
         examples = {s: _examples(src, split[s], names, str(cfg.data.name)) for s in ("val", "test")}
         records = [DatasetRecord(info.name, src.source, context, _box_frame(src, split[s], names))
                    for s, context in (("train", "training"), ("val", "validation"), ("test", "testing"))]
