@@ -124,3 +124,39 @@ def test_env_is_a_typed_group(compose, override, needle):
 
     with pytest.raises(DlrunError, match=needle):
         validate(compose("task=rl", override))
+
+
+def test_a_source_called_directly_with_a_partial_config_gets_its_option_files_values():
+    """Registered builders and sources fill their node from their option file however they are
+    called (tests and plugins call them directly), so code reads keys and the YAML holds values."""
+    from omegaconf import OmegaConf
+
+    from dlrun.config_tree import option_defaults
+    from dlrun.data.series import synthetic_series
+
+    series = synthetic_series(OmegaConf.create({"name": "synthetic_series", "length": 120}))
+    yaml_level = option_defaults("data", "synthetic_series")["level"]
+    assert f"level={yaml_level}" in series.source and len(series.frame) == 120  # the file's level, the given length
+    mine = synthetic_series(OmegaConf.create({"name": "synthetic_series", "length": 120, "level": 3.5}))
+    assert "level=3.5" in mine.source
+
+
+def test_partial_env_configs_and_users_files_read_their_schemas_defaults():
+    from dataclasses import fields
+
+    from dlrun.config import EnvConfig
+    from dlrun.data.csv import FileOptions
+    from dlrun.rl.rollout import env_option
+
+    num_envs = next(f.default for f in fields(EnvConfig) if f.name == "num_envs")
+    assert env_option({}, "num_envs") == num_envs and env_option({"num_envs": 4}, "num_envs") == 4
+    assert env_option(None, "vector") == "sync"
+    opts = FileOptions.of({"sep": ";", "name": "csv"})
+    assert (opts.sep, opts.header, opts.on_bad_box) == (";", True, "skip") and FileOptions.of(None).sep == "auto"
+
+
+def test_literal_config_defaults_stay_few():
+    """`cfg.x.get("key", <literal>)` repeats what an option file holds; the few left are options
+    only some sources or models have (scripts/architecture.py --defaults lists them)."""
+    found = _architecture().literal_defaults()
+    assert len(found) <= 20, "\n".join(found)
