@@ -9,7 +9,8 @@ import pytest
 from dlrun.data.anomaly import manifold_frame
 from dlrun.errors import DlrunError
 from dlrun.registry import DATA, TASKS
-from dlrun.tasks.autoencoder import add_noise, choose_threshold, outlier_metrics
+from dlrun.tasks._autoencoder_report import choose_threshold, outlier_metrics
+from dlrun.tasks.autoencoder import add_noise
 
 
 def test_anomaly_generator_is_seeded_and_labels_the_requested_fraction():
