@@ -189,7 +189,7 @@ def _data(ctx):
     cfg, tracker = ctx.cfg, ctx.tracker
     facts = describe(ctx.strategy)
     data, global_batch, replicas = build_data(ctx.task, cfg, ctx.strategy)
-    ctx.notes["global_batch"] = global_batch
+    ctx.global_batch = global_batch
     tracker.log_params({"strategy.replicas": replicas, "strategy.workers": facts["workers"],
                         "trainer.global_batch_size": global_batch})
     tracker.set_tags({"dlrun.strategy": facts["strategy"], "dlrun.devices": facts["devices"],
@@ -222,7 +222,7 @@ def _model(ctx, data) -> None:
     ctx.run = Handle(cfg.trainer, ctx.workdir, ctx.objective, has_val=data.val is not None, is_chief=ctx.chief,
                      log=tracker.log_step, log_epoch=tracker.log_epoch, log_keras=tracker.log_keras,
                      progress=lambda total, unit: console.Progress(total, unit, enabled=bool(cfg.trainer.progress)))
-    ctx.run.global_batch = ctx.notes["global_batch"]
+    ctx.run.global_batch = ctx.global_batch
     ctx.extensions = extensions.for_run(ctx)
     for ext in ctx.extensions:
         ctx.run.callbacks += ext.callbacks(ctx)

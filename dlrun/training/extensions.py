@@ -37,8 +37,8 @@ class RunContext:
     objective: Any = None
     model: Any = None
     run: Any = None
+    global_batch: int | None = None  # the batch size over all replicas
     extensions: list = field(default_factory=list)  # the run's extensions (for_run)
-    notes: dict = field(default_factory=dict)  # what a step hands a later one (the global batch)
 
 
 class Extension:
