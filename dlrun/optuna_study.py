@@ -9,6 +9,7 @@ import contextlib
 import os
 import socket
 import threading
+import time
 from pathlib import Path
 
 from dlrun.errors import DlrunError
@@ -20,12 +21,18 @@ def open_storage(url: str, heartbeat_interval: int):
     import optuna
 
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat_interval,
-                                          grace_period=3 * heartbeat_interval,
-                                          heartbeat_stale_trial_callback=retry_callback())
-    except Exception as e:
-        raise DlrunError(f"hparams_search: cannot open the study storage {url}", str(e).splitlines()[0]) from None
+    # Two processes opening a new storage at once (workers started together on a shared one, or
+    # anything reading the study while the sweep creates it) race to create its tables and one of
+    # them fails ("table studies already exists"); opened again, it finds them made.
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat_interval,
+                                              grace_period=3 * heartbeat_interval,
+                                              heartbeat_stale_trial_callback=retry_callback())
+        except Exception as e:
+            error = e
+            time.sleep(0.2 * (attempt + 1))
+    raise DlrunError(f"hparams_search: cannot open the study storage {url}", str(error).splitlines()[0])
 
 
 def retry_callback():

@@ -119,3 +119,37 @@ def test_parallel_workers_share_the_study_and_prune(run_process, workdir, mlflow
     parent = (folder / "mlflow_parent_run_id").read_text().strip()
     assert len(children(mlflow_client, parent)) == 4
     assert (folder / "worker-1.log").is_file()
+
+
+def _open_at(url, start, results):
+    import warnings
+
+    from dlrun.optuna_study import open_storage
+
+    warnings.simplefilter("ignore")
+    while time.time() < start:
+        pass
+    try:
+        open_storage(url, 60)
+        results.put("ok")
+    except Exception as e:
+        results.put(f"{type(e).__name__}: {e}")
+
+
+@pytest.mark.e2e
+def test_processes_opening_a_new_study_storage_at_once_all_get_it(tmp_path):
+    """Two processes creating one new SQLite storage at the same moment race to create its tables
+    (the sweep and anything reading the study, or workers on a shared store); both must open it."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    outcomes = []
+    for i in range(6):
+        url, results, start = f"sqlite:///{tmp_path / f'study{i}.db'}", ctx.Queue(), time.time() + 4.0
+        procs = [ctx.Process(target=_open_at, args=(url, start, results)) for _ in range(2)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        outcomes += [results.get(timeout=10) for _ in procs]
+    assert outcomes == ["ok"] * 12, outcomes
