@@ -130,9 +130,6 @@ class DQN(Agent):
         import keras
         import tensorflow as tf
 
-        from dlrun.config_tree import with_option_defaults
-
-        cfg = with_option_defaults("agent", cfg, "dqn")  # an agent built with a partial config (tests)
         self.model, self.cfg, self.obs_space, self.act_space = model, cfg, obs_space, act_space
         self.env_cfg = env_cfg or {}
         self.target = keras.models.clone_model(model)

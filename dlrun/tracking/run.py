@@ -64,8 +64,9 @@ def epoch_metric_name(key: str) -> str:
 
 
 class Tracker:
-    """A thin facade over the MLflow fluent API; every method is a no-op when disabled
-    (tracking=off, or a worker that is not the chief of a multi-worker run)."""
+    """One MLflow run: opened and ended with the fluent API, logged to through `client` by run
+    id; every method is a no-op when disabled (tracking=off, or a worker that is not the chief
+    of a multi-worker run)."""
 
     def __init__(self, tracking_cfg, enabled: bool = True):
         self.cfg = tracking_cfg
