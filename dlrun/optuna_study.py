@@ -21,30 +21,47 @@ def open_storage(url: str, heartbeat_interval: int):
     import optuna
 
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    # Two processes opening a new storage at once (workers started together on a shared one, or
-    # anything reading the study while the sweep creates it) race to create its tables and one of
-    # them fails ("table studies already exists"); opened again, it finds them made.
     for attempt in range(5):
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat_interval,
-                                              grace_period=3 * heartbeat_interval,
-                                              heartbeat_stale_trial_callback=retry_callback())
+            with quiet_optuna():
+                return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat_interval,
+                                                  grace_period=3 * heartbeat_interval,
+                                                  heartbeat_stale_trial_callback=retry_callback())
         except Exception as e:
-            error = e
+            # Two processes opening a new storage at once (workers started together on a shared
+            # one, or anything reading the study while the sweep creates it) race to create its
+            # tables ("table studies already exists", or the schema version row twice) and one
+            # of them fails; opened again, it finds them made. Anything else (a bad URL, a
+            # server that is down) is reported at once.
+            text = str(e)
+            racing = "already exists" in text or "UNIQUE constraint failed: alembic_version" in text
+            if not racing or attempt == 4:
+                raise DlrunError(f"hparams_search: cannot open the study storage {url}", text.splitlines()[0]) from None
             time.sleep(0.2 * (attempt + 1))
-    raise DlrunError(f"hparams_search: cannot open the study storage {url}", str(error).splitlines()[0])
 
 
 def retry_callback():
-    """Optuna's RetryFailedTrialCallback (an interrupted trial's parameters are tried again first,
-    the retry naming the trial it repeats); built without its 'experimental' warning."""
+    """Optuna's RetryHeartbeatStaleTrialCallback (an interrupted trial's parameters are tried
+    again first, the retry naming the trial it repeats)."""
+    import optuna
+
+    with quiet_optuna():
+        return optuna.storages.RetryHeartbeatStaleTrialCallback()
+
+
+@contextlib.contextmanager
+def quiet_optuna():
+    """Without Optuna's warnings about what dlrun uses on purpose: heartbeats and the retry
+    callback are 'experimental', and heartbeats outside Study.optimize (dlrun asks for trials
+    under its own lock and beats for them itself, see `heartbeat`)."""
     import warnings
 
     import optuna
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RetryFailedTrialCallback()
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+        yield
 
 
 def trial_id(storage, study, number: int) -> int:
@@ -56,7 +73,7 @@ def trial_id(storage, study, number: int) -> int:
 def fail_vanished(study, storage) -> None:
     """Trials left RUNNING by a process of this machine that no longer exists (Ctrl-C, SIGKILL,
     a crash) are failed as interrupted at once and tried again first, as Optuna's
-    RetryFailedTrialCallback does for the trials of other machines whose heartbeat stopped."""
+    RetryHeartbeatStaleTrialCallback does for the trials of other machines whose heartbeat stopped."""
     import datetime
 
     import optuna
@@ -74,10 +91,7 @@ def fail_vanished(study, storage) -> None:
                                         "its process ended without an answer")
             study.tell(t.number, state=optuna.trial.TrialState.FAIL)
             retry_callback()(study, t)  # t: as it was, without "interrupted"
-    import warnings
-
-    with contextlib.suppress(Exception), warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    with contextlib.suppress(Exception), quiet_optuna():
         optuna.storages.fail_stale_trials(study)
 
 

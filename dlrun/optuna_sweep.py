@@ -38,7 +38,7 @@ from typing import Any
 
 from dlrun.contract import maximized
 from dlrun.errors import DlrunError
-from dlrun.optuna_study import counted, fail_vanished, file_lock, heartbeat, open_storage
+from dlrun.optuna_study import counted, fail_vanished, file_lock, heartbeat, open_storage, quiet_optuna
 from dlrun.overrides import parse_override
 from dlrun.training.extensions import Extension
 
@@ -258,7 +258,8 @@ def _sweep(sweeper, arguments: list[str]) -> list:
             with file_lock(sweep_dir / ".optuna.lock"):
                 if counted(study) >= n_trials:
                     break
-                trial = study.ask(fixed_distributions=space)
+                with quiet_optuna():
+                    trial = study.ask(fixed_distributions=space)
                 trial.set_user_attr("host", socket.gethostname())
                 trial.set_user_attr("pid", os.getpid())
             results.append(_run_trial(sweeper, study, storage, trial, fixed, metric, s))

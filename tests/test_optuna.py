@@ -94,8 +94,8 @@ def test_interrupted_study_resumes_with_the_same_command(run_process, workdir):
     assert states(s) == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
     interrupted, retry = s.trials[1], s.trials[2]
     assert "interrupted" in interrupted.user_attrs and "error" not in interrupted.user_attrs
-    assert retry.params == interrupted.params  # tried again first (Optuna's RetryFailedTrialCallback)
-    assert optuna.storages.RetryFailedTrialCallback.retried_trial_number(retry) == 1
+    assert retry.params == interrupted.params  # tried again first (Optuna's RetryHeartbeatStaleTrialCallback)
+    assert optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == 1
     folder = workdir / "multirun" / "optuna" / "tabular-mlp"
     assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == ["0", "1", "2", "3"]
     assert (folder / "0" / ".hydra" / "overrides.yaml").stat().st_mtime_ns == kept  # nothing overwritten
